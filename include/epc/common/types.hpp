@@ -1,0 +1,49 @@
+// Vocabulary shared by every stage: certificate types, archive layouts, exit codes, errors.
+#pragma once
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace epc {
+
+enum class CertType { domestic, non_domestic, display };
+
+// The spelling operators use on the command line and the publisher uses in file names.
+std::string_view cert_type_name(CertType type);
+// The spelling used inside SQL identifiers (no hyphen).
+std::string_view cert_type_sql(CertType type);
+std::optional<CertType> parse_cert_type(std::string_view name);
+
+// How the publisher arranged the CSV files inside the zip.
+enum class Layout {
+    legacy,   // one directory per Local Authority District, each with certificates.csv
+    current,  // flat certificates-YYYY.csv files, one per lodgement year
+    single,   // a single-LA / single-file download: certificates.csv at the root
+};
+std::string_view layout_name(Layout layout);
+
+// Exit codes are a contract with operators' scripts and AWS Batch (shared/cli.md).
+enum ExitCode : int {
+    exit_ok = 0,
+    exit_internal = 1,
+    exit_usage = 2,
+    exit_invalid_archive = 3,
+    exit_locked = 4,
+    exit_transient = 5,
+    exit_too_many_rejects = 6,
+    exit_nothing_new = 10,
+};
+
+// An error the operator can act on; carries the exit code the process should end with.
+class Error : public std::runtime_error {
+public:
+    Error(ExitCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+    ExitCode code() const { return code_; }
+
+private:
+    ExitCode code_;
+};
+
+}  // namespace epc
