@@ -1,0 +1,49 @@
+// Bookkeeping in PostgreSQL: the epc schema, one import_run row per run, one import_file ledger
+// row per loaded file (committed with that file's rows), and the per-type lock that stops two
+// runs of one certificate type from overlapping.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+
+#include "epc/common/types.hpp"
+#include "epc/extract/archive.hpp"
+#include "epc/load/pg.hpp"
+
+namespace epc {
+
+struct StagingTables {
+    std::string rows;     // epc.stage_<type>: the loaded fields, UNLOGGED, no indexes
+    std::string rejects;  // epc.reject_<type>: rows that could not be loaded, with why and where
+};
+StagingTables staging_tables(CertType type);
+
+// Where a load starts from: a new run, or an interrupted run of the same archive.
+struct RunStart {
+    long long run_id = 0;
+    bool resumed = false;
+    std::set<int> done_files;  // file_no of files whose ledger row committed
+};
+
+class Ledger {
+public:
+    // `control` stays open for the whole run: it holds the session-level advisory lock.
+    Ledger(pg::Connection& control, CertType type);
+
+    // Creates the schema and bookkeeping tables if missing (safe to run concurrently).
+    void ensure_schema();
+    // Takes this type's lock or throws Error(exit_locked) naming the holder.
+    void lock();
+    // Resumes the latest run of this type when it was interrupted while loading this same archive
+    // and its staging rows are intact; otherwise starts a new run and rebuilds staging.
+    RunStart begin_load(const ArchiveInfo& archive);
+    void mark_failed(long long run_id, const std::string& error);
+
+private:
+    pg::Connection& db_;
+    CertType type_;
+    StagingTables tables_;
+};
+
+}  // namespace epc

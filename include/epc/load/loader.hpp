@@ -1,0 +1,54 @@
+// The load stage: stream every certificates CSV of a validated archive into the staging table
+// through N parallel pipelines (parse thread → bounded queue → COPY thread with its own connection),
+// one transaction per file together with its ledger row, then move duplicate keys to the rejects.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "epc/extract/archive.hpp"
+
+namespace epc {
+
+struct LoadOptions {
+    CertType type = CertType::domestic;
+    std::string conninfo;                    // libpq conninfo / URI; empty = libpq defaults
+    unsigned jobs = 2;                       // parallel pipelines, each with its own connection
+    std::optional<std::uint64_t> max_rejects;  // fail the run when more rows than this are rejected
+    bool backslash_escapes = true;           // \" inside quotes is a quote (pre-2026-04-29 files)
+    const std::atomic<bool>* interrupted = nullptr;  // set by SIGINT/SIGTERM: stop cleanly
+};
+
+struct FileStats {
+    int file_no = 0;
+    std::string name;
+    std::uint64_t rows_read = 0;
+    std::uint64_t rows_loaded = 0;
+    std::uint64_t rows_rejected = 0;
+    std::uint64_t invalid_utf8_values = 0;
+    std::uint64_t invalid_values = 0;
+    bool from_earlier_attempt = false;  // loaded by an interrupted run that this one resumed
+};
+
+struct LoadSummary {
+    long long run_id = 0;
+    bool resumed = false;
+    std::vector<FileStats> files;  // in archive order
+    std::uint64_t rows_read = 0;
+    std::uint64_t rows_loaded = 0;
+    std::uint64_t rows_rejected = 0;
+    std::uint64_t invalid_utf8_values = 0;
+    std::uint64_t invalid_values = 0;
+    std::map<std::string, std::uint64_t> rejects_by_reason;
+    double seconds = 0;
+};
+
+// Throws Error: exit_locked (another run), exit_transient (database), exit_invalid_archive
+// (corrupt entry found while inflating), exit_too_many_rejects, exit_internal.
+LoadSummary load_archive(const ArchiveInfo& archive, const LoadOptions& options);
+
+}  // namespace epc

@@ -1,0 +1,73 @@
+// From a CSV record to one staging row: which columns hold the fields we keep, how each field is
+// cleaned and typed, and how a row is written in PostgreSQL's COPY text format.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "epc/common/types.hpp"
+#include "epc/transform/csv.hpp"
+
+namespace epc {
+
+// Why a row could not be loaded. The names are stored in the rejects table.
+enum class RejectReason { field_count, missing_key, missing_date, bad_date, duplicate_key };
+std::string_view reject_reason_name(RejectReason reason);
+
+// Positions of the loaded fields in one file's header (-1 = column absent).
+struct FieldMap {
+    int key = -1;
+    int lodgement_date = -1;
+    int transaction_type = -1;
+    int floor_area = -1;
+    int address = -1;
+    int address_parts[3] = {-1, -1, -1};  // ADDRESS1..3, joined when there is no ADDRESS column
+    int postcode = -1;
+    int uprn = -1;
+    int local_authority = -1;
+    std::size_t columns = 0;
+    std::vector<std::string> missing_required;  // key / lodgement date: the file cannot be loaded
+    std::vector<std::string> missing_optional;  // loaded as NULL, worth a warning
+};
+
+// Maps header names case-insensitively: LMK_KEY or certificate_number; TOTAL_FLOOR_AREA or
+// FLOOR_AREA (non-domestic); TRANSACTION_TYPE is optional (display files have none).
+FieldMap map_header(const std::vector<Field>& header, CertType type);
+
+// Staging columns, in the order format_row writes them.
+inline constexpr const char* kStagingColumns =
+    "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, "
+    "local_authority, file_no, line_no";
+
+struct RowCounters {
+    std::uint64_t invalid_utf8_values = 0;  // loaded values that had bytes replaced by U+FFFD
+    std::uint64_t invalid_values = 0;       // floor area / UPRN text that is not a number: NULL
+};
+
+struct Rejection {
+    RejectReason reason;
+    std::string detail;
+};
+
+// Appends the row's COPY text line to `out`, or leaves `out` untouched and returns why not.
+std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field>& fields, int file_no,
+                                    std::uint64_t line, std::string& out, RowCounters& counters);
+
+// Appends a COPY rejects line: file_no, file_name, line_no, reason, detail, raw.
+void format_reject(int file_no, std::string_view file_name, std::uint64_t line, const Rejection& rejection,
+                   std::string_view raw, std::string& out);
+
+// Building blocks, exposed for tests.
+std::string_view trim(std::string_view s);
+bool is_sentinel(std::string_view trimmed);
+bool is_valid_date(std::string_view s);     // exactly YYYY-MM-DD and a real calendar date
+bool is_decimal(std::string_view s);        // [+-]?digits[.digits] | [+-]?.digits
+bool is_uprn(std::string_view s);           // 1-18 digits
+// Appends s escaped for COPY text, replacing each byte that is not part of valid UTF-8 by
+// U+FFFD. Returns true when something was replaced.
+bool append_copy_text(std::string& out, std::string_view s);
+
+}  // namespace epc

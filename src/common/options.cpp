@@ -1,0 +1,107 @@
+#include "epc/common/options.hpp"
+
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "epc/load/pg.hpp"
+
+namespace epc {
+
+namespace {
+
+const char* kExitCodes = R"(
+Exit codes:
+  0   success
+  1   unexpected internal error
+  2   usage error (bad option or combination)
+  3   archive invalid (not a zip, corrupt, or failed layout validation): nothing loaded
+  4   another run of this certificate type holds the lock (retry later)
+  5   transient failure (database unavailable, interrupted): retry
+  6   too many rejected rows (--max-rejects)
+
+Environment:
+  PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, ...   as libpq reads them
+  DATABASE_URL   used when --db and the PG* connection variables are absent
+)";
+
+void add_common_options(CLI::App& app, Options& o, std::string& certtype, std::string& log_format,
+                        std::string& csv_escapes) {
+    app.add_option("--certtype", certtype, "certificate type: domestic | non-domestic | display")
+        ->check(CLI::IsMember({"domestic", "non-domestic", "display"}))
+        ->capture_default_str();
+    app.add_option("--zip", o.zip, "use this local archive instead of downloading one");
+    app.add_option("--db", o.db,
+                   "libpq conninfo or postgresql:// URI (default: libpq's PG* variables, then DATABASE_URL)");
+    app.add_option("--work-dir", o.work_dir, "directory for downloads and temporary files")->capture_default_str();
+    app.add_option("--expect-dirs", o.expect_dirs,
+                   "legacy layout: require exactly N Local Authority directories (default: report the count)")
+        ->check(CLI::Range(1, 100000));
+    app.add_option("--jobs", o.jobs, "parallel loader connections (default: number of cores)")
+        ->check(CLI::Range(1, 64));
+    app.add_option("--max-rejects", o.max_rejects, "fail the run when more rows than this are rejected (default: no limit)");
+    app.add_option("--csv-escapes", csv_escapes,
+                   "backslash: \\\" inside a quoted field is a quote (files built before 29 April 2026); "
+                   "rfc: only \"\" is")
+        ->check(CLI::IsMember({"backslash", "rfc"}))
+        ->capture_default_str();
+    app.add_option("--log-format", log_format, "text | json (default: text on a terminal, json otherwise)")
+        ->check(CLI::IsMember({"text", "json"}));
+    app.add_flag("-v,--verbose", o.verbose, "log per-file detail");
+    app.add_option("--report", o.report, "write the run summary as JSON to this file");
+}
+
+}  // namespace
+
+ParseResult parse_options(const std::vector<std::string>& args) {
+    Options o;
+    std::string certtype = "domestic";
+    std::string log_format;
+    std::string csv_escapes = "backslash";
+
+    CLI::App app("epc-import: import the EPC open data of England and Wales into PostgreSQL", "epc-import");
+    app.set_version_flag("--version", std::string("epc-import ") + EPC_VERSION);
+    app.footer(kExitCodes);
+    add_common_options(app, o, certtype, log_format, csv_escapes);
+
+    CLI::App* run = app.add_subcommand("run", "full pipeline (the default): validate the archive, then load it into staging");
+    CLI::App* extract = app.add_subcommand("extract", "validate the archive's layout and headers; touches no table");
+    CLI::App* load = app.add_subcommand("load", "validate the archive, then stream its certificates into staging");
+    for (CLI::App* sub : {run, extract, load}) sub->fallthrough();
+    app.require_subcommand(0, 1);
+
+    std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them back to front
+    try {
+        app.parse(reversed);
+    } catch (const CLI::ParseError& e) {
+        return {std::nullopt, app.exit(e) == 0 ? exit_ok : exit_usage};
+    }
+    for (CLI::App* sub : {run, extract, load})
+        if (sub->parsed()) o.command = sub->get_name();
+    o.type = *parse_cert_type(certtype);
+    o.log_format = log_format == "json" ? LogFormat::json : log_format == "text" ? LogFormat::text : LogFormat::automatic;
+    o.backslash_escapes = csv_escapes == "backslash";
+    if (o.jobs == 0) o.jobs = std::max(1u, std::thread::hardware_concurrency());
+    return {o, exit_ok};
+}
+
+void check_options(const Options& o) {
+    namespace fs = std::filesystem;
+    if (!o.zip)
+        throw Error(exit_usage, "no --zip given: downloading from the publisher is not available in this version; "
+                                "pass the archive with --zip PATH");
+    std::error_code ec;
+    if (!fs::exists(*o.zip, ec)) throw Error(exit_usage, "--zip " + *o.zip + ": no such file");
+    if (fs::is_directory(*o.zip, ec))
+        throw Error(exit_usage, "--zip " + *o.zip + " is a directory; give the .zip file itself");
+    if (auto problem = pg::conninfo_error(o.db)) throw Error(exit_usage, "--db is " + *problem);
+    if (o.report) {
+        fs::path parent = fs::path(*o.report).parent_path();
+        if (!parent.empty() && !fs::is_directory(parent, ec))
+            throw Error(exit_usage, "--report " + *o.report + ": directory " + parent.string() + " does not exist");
+    }
+}
+
+}  // namespace epc

@@ -1,0 +1,273 @@
+#include "epc/extract/archive.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "epc/transform/csv.hpp"
+#include "epc/transform/fields.hpp"
+
+namespace epc {
+
+namespace {
+
+std::string zip_error_text(int code) {
+    zip_error_t error;
+    zip_error_init_with_code(&error, code);
+    std::string text = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    return text;
+}
+
+// A fingerprint that changes whenever any entry's name, size or content (CRC-32) changes, without
+// reading the data. Used to recognise "the same archive again" when resuming a load.
+struct Fingerprint {
+    std::uint64_t hash = 14695981039346656037ull;  // FNV-1a 64
+    void add(const void* data, std::size_t n) {
+        const auto* p = static_cast<const unsigned char*>(data);
+        for (std::size_t i = 0; i < n; ++i) hash = (hash ^ p[i]) * 1099511628211ull;
+    }
+    std::string hex() const {
+        char buf[17];
+        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(hash));
+        return buf;
+    }
+};
+
+bool escapes_archive(const std::string& name) {
+    if (name.empty() || name[0] == '/' || name.find('\\') != std::string::npos) return true;
+    if (name.size() > 1 && name[1] == ':') return true;  // C:...
+    std::size_t start = 0;
+    while (start <= name.size()) {
+        std::size_t slash = name.find('/', start);
+        std::string part = name.substr(start, slash == std::string::npos ? std::string::npos : slash - start);
+        if (part == "..") return true;
+        if (slash == std::string::npos) break;
+        start = slash + 1;
+    }
+    return false;
+}
+
+// The first line of an entry, read without inflating the rest.
+std::string read_first_line(zip_t* zip, zip_uint64_t index) {
+    zip_file_t* f = zip_fopen_index(zip, index, 0);
+    if (!f) return {};
+    std::string head(64 * 1024, '\0');
+    zip_int64_t n = zip_fread(f, head.data(), head.size());
+    zip_fclose(f);
+    if (n <= 0) return {};
+    head.resize(static_cast<std::size_t>(n));
+    if (head.compare(0, 3, "\xEF\xBB\xBF") == 0) head.erase(0, 3);
+    std::size_t nl = head.find('\n');
+    if (nl != std::string::npos) head.resize(nl);
+    if (!head.empty() && head.back() == '\r') head.pop_back();
+    return head;
+}
+
+struct Entry {
+    zip_uint64_t index;
+    std::string name;
+    std::uint64_t size;
+    std::uint64_t comp_size;
+};
+
+}  // namespace
+
+ZipHandle open_zip(const std::string& path) {
+    int code = 0;
+    zip_t* zip = zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &code);
+    if (!zip) {
+        std::string why;
+        switch (code) {
+            case ZIP_ER_NOENT: why = "no such file"; break;
+            case ZIP_ER_OPEN: why = "cannot open it: " + std::string(std::strerror(errno)); break;
+            case ZIP_ER_NOZIP: why = "not a zip archive (truncated download or wrong file?)"; break;
+            case ZIP_ER_INCONS: why = "inconsistent zip structure (corrupt or truncated)"; break;
+            default: why = zip_error_text(code);
+        }
+        throw Error(exit_invalid_archive, "archive " + path + ": " + why);
+    }
+    return ZipHandle(zip);
+}
+
+ArchiveInfo inspect_archive(const std::string& path, const ValidationOptions& options) {
+    ArchiveInfo info;
+    info.path = path;
+    std::error_code ec;
+    info.bytes = std::filesystem::file_size(path, ec);
+    ZipHandle zip = open_zip(path);
+
+    const std::string type_name(cert_type_name(options.type));
+    std::vector<Entry> entries;
+    Fingerprint fingerprint;
+    zip_int64_t count = zip_get_num_entries(zip.get(), 0);
+    for (zip_int64_t i = 0; i < count; ++i) {
+        zip_stat_t st;
+        if (zip_stat_index(zip.get(), static_cast<zip_uint64_t>(i), 0, &st) != 0) {
+            info.problems.push_back("entry #" + std::to_string(i) + ": " + zip_strerror(zip.get()));
+            continue;
+        }
+        Entry e{static_cast<zip_uint64_t>(i), st.name ? st.name : "", st.size, st.comp_size};
+        fingerprint.add(e.name.data(), e.name.size() + 1);
+        fingerprint.add(&st.size, sizeof st.size);
+        fingerprint.add(&st.crc, sizeof st.crc);
+        if (escapes_archive(e.name)) {
+            info.problems.push_back("entry '" + e.name + "' has a path that escapes the archive");
+            continue;
+        }
+        if (e.size > (1u << 20) && e.size / std::max<std::uint64_t>(e.comp_size, 1) > kMaxCompressionRatio) {
+            info.problems.push_back("entry '" + e.name + "' inflates from " + std::to_string(e.comp_size) + " to " +
+                                    std::to_string(e.size) + " bytes, beyond a sane ratio (" +
+                                    std::to_string(kMaxCompressionRatio) + ":1): refusing a likely zip bomb");
+            continue;
+        }
+        entries.push_back(std::move(e));
+    }
+    fingerprint.add(&info.bytes, sizeof info.bytes);
+    info.identity = fingerprint.hex();
+
+    // Group entries: root files, and files per top-level directory.
+    std::map<std::string, std::vector<const Entry*>> dirs;  // sorted for stable reporting
+    std::vector<const Entry*> root_files;
+    for (const Entry& e : entries) {
+        std::size_t slash = e.name.find('/');
+        if (slash == std::string::npos) {
+            root_files.push_back(&e);
+            continue;
+        }
+        std::string dir = e.name.substr(0, slash);
+        std::string rest = e.name.substr(slash + 1);
+        auto& list = dirs[dir];
+        if (rest.empty()) continue;  // the directory's own entry
+        if (rest.find('/') != std::string::npos && rest.find('/') + 1 != rest.size()) {
+            info.problems.push_back("entry '" + e.name + "' is nested deeper than one directory");
+            continue;
+        }
+        list.push_back(&e);
+    }
+
+    static const std::regex kYearFile(R"((certificates|recommendations)-(\d{4})\.csv)");
+    std::map<std::string, std::set<std::string>> years;  // year -> which of the pair exist
+    const Entry* single = nullptr;
+    for (const Entry* e : root_files) {
+        std::smatch m;
+        if (std::regex_match(e->name, m, kYearFile)) {
+            years[m[2]].insert(m[1]);
+        } else if (e->name == "certificates.csv") {
+            single = e;
+        } else if (e->name != "LICENCE.txt" && e->name != "recommendations.csv" && e->name != "schema.json" &&
+                   e->name != "columns.csv") {
+            info.warnings.push_back("unexpected file at the archive root: " + e->name);
+        }
+    }
+
+    std::vector<const Entry*> cert_entries;
+    std::vector<const Entry*> csv_entries;  // every CSV that must not be empty
+    if (!years.empty()) {
+        info.layout = Layout::current;
+        if (!dirs.empty())
+            info.problems.push_back("archive mixes yearly files with " + std::to_string(dirs.size()) +
+                                    " directories; cannot tell its layout");
+        for (const auto& [year, kinds] : years)
+            for (const char* kind : {"certificates", "recommendations"})
+                if (!kinds.count(kind))
+                    info.problems.push_back(std::string(kind) + "-" + year + ".csv is missing (its pair " +
+                                            (kinds.count("certificates") ? "certificates" : "recommendations") +
+                                            "-" + year + ".csv is present)");
+        for (const Entry* e : root_files)
+            if (std::regex_match(e->name, kYearFile)) {
+                csv_entries.push_back(e);
+                if (e->name.rfind("certificates-", 0) == 0) cert_entries.push_back(e);
+            }
+    } else if (single) {
+        info.layout = Layout::single;
+        cert_entries.push_back(single);
+        csv_entries.push_back(single);
+    } else if (!dirs.empty()) {
+        info.layout = Layout::legacy;
+        static const std::regex kLaDir(R"((domestic|non-domestic|display)-((E0[6-9]|W06)\d{6})-([A-Za-z0-9][A-Za-z0-9-]*))");
+        static const std::regex kUnknownDir(
+            R"((domestic|non-domestic|display)-_unknown_local_authority--Unknown-Local-Authority-)");
+        for (const auto& [dir, files] : dirs) {
+            std::smatch m;
+            if (!std::regex_match(dir, m, kLaDir) && !std::regex_match(dir, m, kUnknownDir)) {
+                info.problems.push_back("directory '" + dir + "/' does not match " + type_name +
+                                        "-<GSS code E06/E07/E08/E09/W06 + 6 digits>-<name>");
+                continue;
+            }
+            ++info.directories;
+            if (m[1] != type_name)
+                info.problems.push_back("directory '" + dir + "/' holds " + m[1].str() + " certificates, not " +
+                                        type_name + " (check --certtype)");
+            const Entry* certs = nullptr;
+            const Entry* recs = nullptr;
+            for (const Entry* e : files) {
+                std::string base = e->name.substr(dir.size() + 1);
+                if (base == "certificates.csv") certs = e;
+                else if (base == "recommendations.csv") recs = e;
+                else info.warnings.push_back("unexpected file " + e->name);
+            }
+            if (!certs) info.problems.push_back("directory '" + dir + "/' has no certificates.csv");
+            if (!recs) info.problems.push_back("directory '" + dir + "/' has no recommendations.csv");
+            if (certs) cert_entries.push_back(certs), csv_entries.push_back(certs);
+            if (recs) csv_entries.push_back(recs);
+        }
+        if (options.expect_dirs && static_cast<int>(info.directories) != *options.expect_dirs)
+            info.problems.push_back("found " + std::to_string(info.directories) +
+                                    " Local Authority directories, expected " + std::to_string(*options.expect_dirs) +
+                                    " (--expect-dirs)");
+    } else {
+        info.problems.push_back("no certificates CSV found (neither <type>-<LA>/certificates.csv, "
+                                "certificates-YYYY.csv nor certificates.csv)");
+    }
+
+    for (const Entry* e : csv_entries)
+        if (e->size == 0) info.problems.push_back(e->name + " is empty");
+
+    // Each certificates header must name the columns a row cannot be loaded without.
+    std::map<std::string, int> missing_optional;  // column -> files lacking it (one warning each)
+    std::sort(cert_entries.begin(), cert_entries.end(),
+              [](const Entry* a, const Entry* b) { return a->index < b->index; });
+    RecordSplitter splitter(true);
+    std::vector<Field> header;
+    for (const Entry* e : cert_entries) {
+        if (e->size == 0) continue;
+        std::string line = read_first_line(zip.get(), e->index);
+        splitter.split(line.data(), line.size(), header);
+        FieldMap map = map_header(header, options.type);
+        for (const std::string& column : map.missing_required)
+            info.problems.push_back(e->name + ": header has no " + column + " column");
+        for (const std::string& column : map.missing_optional) ++missing_optional[column];
+        info.files.push_back(CertFile{static_cast<int>(info.files.size()), e->index, e->name, e->size});
+    }
+    for (const auto& [column, files] : missing_optional)
+        info.warnings.push_back(std::to_string(files) + " certificates file(s) have no " + column +
+                                " column; it will be NULL");
+    return info;
+}
+
+EntrySource::EntrySource(zip_t* zip, const CertFile& file) : name_(file.name), declared_(file.size) {
+    file_ = zip_fopen_index(zip, file.index, 0);
+    if (!file_) throw Error(exit_invalid_archive, "cannot open " + name_ + " in the archive: " + zip_strerror(zip));
+}
+
+EntrySource::~EntrySource() {
+    if (file_) zip_fclose(file_);
+}
+
+int EntrySource::read(char* buffer, int size) {
+    zip_int64_t n = zip_fread(file_, buffer, static_cast<zip_uint64_t>(size));
+    if (n < 0)
+        throw Error(exit_invalid_archive,
+                    "archive entry " + name_ + " is corrupt: " + zip_error_strerror(zip_file_get_error(file_)));
+    seen_ += static_cast<std::uint64_t>(n);
+    if (seen_ > declared_)
+        throw Error(exit_invalid_archive, "archive entry " + name_ + " inflates beyond its declared size of " +
+                                              std::to_string(declared_) + " bytes");
+    return static_cast<int>(n);
+}
+
+}  // namespace epc

@@ -1,0 +1,167 @@
+#include "epc/load/ledger.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace epc {
+
+namespace {
+
+// Advisory lock keys: one namespace for epc-import, one object per certificate type (and one for DDL).
+constexpr int kLockNamespace = 0x45504331;  // "EPC1"
+constexpr int kDdlLock = 100;
+
+int lock_object(CertType type) { return static_cast<int>(type) + 1; }
+
+}  // namespace
+
+StagingTables staging_tables(CertType type) {
+    std::string t(cert_type_sql(type));
+    return {"epc.stage_" + t, "epc.reject_" + t};
+}
+
+Ledger::Ledger(pg::Connection& control, CertType type)
+    : db_(control), type_(type), tables_(staging_tables(type)) {}
+
+void Ledger::ensure_schema() {
+    db_.exec("BEGIN");
+    // CREATE ... IF NOT EXISTS still races when two runs (of different types) start together.
+    db_.exec("SELECT pg_advisory_xact_lock(" + std::to_string(kLockNamespace) + ", " + std::to_string(kDdlLock) + ")");
+    db_.exec(R"(
+CREATE SCHEMA IF NOT EXISTS epc;
+CREATE TABLE IF NOT EXISTS epc.import_run (
+    run_id              bigserial PRIMARY KEY,
+    cert_type           text NOT NULL,
+    archive_path        text,
+    archive_identity    text NOT NULL,
+    archive_bytes       bigint,
+    layout              text,
+    status              text NOT NULL,    -- loading | loaded | failed | abandoned
+    started_at          timestamptz NOT NULL DEFAULT now(),
+    finished_at         timestamptz,
+    files               int,
+    rows_read           bigint,
+    rows_loaded         bigint,
+    rows_rejected       bigint,
+    invalid_utf8_values bigint,
+    invalid_values      bigint,
+    error               text
+);
+CREATE TABLE IF NOT EXISTS epc.import_file (
+    run_id              bigint NOT NULL REFERENCES epc.import_run ON DELETE CASCADE,
+    file_no             int NOT NULL,
+    file_name           text NOT NULL,
+    rows_read           bigint NOT NULL,
+    rows_loaded         bigint NOT NULL,
+    rows_rejected       bigint NOT NULL,
+    invalid_utf8_values bigint NOT NULL,
+    invalid_values      bigint NOT NULL,
+    loaded_at           timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, file_no)
+);
+-- Which run the staging tables of each type belong to.
+CREATE TABLE IF NOT EXISTS epc.staging_owner (
+    cert_type text PRIMARY KEY,
+    run_id    bigint NOT NULL REFERENCES epc.import_run
+);
+)");
+    db_.exec("COMMIT");
+}
+
+void Ledger::lock() {
+    const std::string key = std::to_string(kLockNamespace) + ", " + std::to_string(lock_object(type_));
+    pg::Result r = db_.exec("SELECT pg_try_advisory_lock(" + key + ")");
+    if (r.text(0, 0) == "t") return;
+    pg::Result holder = db_.exec(
+        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), "
+        "       to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') "
+        "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = " +
+        std::to_string(kLockNamespace) + " AND l.objid = " + std::to_string(lock_object(type_)));
+    std::string who = holder.rows() > 0 ? " (PostgreSQL backend pid " + holder.text(0, 0) + ", '" +
+                                              holder.text(0, 1) + "' from " + holder.text(0, 2) + ", since " +
+                                              holder.text(0, 3) + ")"
+                                        : "";
+    throw Error(exit_locked, "another epc-import run for " + std::string(cert_type_name(type_)) +
+                                 " certificates holds the lock" + who + "; try again when it has finished");
+}
+
+RunStart Ledger::begin_load(const ArchiveInfo& archive) {
+    const std::string type(cert_type_name(type_));
+    RunStart start;
+    pg::Result last = db_.exec(
+        "SELECT r.run_id, r.status, r.archive_identity, (o.run_id IS NOT NULL) "
+        "FROM epc.import_run r LEFT JOIN epc.staging_owner o ON o.cert_type = r.cert_type AND o.run_id = r.run_id "
+        "WHERE r.cert_type = $1 ORDER BY r.run_id DESC LIMIT 1",
+        {type});
+    if (last.rows() == 1) {
+        long long run_id = last.integer(0, 0);
+        std::string status = last.text(0, 1);
+        bool same_archive = last.text(0, 2) == archive.identity;
+        bool owns_staging = last.text(0, 3) == "t";
+        if ((status == "loading" || status == "failed") && same_archive && owns_staging) {
+            // UNLOGGED staging is emptied if the server crashed: resume only if the rows the ledger
+            // says were committed are all still there.
+            pg::Result counts = db_.exec(
+                "SELECT (SELECT count(*) FROM " + tables_.rows + "), "
+                "(SELECT coalesce(sum(rows_loaded), 0) FROM epc.import_file WHERE run_id = $1)",
+                {std::to_string(run_id)});
+            if (counts.integer(0, 0) == counts.integer(0, 1)) {
+                pg::Result done = db_.exec("SELECT file_no FROM epc.import_file WHERE run_id = $1 ORDER BY file_no",
+                                           {std::to_string(run_id)});
+                for (int i = 0; i < done.rows(); ++i) start.done_files.insert(static_cast<int>(done.integer(i, 0)));
+                db_.exec("UPDATE epc.import_run SET status = 'loading', error = NULL WHERE run_id = $1",
+                         {std::to_string(run_id)});
+                start.run_id = run_id;
+                start.resumed = true;
+                return start;
+            }
+            spdlog::warn("staging of run {} lost rows (server restart?); starting the load again", run_id);
+        }
+    }
+
+    db_.exec("BEGIN");
+    db_.exec("UPDATE epc.import_run SET status = 'abandoned', finished_at = now() "
+             "WHERE cert_type = $1 AND status = 'loading'",
+             {type});
+    pg::Result run = db_.exec(
+        "INSERT INTO epc.import_run (cert_type, archive_path, archive_identity, archive_bytes, layout, status, files) "
+        "VALUES ($1, $2, $3, $4, $5, 'loading', $6) RETURNING run_id",
+        {type, archive.path, archive.identity, std::to_string(archive.bytes), std::string(layout_name(archive.layout)),
+         std::to_string(archive.files.size())});
+    start.run_id = run.integer(0, 0);
+    // A new run starts from empty staging: no indexes, UNLOGGED (a crash is covered by the
+    // row-count check above), rebuilt rather than truncated so column changes take effect.
+    db_.exec("DROP TABLE IF EXISTS " + tables_.rows + ", " + tables_.rejects);
+    db_.exec("CREATE UNLOGGED TABLE " + tables_.rows + R"( (
+    cert_key         text NOT NULL,
+    lodgement_date   date NOT NULL,
+    transaction_type text,
+    total_floor_area numeric,
+    address          text,
+    postcode         text,
+    uprn             bigint,
+    local_authority  text,
+    file_no          int NOT NULL,     -- import_file.file_no of the file the row came from
+    line_no          bigint NOT NULL   -- physical line where the record starts (header = 1)
+))");
+    db_.exec("CREATE TABLE " + tables_.rejects + R"( (
+    file_no   int NOT NULL,
+    file_name text NOT NULL,
+    line_no   bigint NOT NULL,
+    reason    text NOT NULL,   -- field_count | missing_key | missing_date | bad_date | duplicate_key
+    detail    text,
+    raw       text             -- the record as in the file (invalid UTF-8 replaced)
+))");
+    db_.exec("INSERT INTO epc.staging_owner (cert_type, run_id) VALUES ($1, $2) "
+             "ON CONFLICT (cert_type) DO UPDATE SET run_id = EXCLUDED.run_id",
+             {type, std::to_string(start.run_id)});
+    db_.exec("COMMIT");
+    return start;
+}
+
+void Ledger::mark_failed(long long run_id, const std::string& error) {
+    db_.exec("UPDATE epc.import_run SET status = 'failed', finished_at = now(), error = $2 WHERE run_id = $1",
+             {std::to_string(run_id), error});
+}
+
+}  // namespace epc

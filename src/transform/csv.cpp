@@ -1,0 +1,226 @@
+#include "epc/transform/csv.hpp"
+
+#include <cstring>
+
+namespace epc {
+
+QuoteAwareSource::QuoteAwareSource(std::unique_ptr<io::ByteSourceBase> inner, bool backslash_escapes)
+    : inner_(std::move(inner)), backslash_escapes_(backslash_escapes) {}
+
+int QuoteAwareSource::read(char* buffer, int size) {
+    int n = inner_->read(buffer, size);
+    if (n <= 0) return n;
+    if (at_start_) {
+        at_start_ = false;
+        if (n >= 3 && std::memcmp(buffer, "\xEF\xBB\xBF", 3) == 0) {
+            std::memmove(buffer, buffer + 3, n - 3);
+            n -= 3;
+        }
+    }
+    scan(buffer, buffer + n);
+    return n;
+}
+
+// The state machine mirrors RecordSplitter: a quote opens a quoted field only at the start of a
+// field; inside, "" is a literal quote and (optionally) so is \" ; anything else after a closing
+// quote is tolerated as part of an unquoted field.
+void QuoteAwareSource::scan(char* p, char* end) {
+    while (p < end) {
+        switch (state_) {
+            case State::field_start:
+            case State::unquoted: {
+                if (state_ == State::field_start) {
+                    if (*p == '"') {
+                        state_ = State::quoted;
+                        quoted_bytes_ = 0;
+                        ++p;
+                        continue;
+                    }
+                    state_ = State::unquoted;
+                }
+                // Outside quotes only field and record ends matter (a quote opens only at field start).
+                while (p < end) {
+                    unsigned char c = static_cast<unsigned char>(*p);
+                    if (c == ',' || c == '\n') {
+                        ++p;
+                        state_ = State::field_start;
+                        break;
+                    }
+                    if (c == 0) *p = kInvalidByte;  // the LineReader NUL-terminates lines
+                    ++p;
+                }
+                continue;
+            }
+            case State::quoted: {
+                unsigned char c = static_cast<unsigned char>(*p);
+                if (c == '"') {
+                    state_ = State::quote_seen;
+                } else if (c == '\n') {
+                    if (quoted_bytes_ > kMaxQuotedBytes) {
+                        state_ = State::field_start;  // an unclosed quote: let the record end here
+                    } else {
+                        *p = kQuotedNewline;
+                    }
+                } else if (c == 0xFF || c == 0) {
+                    *p = kInvalidByte;
+                } else if (c == '\\' && backslash_escapes_) {
+                    state_ = State::quoted_backslash;
+                }
+                ++quoted_bytes_;
+                ++p;
+                continue;
+            }
+            case State::quoted_backslash: {
+                // A quote right after a backslash is literal; any other byte is handled as usual.
+                if (*p == '"') {
+                    state_ = State::quoted;
+                    ++quoted_bytes_;
+                    ++p;
+                } else {
+                    state_ = State::quoted;
+                }
+                continue;
+            }
+            case State::quote_seen: {
+                if (*p == '"') {  // doubled quote: still inside
+                    state_ = State::quoted;
+                    ++p;
+                } else {
+                    state_ = State::unquoted;  // closing quote; this byte is outside
+                }
+                continue;
+            }
+        }
+    }
+}
+
+std::size_t RecordSplitter::split(const char* line, std::size_t len, std::vector<Field>& fields) {
+    fields.clear();
+    scratch_.clear();
+    // Unquoting only shrinks text, so this capacity is never exceeded and views stay valid.
+    if (scratch_.capacity() < len + 1) scratch_.reserve(len + 1);
+    std::size_t lines = 1;
+    const char* p = line;
+    const char* const end = line + len;
+    for (;;) {
+        if (p < end && *p == '"') {
+            const char* q = p + 1;
+            const char* seg = q;  // start of the not-yet-copied run
+            bool copied = false;
+            const std::size_t out_start = scratch_.size();
+            auto copy_run = [&](const char* to) {
+                scratch_.append(seg, to);
+                copied = true;
+            };
+            bool closed = false;
+            while (q < end) {
+                char c = *q;
+                if (c == '"') {
+                    if (backslash_escapes_ && q - 1 > p && q[-1] == '\\') {
+                        copy_run(q - 1);  // drop the backslash, keep the quote
+                        seg = q;
+                        ++q;
+                        continue;
+                    }
+                    if (q + 1 < end && q[1] == '"') {
+                        copy_run(q + 1);  // keep one of the two quotes
+                        q += 2;
+                        seg = q;
+                        continue;
+                    }
+                    closed = true;
+                    break;
+                }
+                if (c == kQuotedNewline) {
+                    copy_run(q);
+                    scratch_.push_back('\n');
+                    ++lines;
+                    ++q;
+                    seg = q;
+                    continue;
+                }
+                ++q;
+            }
+            if (!copied) {
+                if (closed) {
+                    ++q;  // past the closing quote
+                    if (q == end || *q == ',') {
+                        fields.emplace_back(p + 1, static_cast<std::size_t>(q - 1 - (p + 1)));
+                        p = q;
+                        goto next_field;
+                    }
+                    // Text after the closing quote: keep it, tolerantly, as part of the field.
+                    scratch_.append(p + 1, q - 1);
+                    seg = q;
+                    copied = true;
+                } else {
+                    fields.emplace_back(p + 1, static_cast<std::size_t>(end - (p + 1)));
+                    p = end;
+                    goto next_field;
+                }
+            } else {
+                copy_run(q);
+                if (closed) ++q;
+                seg = q;
+            }
+            // Copy mode: the rest up to the next comma (only non-empty after a stray closing quote).
+            {
+                const char* comma = static_cast<const char*>(std::memchr(q, ',', end - q));
+                const char* stop = comma ? comma : end;
+                scratch_.append(seg, stop);
+                fields.emplace_back(scratch_.data() + out_start, scratch_.size() - out_start);
+                p = stop;
+            }
+        } else {
+            const char* comma = static_cast<const char*>(std::memchr(p, ',', end - p));
+            const char* stop = comma ? comma : end;
+            fields.emplace_back(p, static_cast<std::size_t>(stop - p));
+            p = stop;
+        }
+    next_field:
+        if (p >= end) break;
+        ++p;  // past the comma; a trailing comma yields a last, empty field
+        if (p == end) {
+            fields.emplace_back(end, 0);
+            break;
+        }
+    }
+    return lines;
+}
+
+CsvReader::CsvReader(std::string name, std::unique_ptr<io::ByteSourceBase> source, bool backslash_escapes)
+    : name_(std::move(name)),
+      lines_(name_, std::make_unique<QuoteAwareSource>(std::move(source), backslash_escapes)),
+      splitter_(backslash_escapes) {}
+
+bool CsvReader::next(Record& record) {
+    for (;;) {
+        char* line = lines_.next_line();
+        if (!line) return false;
+        std::size_t len = std::strlen(line);
+        if (len == 0) {  // blank line (or a lone CR): not a record
+            ++next_line_;
+            continue;
+        }
+        record.line = next_line_;
+        record.raw = std::string_view(line, len);
+        next_line_ += splitter_.split(line, len, record.fields);
+        return true;
+    }
+}
+
+std::string restore_raw(std::string_view raw) {
+    std::string out(raw);
+    for (char& c : out)
+        if (c == kQuotedNewline) c = '\n';
+    return out;
+}
+
+int StringSource::read(char* buffer, int size) {
+    std::size_t n = std::min<std::size_t>(static_cast<std::size_t>(size), data_.size() - pos_);
+    std::memcpy(buffer, data_.data() + pos_, n);
+    pos_ += n;
+    return static_cast<int>(n);
+}
+
+}  // namespace epc
