@@ -1,0 +1,118 @@
+#include <gtest/gtest.h>
+
+#include "epc/transform/fields.hpp"
+
+using namespace epc;
+
+namespace {
+
+std::vector<Field> views(const std::vector<std::string>& v) { return {v.begin(), v.end()}; }
+
+const std::vector<std::string> kHeader = {"LMK_KEY",          "ADDRESS1", "ADDRESS",  "POSTCODE", "LODGEMENT_DATE",
+                                          "TRANSACTION_TYPE", "TOTAL_FLOOR_AREA", "UPRN", "LOCAL_AUTHORITY"};
+
+}  // namespace
+
+TEST(Fields, SentinelsAreCaseInsensitiveAndExact) {
+    for (const char* s : {"", "NO DATA!", "nodata!", "INVALID!", "N/A", "not recorded", "UNKNOWN", "DEC OR 9999"})
+        EXPECT_TRUE(is_sentinel(s)) << s;
+    for (const char* s : {"NO DATA", "0", "Unknownx", "n/a/"}) EXPECT_FALSE(is_sentinel(s)) << s;
+}
+
+TEST(Fields, Dates) {
+    EXPECT_TRUE(is_valid_date("2020-02-29"));
+    EXPECT_TRUE(is_valid_date("2000-02-29"));
+    EXPECT_FALSE(is_valid_date("1900-02-29"));
+    EXPECT_FALSE(is_valid_date("2021-02-29"));
+    EXPECT_FALSE(is_valid_date("2021-02-30"));
+    EXPECT_FALSE(is_valid_date("2021-13-01"));
+    EXPECT_FALSE(is_valid_date("2021-1-01"));
+    EXPECT_FALSE(is_valid_date("01/02/2021"));
+    EXPECT_FALSE(is_valid_date("2021-01-01 10:00"));
+    EXPECT_FALSE(is_valid_date("not a date"));
+}
+
+TEST(Fields, Numbers) {
+    for (const char* s : {"80", "80.5", "-3.25", "+7", ".5", "0.0"}) EXPECT_TRUE(is_decimal(s)) << s;
+    for (const char* s : {"", "80.", "about 80", "1e5", "-", ".", "8,0"}) EXPECT_FALSE(is_decimal(s)) << s;
+    EXPECT_TRUE(is_uprn("100023336956"));
+    EXPECT_FALSE(is_uprn("1000233369.0"));
+    EXPECT_FALSE(is_uprn("1234567890123456789"));  // 19 digits: beyond bigint's safe range
+}
+
+TEST(Fields, CopyTextEscapesAndReplacesInvalidUtf8) {
+    std::string out;
+    EXPECT_FALSE(append_copy_text(out, "a\\b\tc\nd\re"));
+    EXPECT_EQ(out, "a\\\\b\\tc\\nd\\re");
+    out.clear();
+    EXPECT_FALSE(append_copy_text(out, "W/m\xC2\xB2K caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x8F\xA0"));
+    EXPECT_EQ(out, "W/m\xC2\xB2K caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x8F\xA0");
+    out.clear();
+    EXPECT_TRUE(append_copy_text(out, "caf\xE9!"));  // Latin-1 é
+    EXPECT_EQ(out, "caf\xEF\xBF\xBD!");
+    out.clear();
+    EXPECT_TRUE(append_copy_text(out, "\xE2\x82" "A"));  // truncated sequence: each byte replaced
+    EXPECT_EQ(out, "\xEF\xBF\xBD\xEF\xBF\xBD" "A");
+    out.clear();
+    EXPECT_TRUE(append_copy_text(out, "\xED\xA0\x80"));  // UTF-16 surrogate: invalid in UTF-8
+    EXPECT_EQ(out, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+TEST(Fields, HeaderMappingIsCaseInsensitivePerType) {
+    std::vector<std::string> current = {"certificate_number", "address", "postcode", "lodgement_date",
+                                        "floor_area",         "uprn",    "local_authority", "extra"};
+    FieldMap m = map_header(views(current), CertType::non_domestic);
+    EXPECT_EQ(m.key, 0);
+    EXPECT_EQ(m.floor_area, 4);
+    EXPECT_EQ(m.transaction_type, -1);
+    EXPECT_TRUE(m.missing_required.empty());
+    EXPECT_EQ(m.missing_optional, (std::vector<std::string>{"TRANSACTION_TYPE"}));
+
+    FieldMap display = map_header(views({"LMK_KEY", "LODGEMENT_DATE", "TOTAL_FLOOR_AREA", "ADDRESS", "POSTCODE", "UPRN",
+                                         "LOCAL_AUTHORITY"}),
+                                  CertType::display);
+    EXPECT_TRUE(display.missing_optional.empty());  // no TRANSACTION_TYPE is normal for display
+
+    FieldMap broken = map_header(views({"KEY", "DATE"}), CertType::domestic);
+    EXPECT_EQ(broken.missing_required.size(), 2u);
+}
+
+TEST(Fields, FormatRowTypesAndNulls) {
+    FieldMap m = map_header(views(kHeader), CertType::domestic);
+    std::string out;
+    RowCounters c;
+    std::vector<std::string> row = {" 123 ", "x", "11, Braddon Road", "TS1 1AA", "2020-01-02",
+                                    "NO DATA!", "about 80", "", "E06000001"};
+    EXPECT_FALSE(format_row(m, views(row), 3, 17, out, c));
+    EXPECT_EQ(out, "123\t2020-01-02\t\\N\t\\N\t11, Braddon Road\tTS1 1AA\t\\N\tE06000001\t3\t17\n");
+    EXPECT_EQ(c.invalid_values, 1u);
+}
+
+TEST(Fields, FormatRowRejections) {
+    FieldMap m = map_header(views(kHeader), CertType::domestic);
+    std::string out;
+    RowCounters c;
+    auto reject = [&](std::vector<std::string> row) {
+        auto r = format_row(m, views(row), 0, 2, out, c);
+        return r ? std::string(reject_reason_name(r->reason)) : std::string("loaded");
+    };
+    EXPECT_EQ(reject({"1", "a"}), "field_count");
+    EXPECT_EQ(reject({"NO DATA!", "", "", "", "2020-01-01", "", "", "", ""}), "missing_key");
+    EXPECT_EQ(reject({"1", "", "", "", "", "", "", "", ""}), "missing_date");
+    EXPECT_EQ(reject({"1", "", "", "", "2020-02-30", "", "", "", ""}), "bad_date");
+    EXPECT_TRUE(out.empty());
+}
+
+TEST(Fields, AddressJoinedWhenNoAddressColumn) {
+    FieldMap m = map_header(views({"LMK_KEY", "ADDRESS1", "ADDRESS2", "ADDRESS3", "LODGEMENT_DATE"}), CertType::domestic);
+    std::string out;
+    RowCounters c;
+    EXPECT_FALSE(format_row(m, views({"1", "Flat 2", "", "Mill Lane", "2020-01-01"}), 0, 2, out, c));
+    EXPECT_NE(out.find("\tFlat 2, Mill Lane\t"), std::string::npos) << out;
+}
+
+TEST(Fields, RejectLineKeepsRawText) {
+    std::string out;
+    format_reject(2, "dir/certificates.csv", 9, {RejectReason::bad_date, "why"}, "1,\"a\xFF" "b\"", out);
+    EXPECT_EQ(out, "2\tdir/certificates.csv\t9\tbad_date\twhy\t1,\"a\\nb\"\n");
+}
