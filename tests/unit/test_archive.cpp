@@ -1,0 +1,180 @@
+// Archive validation: every failure the extract stage must catch, each reported (all of them, not
+// just the first), and the layouts it must accept.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "epc/extract/archive.hpp"
+#include "support/zip_writer.hpp"
+
+using namespace epc;
+using epc::test::Entries;
+
+namespace {
+
+const std::string kHeader = "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
+const std::string kRow = "1,\"1, A Road\",AB1 2CD,2020-01-01,rental,50,1,E06000001\n";
+const std::string kRecs = "LMK_KEY,IMPROVEMENT_ITEM\n1,1\n";
+
+std::string tmp(const std::string& name) { return testing::TempDir() + name; }
+
+Entries legacy_dir(const std::string& dir, const std::string& certs = kHeader + kRow) {
+    return {{dir + "/", ""}, {dir + "/certificates.csv", certs}, {dir + "/recommendations.csv", kRecs}};
+}
+
+Entries concat(std::initializer_list<Entries> parts) {
+    Entries all;
+    for (const auto& p : parts) all.insert(all.end(), p.begin(), p.end());
+    return all;
+}
+
+ArchiveInfo inspect(const Entries& entries, ValidationOptions options = {}) {
+    std::string path = tmp("archive-test.zip");
+    epc::test::write_zip(path, entries);
+    return inspect_archive(path, options);
+}
+
+bool mentions(const std::vector<std::string>& problems, const std::string& text) {
+    return std::any_of(problems.begin(), problems.end(),
+                       [&](const std::string& p) { return p.find(text) != std::string::npos; });
+}
+
+}  // namespace
+
+TEST(Archive, ValidLegacyLayout) {
+    ArchiveInfo a = inspect(concat({{{"LICENCE.txt", "OGL"}},
+                                    legacy_dir("domestic-E06000001-Hartlepool"),
+                                    legacy_dir("domestic-E07000146-King-s-Lynn-and-West-Norfolk"),
+                                    legacy_dir("domestic-_unknown_local_authority--Unknown-Local-Authority-")}));
+    EXPECT_TRUE(a.problems.empty()) << a.problems.front();
+    EXPECT_EQ(a.layout, Layout::legacy);
+    EXPECT_EQ(a.directories, 3u);
+    ASSERT_EQ(a.files.size(), 3u);
+    EXPECT_EQ(a.files[0].name, "domestic-E06000001-Hartlepool/certificates.csv");
+    EXPECT_EQ(a.files[0].size, kHeader.size() + kRow.size());
+    EXPECT_EQ(a.identity.size(), 16u);
+}
+
+TEST(Archive, ValidCurrentAndSingleLayouts) {
+    ArchiveInfo current = inspect({{"certificates-2024.csv", kHeader + kRow},
+                                   {"recommendations-2024.csv", kRecs},
+                                   {"certificates-2025.csv", kHeader + kRow},
+                                   {"recommendations-2025.csv", kRecs}});
+    EXPECT_TRUE(current.problems.empty());
+    EXPECT_EQ(current.layout, Layout::current);
+    EXPECT_EQ(current.files.size(), 2u);
+
+    ArchiveInfo single = inspect({{"certificates.csv", kHeader + kRow}, {"recommendations.csv", kRecs},
+                                  {"schema.json", "{}"}, {"columns.csv", "a"}, {"LICENCE.txt", "OGL"}});
+    EXPECT_TRUE(single.problems.empty());
+    EXPECT_EQ(single.layout, Layout::single);
+    EXPECT_TRUE(single.warnings.empty());
+}
+
+TEST(Archive, IdentityChangesWithContent) {
+    ArchiveInfo a = inspect(legacy_dir("domestic-E06000001-Hartlepool"));
+    ArchiveInfo b = inspect(legacy_dir("domestic-E06000001-Hartlepool", kHeader + kRow + kRow));
+    ArchiveInfo a2 = inspect(legacy_dir("domestic-E06000001-Hartlepool"));
+    EXPECT_NE(a.identity, b.identity);
+    EXPECT_EQ(a.identity, a2.identity);
+}
+
+TEST(Archive, ReportsEveryProblemNotJustTheFirst) {
+    ArchiveInfo a = inspect(concat({
+        legacy_dir("domestic-E06000001-Hartlepool"),
+        legacy_dir("domestic-X99-Nowhere"),                                   // bad name
+        {{"domestic-E06000002-Middlesbrough/certificates.csv", kHeader + kRow}},  // no recommendations
+        legacy_dir("domestic-E06000003-Redcar-and-Cleveland", ""),          // empty certificates
+        legacy_dir("domestic-E06000004-Stockton-on-Tees", "KEY,DATE\n1,2\n"),  // no key column
+        legacy_dir("non-domestic-E06000005-Darlington"),                    // wrong type
+        {{"../../evil.txt", "x"}},                                          // escapes
+    }));
+    EXPECT_TRUE(mentions(a.problems, "'domestic-X99-Nowhere/' does not match")) << a.problems.size();
+    EXPECT_TRUE(mentions(a.problems, "domestic-E06000002-Middlesbrough/' has no recommendations.csv"));
+    EXPECT_TRUE(mentions(a.problems, "domestic-E06000003-Redcar-and-Cleveland/certificates.csv is empty"));
+    EXPECT_TRUE(mentions(a.problems, "Stockton-on-Tees/certificates.csv: header has no LMK_KEY/certificate_number"));
+    EXPECT_TRUE(mentions(a.problems, "holds non-domestic certificates, not domestic"));
+    EXPECT_TRUE(mentions(a.problems, "'../../evil.txt' has a path that escapes"));
+    EXPECT_EQ(a.problems.size(), 7u);  // the Stockton header also lacks LODGEMENT_DATE
+}
+
+TEST(Archive, ExpectedDirectoryCountIsEnforcedOnlyWhenAsked) {
+    Entries two = concat({legacy_dir("domestic-E06000001-Hartlepool"), legacy_dir("domestic-W06000001-Isle-of-Anglesey")});
+    EXPECT_TRUE(inspect(two).problems.empty());
+    EXPECT_TRUE(inspect(two, {CertType::domestic, 2}).problems.empty());
+    ArchiveInfo wrong = inspect(two, {CertType::domestic, 349});
+    ASSERT_EQ(wrong.problems.size(), 1u);
+    EXPECT_EQ(wrong.problems[0], "found 2 Local Authority directories, expected 349 (--expect-dirs)");
+}
+
+TEST(Archive, CurrentLayoutNeedsPairs) {
+    ArchiveInfo a = inspect({{"certificates-2024.csv", kHeader + kRow}, {"recommendations-2025.csv", kRecs},
+                             {"certificates-2025.csv", kHeader + kRow}});
+    EXPECT_TRUE(mentions(a.problems, "recommendations-2024.csv is missing"));
+    EXPECT_EQ(a.problems.size(), 1u);
+}
+
+TEST(Archive, NoCertificatesAtAll) {
+    ArchiveInfo a = inspect({{"readme.txt", "hello"}});
+    EXPECT_TRUE(mentions(a.problems, "no certificates CSV found"));
+}
+
+TEST(Archive, ZipBombRatioIsRefused) {
+    ArchiveInfo a = inspect(legacy_dir("domestic-E06000001-Hartlepool", kHeader + std::string(50 << 20, ',')));
+    EXPECT_TRUE(mentions(a.problems, "beyond a sane ratio")) << (a.problems.empty() ? "" : a.problems[0]);
+}
+
+TEST(Archive, NotAZipTruncatedOrMissingIsAnInvalidArchive) {
+    std::string junk = tmp("not-a-zip.zip");
+    std::ofstream(junk) << "this is an HTML error page, not a zip";
+    std::string full = tmp("full.zip");
+    epc::test::write_zip(full, legacy_dir("domestic-E06000001-Hartlepool", kHeader + std::string(100000, 'x')));
+    std::string cut = tmp("truncated.zip");
+    {
+        std::ifstream in(full, std::ios::binary);
+        std::string bytes((std::istreambuf_iterator<char>(in)), {});
+        std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+    }
+    for (const auto& [path, expected] : std::vector<std::pair<std::string, std::string>>{
+             {junk, "not a zip archive"}, {cut, "not a zip archive"}, {tmp("missing.zip"), "no such file"}}) {
+        try {
+            inspect_archive(path, {});
+            FAIL() << path;
+        } catch (const Error& e) {
+            EXPECT_EQ(e.code(), exit_invalid_archive);
+            EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+            EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+        }
+    }
+}
+
+TEST(Archive, CorruptDataIsCaughtWhileStreaming) {
+    // Flip bytes in the middle of the compressed data: the central directory still reads fine,
+    // so only inflating (CRC/inflate error) can tell.
+    std::string path = tmp("corrupt.zip");
+    std::string body = kHeader;
+    for (int i = 0; i < 20000; ++i) body += std::to_string(i) + ",\"" + std::to_string(i * 7919) + " Road\",X,2020-01-01,a,1,1,E\n";
+    epc::test::write_zip(path, legacy_dir("domestic-E06000001-Hartlepool", body));
+    std::string bytes;
+    {
+        std::ifstream in(path, std::ios::binary);
+        bytes.assign((std::istreambuf_iterator<char>(in)), {});
+    }
+    for (std::size_t i = 20000; i < 20400; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x5A);
+    std::ofstream(path, std::ios::binary) << bytes;
+
+    ArchiveInfo a = inspect_archive(path, {});
+    ASSERT_FALSE(a.files.empty());
+    ZipHandle zip = open_zip(path);
+    EntrySource source(zip.get(), a.files[0]);
+    std::vector<char> buf(1 << 16);
+    try {
+        while (source.read(buf.data(), static_cast<int>(buf.size())) > 0) {
+        }
+        FAIL() << "corruption not detected";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), exit_invalid_archive);
+        EXPECT_NE(std::string(e.what()).find("certificates.csv is corrupt"), std::string::npos) << e.what();
+    }
+}
