@@ -6,11 +6,7 @@ namespace epc {
 
 namespace {
 
-// Advisory lock keys: one namespace for epc-import, one object per certificate type (and one for DDL).
-constexpr int kLockNamespace = 0x45504331;  // "EPC1"
 constexpr int kDdlLock = 100;
-
-int lock_object(CertType type) { return static_cast<int>(type) + 1; }
 
 }  // namespace
 

@@ -13,6 +13,10 @@
 
 namespace epc {
 
+// Advisory lock keys: one namespace for epc-import, one object per certificate type.
+constexpr int kLockNamespace = 0x45504331;  // "EPC1"
+inline int lock_object(CertType type) { return static_cast<int>(type) + 1; }
+
 struct StagingTables {
     std::string rows;     // epc.stage_<type>: the loaded fields, UNLOGGED, no indexes
     std::string rejects;  // epc.reject_<type>: rows that could not be loaded, with why and where

@@ -1,0 +1,237 @@
+// The real binary, run the way operators run it: exit codes, messages, logs, report, kill -9.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "epc/load/ledger.hpp"
+#include "fixture/fixture.hpp"
+#include "support/pg_test.hpp"
+
+extern char** environ;
+
+using namespace epc;
+using epc::test::TestDatabase;
+
+namespace {
+
+struct Outcome {
+    int exit_code = -1;
+    std::string out;
+    std::string err;
+};
+
+// Starts epc-import with stdout/stderr captured to files; returns its pid.
+pid_t start(const std::vector<std::string>& args, const std::string& tag) {
+    std::vector<std::string> argv_s = {EPC_IMPORT_BIN};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_s) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    std::string out = testing::TempDir() + tag + ".out", err = testing::TempDir() + tag + ".err";
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid = 0;
+    int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0) throw std::runtime_error("cannot start " + argv_s[0]);
+    return pid;
+}
+
+Outcome finish(pid_t pid, const std::string& tag) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    Outcome o;
+    o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    o.out = epc::test::read_file(testing::TempDir() + tag + ".out");
+    o.err = epc::test::read_file(testing::TempDir() + tag + ".err");
+    return o;
+}
+
+Outcome run(const std::vector<std::string>& args) {
+    static int n = 0;
+    std::string tag = "cli-" + std::to_string(getpid()) + "-" + std::to_string(n++);
+    return finish(start(args, tag), tag);
+}
+
+std::string make_zip(fixture::Options o, const std::string& name, fixture::Expected* expected = nullptr,
+                     std::string* rows = nullptr) {
+    std::string path = testing::TempDir() + name + ".zip";
+    std::ostringstream out;
+    fixture::Expected e = fixture::write_zip(path, o, &out);
+    if (expected) *expected = e;
+    if (rows) *rows = out.str();
+    return path;
+}
+
+bool has(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
+
+}  // namespace
+
+TEST(Cli, HelpDocumentsCommandsOptionsAndExitCodes) {
+    Outcome o = run({"--help"});
+    EXPECT_EQ(o.exit_code, 0);
+    for (const char* s : {"--certtype", "--zip", "--db", "--jobs", "--max-rejects", "--expect-dirs", "--report",
+                          "--log-format", "load", "extract", "Exit codes", "DATABASE_URL"})
+        EXPECT_TRUE(has(o.out, s)) << s;
+    Outcome v = run({"--version"});
+    EXPECT_EQ(v.exit_code, 0);
+    EXPECT_TRUE(has(v.out, "epc-import "));
+}
+
+TEST(Cli, UsageErrorsExitTwo) {
+    EXPECT_EQ(run({"--certtype", "commercial"}).exit_code, 2);
+    Outcome no_zip = run({"load"});
+    EXPECT_EQ(no_zip.exit_code, 2);
+    EXPECT_TRUE(has(no_zip.err, "--zip")) << no_zip.err;
+    Outcome missing = run({"load", "--zip", "/nonexistent.zip"});
+    EXPECT_EQ(missing.exit_code, 2);
+    EXPECT_TRUE(has(missing.err, "/nonexistent.zip: no such file")) << missing.err;
+}
+
+TEST(Cli, LoadSucceedsWithJsonLogsAndReport) {
+    fixture::Options fo;
+    fo.rows = 5000;
+    fo.with_all_hazards();
+    fixture::Expected e;
+    std::string zip = make_zip(fo, "cli-ok", &e);
+    TestDatabase db;
+    std::string report = testing::TempDir() + "cli-report.json";
+    Outcome o = run({"load", "--zip", zip, "--db", db.conninfo(), "--log-format", "json", "--report", report});
+    ASSERT_EQ(o.exit_code, 0) << o.err;
+    std::istringstream lines(o.err);
+    std::string line;
+    int n = 0;
+    while (std::getline(lines, line)) {
+        nlohmann::json j = nlohmann::json::parse(line);  // throws if a line is not one JSON object
+        EXPECT_TRUE(j.contains("time") && j.contains("level") && j.contains("message"));
+        ++n;
+    }
+    EXPECT_GT(n, 3);
+    nlohmann::json r = nlohmann::json::parse(epc::test::read_file(report));
+    EXPECT_EQ(r["status"], "ok");
+    EXPECT_EQ(r["exit_code"], 0);
+    EXPECT_EQ(r["load"]["rows_read"].get<std::uint64_t>(), e.rows_read);
+    EXPECT_EQ(r["load"]["rows_loaded"].get<std::uint64_t>(), e.rows_loaded);
+    EXPECT_EQ(r["load"]["rows_rejected"].get<std::uint64_t>(), e.rows_rejected);
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.stage_domestic"), static_cast<long long>(e.rows_loaded));
+}
+
+TEST(Cli, InvalidArchiveExitsThreeListsEveryProblemAndTouchesNoTable) {
+    fixture::Options fo;
+    fo.rows = 200;
+    fo.invalid = {fixture::Invalid::bad_dir_name, fixture::Invalid::missing_recommendations,
+                  fixture::Invalid::empty_certificates, fixture::Invalid::missing_key_column,
+                  fixture::Invalid::path_traversal};
+    std::string zip = make_zip(fo, "cli-invalid");
+    TestDatabase db;
+    Outcome o = run({"load", "--zip", zip, "--db", db.conninfo(), "--log-format", "text"});
+    EXPECT_EQ(o.exit_code, 3) << o.err;
+    for (const char* s : {"does not match", "has no recommendations.csv", "is empty", "header has no LMK_KEY",
+                          "escapes the archive", "failed validation with"})
+        EXPECT_TRUE(has(o.err, s)) << s << "\n" << o.err;
+    EXPECT_EQ(db.count("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'epc'"), 0);
+
+    std::string junk = testing::TempDir() + "cli-junk.zip";
+    fixture::write_not_a_zip(junk);
+    Outcome j = run({"load", "--zip", junk, "--db", db.conninfo()});
+    EXPECT_EQ(j.exit_code, 3);
+    EXPECT_TRUE(has(j.err, "not a zip archive")) << j.err;
+
+    std::string cut = make_zip(fo, "cli-cut");
+    fixture::truncate_file(cut, 3000);
+    EXPECT_EQ(run({"extract", "--zip", cut}).exit_code, 3);
+
+    fixture::Options two;
+    two.rows = 100;
+    two.files = 2;
+    std::string ok = make_zip(two, "cli-dirs");
+    EXPECT_EQ(run({"extract", "--zip", ok, "--expect-dirs", "3"}).exit_code, 0);  // 2 LAs + unknown
+    Outcome wrong = run({"extract", "--zip", ok, "--expect-dirs", "349"});
+    EXPECT_EQ(wrong.exit_code, 3);
+    EXPECT_TRUE(has(wrong.err, "expected 349")) << wrong.err;
+}
+
+TEST(Cli, DatabaseUnavailableIsTransientAndPasswordNeverShown) {
+    fixture::Options fo;
+    fo.rows = 50;
+    std::string zip = make_zip(fo, "cli-nodb");
+    const std::string secret = "hunter2-very-secret";
+    std::string report = testing::TempDir() + "cli-nodb.json";
+    Outcome o = run({"load", "--zip", zip, "--db", "postgresql://epc:" + secret + "@127.0.0.1:1/epc", "--report", report});
+    EXPECT_EQ(o.exit_code, 5) << o.err;
+    EXPECT_TRUE(has(o.err, "cannot connect to PostgreSQL")) << o.err;
+    EXPECT_FALSE(has(o.err + o.out, secret));
+    EXPECT_FALSE(has(epc::test::read_file(report), secret));
+}
+
+TEST(Cli, LockHeldExitsFourAndTooManyRejectsExitsSix) {
+    fixture::Options fo;
+    fo.rows = 2000;
+    fo.hazards = {fixture::Hazard::bad_rows};
+    fixture::Expected e;
+    std::string zip = make_zip(fo, "cli-codes", &e);
+    TestDatabase db;
+    Outcome budget = run({"load", "--zip", zip, "--db", db.conninfo(), "--max-rejects", "0"});
+    EXPECT_EQ(budget.exit_code, 6) << budget.err;
+    EXPECT_TRUE(has(budget.err, "--max-rejects")) << budget.err;
+
+    pg::Connection holder = db.connect();
+    holder.exec("SELECT pg_advisory_lock(" + std::to_string(kLockNamespace) + ", " +
+                std::to_string(lock_object(CertType::domestic)) + ")");
+    Outcome locked = run({"load", "--zip", zip, "--db", db.conninfo()});
+    EXPECT_EQ(locked.exit_code, 4) << locked.err;
+    EXPECT_TRUE(has(locked.err, "holds the lock")) << locked.err;
+}
+
+TEST(Cli, KilledRunStartedAgainFinishesWithExactlyTheRightRows) {
+    fixture::Options fo;
+    fo.rows = 150000;
+    fo.files = 40;
+    fo.seed = 21;
+    fo.with_all_hazards();
+    fixture::Expected e;
+    std::string rows;
+    std::string zip = make_zip(fo, "cli-kill", &e, &rows);
+    TestDatabase db;
+    pid_t pid = start({"load", "--zip", zip, "--db", db.conninfo(), "--jobs", "2"}, "cli-kill");
+    pg::Connection c = db.connect();
+    bool killed = false;
+    for (int i = 0; i < 30000 && !killed; ++i) {
+        try {
+            if (c.exec("SELECT count(*) FROM epc.import_file").integer(0, 0) >= 3) {
+                kill(pid, SIGKILL);
+                killed = true;
+            }
+        } catch (const Error&) {  // not created yet
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    Outcome first = finish(pid, "cli-kill");
+    ASSERT_TRUE(killed) << first.err;
+    EXPECT_EQ(first.exit_code, 128 + SIGKILL);
+
+    std::string report = testing::TempDir() + "cli-kill.json";
+    Outcome second = run({"load", "--zip", zip, "--db", db.conninfo(), "--report", report});
+    ASSERT_EQ(second.exit_code, 0) << second.err;
+    nlohmann::json r = nlohmann::json::parse(epc::test::read_file(report));
+    EXPECT_TRUE(r["load"]["resumed"].get<bool>());
+    EXPECT_EQ(r["load"]["rows_loaded"].get<std::uint64_t>(), e.rows_loaded);
+    EXPECT_EQ(r["load"]["rows_rejected"].get<std::uint64_t>(), e.rows_rejected);
+
+    epc::test::load_expected(c, "expected_rows", rows);
+    EXPECT_EQ(epc::test::rows_missing(c, "expected_rows", "epc.stage_domestic"), 0);
+    EXPECT_EQ(epc::test::rows_missing(c, "epc.stage_domestic", "expected_rows"), 0);
+    EXPECT_EQ(c.exec("SELECT count(*) FROM epc.reject_domestic").integer(0, 0), static_cast<long long>(e.rows_rejected));
+}

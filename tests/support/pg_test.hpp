@@ -1,0 +1,80 @@
+// A real PostgreSQL for tests: the server comes from the PG* variables (bin/test starts a
+// throw-away cluster); every TestDatabase is a fresh database with a unique name, dropped after.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "epc/load/pg.hpp"
+
+namespace epc::test {
+
+class TestDatabase {
+public:
+    TestDatabase() {
+        static std::atomic<int> counter{0};
+        name_ = "epc_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++);
+        pg::Connection admin("", "epc-import tests");
+        admin.exec("DROP DATABASE IF EXISTS " + name_);
+        admin.exec("CREATE DATABASE " + name_ + " ENCODING 'UTF8' TEMPLATE template0");
+        conninfo_ = "dbname=" + name_;
+    }
+    ~TestDatabase() {
+        try {
+            pg::Connection admin("", "epc-import tests");
+            admin.exec("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
+        } catch (...) {
+        }
+    }
+    TestDatabase(const TestDatabase&) = delete;
+    TestDatabase& operator=(const TestDatabase&) = delete;
+
+    const std::string& conninfo() const { return conninfo_; }
+    const std::string& name() const { return name_; }
+    pg::Connection connect() { return pg::Connection(conninfo_, "epc-import tests"); }
+
+    std::string scalar(const std::string& sql) {
+        pg::Connection c = connect();
+        pg::Result r = c.exec(sql);
+        return r.rows() ? r.text(0, 0) : std::string();
+    }
+    long long count(const std::string& sql) { return std::stoll(scalar(sql)); }
+
+private:
+    std::string name_;
+    std::string conninfo_;
+};
+
+// Loads `copy_text` (COPY text format) into a new temporary table on `db` shaped like staging's
+// loaded columns, so it can be compared with EXCEPT ALL.
+inline void load_expected(pg::Connection& db, const std::string& table, const std::string& copy_text) {
+    db.exec("CREATE TEMP TABLE " + table +
+            " (cert_key text, lodgement_date date, transaction_type text, total_floor_area numeric, address text, "
+            "postcode text, uprn bigint, local_authority text)");
+    db.copy_start("COPY " + table + " FROM STDIN");
+    db.copy_put(copy_text.data(), copy_text.size());
+    db.copy_end();
+}
+
+// Rows in `a` but not in `b`, as multisets.
+inline long long rows_missing(pg::Connection& db, const std::string& a, const std::string& b) {
+    const std::string cols =
+        "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, local_authority";
+    pg::Result r = db.exec("SELECT count(*) FROM (SELECT " + cols + " FROM " + a + " EXCEPT ALL SELECT " + cols +
+                           " FROM " + b + ") d");
+    return r.integer(0, 0);
+}
+
+inline std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+}  // namespace epc::test
