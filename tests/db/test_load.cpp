@@ -154,6 +154,21 @@ TEST(Load, EachHazardAloneLoadsCorrectly) {
     }
 }
 
+TEST(Load, FilesLargerThanTheReaderBuffersLoadCompletely) {
+    // One certificates.csv of ~45 MB: beyond fccp's first 32 MiB read, where a byte source that
+    // returned short reads would silently end the file.
+    fixture::Options o;
+    o.layout = Layout::single;
+    o.rows = 50000;
+    o.seed = 4;
+    o.with_all_hazards();
+    Generated g = generate(o, "large-file");
+    TestDatabase db;
+    LoadSummary s = load(g, db, CertType::domestic);
+    ASSERT_EQ(s.files.size(), 1u);
+    expect_matches_fixture(db, CertType::domestic, g, s);
+}
+
 TEST(Load, ParallelismDoesNotChangeTheResult) {
     fixture::Options o;
     o.rows = 20000;

@@ -122,9 +122,10 @@ TEST(Csv, UnclosedQuoteCostsOneRecordNotTheFile) {
 }
 
 TEST(Csv, LongFileAcrossManyReadBlocks) {
-    // More than one 16 MiB LineReader block, with quoted newlines straddling block edges.
+    // Over 32 MiB: more than the LineReader's first read (two 16 MiB blocks), so the rest comes
+    // through its asynchronous reads; quoted newlines straddle the block edges.
     std::string text = "k,addr,n\n";
-    const int n = 200000;
+    const int n = 400000;
     for (int i = 0; i < n; ++i)
         text += std::to_string(i) + ",\"" + std::string(50, 'a' + i % 26) + "\n" + std::string(40, 'z') + "\"," +
                 std::to_string(i * 2) + "\n";
@@ -141,4 +142,40 @@ TEST(Csv, LongFileAcrossManyReadBlocks) {
         ++count;
     }
     EXPECT_EQ(count, n);
+}
+
+namespace {
+// Hands out at most `step` bytes per read, so every state crosses buffer boundaries.
+class TrickleSource : public io::ByteSourceBase {
+public:
+    TrickleSource(std::string data, int step) : inner_(std::move(data)), step_(step) {}
+    int read(char* buffer, int size) override { return inner_.read(buffer, std::min(size, step_)); }
+
+private:
+    StringSource inner_;
+    int step_;
+};
+}  // namespace
+
+TEST(Csv, SameResultWhateverTheReadBoundaries) {
+    const std::string text =
+        "\xEF\xBB\xBFk,addr,n\r\n1,\"a, \"\"b\"\"\nc\",x\r\n\"2\",\"The \\\"Old\\\" Mill\",y\r\n\r\n3,12\" pipe,\"\"\r\n";
+    auto whole = parse(text);
+    ASSERT_EQ(whole.size(), 4u);
+    EXPECT_EQ(whole[1].fields, (Fields{"1", "a, \"b\"\nc", "x"}));
+    EXPECT_EQ(whole[2].fields, (Fields{"2", "The \"Old\" Mill", "y"}));
+    EXPECT_EQ(whole[3].fields, (Fields{"3", "12\" pipe", ""}));
+    EXPECT_EQ(whole[3].line, 6u);
+    for (int step : {2, 3, 5, 7, 11}) {
+        CsvReader reader("t.csv", std::make_unique<TrickleSource>(text, step));
+        Record r;
+        std::size_t i = 0;
+        while (reader.next(r)) {
+            ASSERT_LT(i, whole.size());
+            EXPECT_EQ(std::vector<std::string>(r.fields.begin(), r.fields.end()), whole[i].fields) << "step " << step;
+            EXPECT_EQ(r.line, whole[i].line) << "step " << step;
+            ++i;
+        }
+        EXPECT_EQ(i, whole.size()) << "step " << step;
+    }
 }

@@ -36,13 +36,14 @@ public:
     int read(char* buffer, int size) override;
 
 private:
-    enum class State { field_start, unquoted, quoted, quoted_backslash, quote_seen };
-    void scan(char* p, char* end);
+    enum class State { outside, quoted, quoted_backslash, quote_seen };
+    void scan(char* begin, char* end);
 
     std::unique_ptr<io::ByteSourceBase> inner_;
     bool backslash_escapes_;
-    bool at_start_ = true;  // still before the first byte (a BOM is skipped there)
-    State state_ = State::field_start;
+    bool at_start_ = true;  // still before the first byte (a BOM there is not field content)
+    State state_ = State::outside;
+    char last_byte_ = '\n';  // the byte before this buffer: a quote first in the file opens a field
     std::size_t quoted_bytes_ = 0;
 };
 
