@@ -139,7 +139,7 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive) {
     local_authority  text,
     file_no          int NOT NULL,     -- import_file.file_no of the file the row came from
     line_no          bigint NOT NULL   -- physical line where the record starts (header = 1)
-))");
+) WITH (autovacuum_enabled = off))");  // the loader ANALYZEs it; autovacuum would only compete
     db_.exec("CREATE TABLE " + tables_.rejects + R"( (
     file_no   int NOT NULL,
     file_name text NOT NULL,

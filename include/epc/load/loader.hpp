@@ -23,6 +23,9 @@ struct LoadOptions {
     const std::atomic<bool>* interrupted = nullptr;  // set by SIGINT/SIGTERM: stop cleanly
 };
 
+// invalid_* count values in rows that passed the per-row checks, duplicate-key rejects included
+// (duplicates are found after parsing): text replaced for invalid UTF-8, and floor areas or UPRNs
+// that were not numbers and were loaded as NULL.
 struct FileStats {
     int file_no = 0;
     std::string name;
