@@ -236,13 +236,19 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
 void write_chunks(LoadJob& job, pg::Connection& db, ChunkQueue& queue) {
     enum class Target { none, rows, rejects } target = Target::none;
     bool in_transaction = false;
-    const std::string copy_rows = "COPY " + job.tables_.rows + " (" + kStagingColumns + ") FROM STDIN";
+    const std::string copy_rows = "COPY " + job.tables_.rows + " (" + kStagingColumns + ") FROM STDIN (FORMAT binary)";
     const std::string copy_rejects =
         "COPY " + job.tables_.rejects + " (file_no, file_name, line_no, reason, detail, raw) FROM STDIN";
+    auto end_copy = [&] {
+        if (target == Target::rows) db.copy_put(kCopyBinaryTrailer.data(), kCopyBinaryTrailer.size());
+        if (target != Target::none) db.copy_end();
+        target = Target::none;
+    };
     auto switch_to = [&](Target wanted) {
         if (target == wanted) return;
-        if (target != Target::none) db.copy_end();
+        end_copy();
         db.copy_start(wanted == Target::rows ? copy_rows : copy_rejects);
+        if (wanted == Target::rows) db.copy_put(kCopyBinaryHeader.data(), kCopyBinaryHeader.size());
         target = wanted;
     };
     try {
@@ -262,8 +268,7 @@ void write_chunks(LoadJob& job, pg::Connection& db, ChunkQueue& queue) {
                     db.copy_put(chunk.data.data(), chunk.data.size());
                     break;
                 case Chunk::end_file: {
-                    if (target != Target::none) db.copy_end();
-                    target = Target::none;
+                    end_copy();
                     const FileStats& s = chunk.stats;
                     db.exec("INSERT INTO epc.import_file (run_id, file_no, file_name, rows_read, rows_loaded, "
                             "rows_rejected, invalid_utf8_values, invalid_values) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",

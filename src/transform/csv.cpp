@@ -65,6 +65,11 @@ void QuoteAwareSource::scan(char* const begin, char* const end) {
                 break;
             }
             case State::quoted: {
+                // Jump to the next byte that matters inside quotes (strcspn also stops at a NUL).
+                std::size_t skip = std::strcspn(p, backslash_escapes_ ? "\"\n\\\xFF" : "\"\n\xFF");
+                quoted_bytes_ += skip;
+                p += skip;
+                if (p == end) break;
                 unsigned char c = static_cast<unsigned char>(*p);
                 if (c == '"') {
                     state_ = State::quote_seen;

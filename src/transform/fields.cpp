@@ -39,6 +39,13 @@ constexpr std::array<bool, 256> make_special_table() {
 }
 constexpr auto kSpecial = make_special_table();
 
+constexpr std::array<bool, 256> make_non_ascii_table() {
+    std::array<bool, 256> t{};
+    for (int c = 0x80; c < 256; ++c) t[c] = true;
+    return t;
+}
+constexpr auto kNonAscii = make_non_ascii_table();
+
 // Length of the valid UTF-8 sequence starting at s[i], or 0 if the byte there starts none.
 std::size_t utf8_sequence(const unsigned char* s, std::size_t i, std::size_t n) {
     unsigned char c = s[i];
@@ -53,17 +60,6 @@ std::size_t utf8_sequence(const unsigned char* s, std::size_t i, std::size_t n) 
     if (c >= 0xF1 && c <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
     if (c == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
     return 0;
-}
-
-constexpr std::string_view kNull = "\\N";
-
-// Appends one text value (NULL when sentinel), counting invalid UTF-8.
-void append_text_value(std::string& out, std::string_view value, RowCounters& counters) {
-    if (is_sentinel(value)) {
-        out += kNull;
-    } else if (append_copy_text(out, value)) {
-        ++counters.invalid_utf8_values;
-    }
 }
 
 std::string_view field_at(const std::vector<Field>& fields, int index) {
@@ -105,6 +101,8 @@ bool is_valid_date(std::string_view s) {
 }
 
 bool is_decimal(std::string_view s) {
+    // Far beyond any floor area, and within PostgreSQL's numeric limits (16383 fraction digits).
+    if (s.size() > 1000) return false;
     std::size_t i = 0;
     if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
     std::size_t int_digits = 0;
@@ -124,14 +122,20 @@ bool is_uprn(std::string_view s) {
     return true;
 }
 
-bool append_copy_text(std::string& out, std::string_view s) {
+namespace {
+
+// Copies s to out, replacing each byte that is not part of valid UTF-8 by U+FFFD and, for COPY
+// text, escaping COPY's specials. Returns true when something was replaced.
+template <bool kEscape>
+bool append_sanitized(std::string& out, std::string_view s) {
+    const auto& stop = kEscape ? kSpecial : kNonAscii;
     const auto* u = reinterpret_cast<const unsigned char*>(s.data());
     const std::size_t n = s.size();
     bool replaced = false;
     std::size_t run = 0;  // start of the pending run of plain bytes
     std::size_t i = 0;
     while (i < n) {
-        if (!kSpecial[u[i]]) {
+        if (!stop[u[i]]) {
             ++i;
             continue;
         }
@@ -152,6 +156,100 @@ bool append_copy_text(std::string& out, std::string_view s) {
     }
     out.append(s.data() + run, n - run);
     return replaced;
+}
+
+// Binary COPY is big-endian throughout.
+void put16(std::string& out, std::uint16_t v) {
+    const char b[2] = {static_cast<char>(v >> 8), static_cast<char>(v)};
+    out.append(b, 2);
+}
+void put32(std::string& out, std::uint32_t v) {
+    const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+                       static_cast<char>(v)};
+    out.append(b, 4);
+}
+void put64(std::string& out, std::uint64_t v) {
+    put32(out, static_cast<std::uint32_t>(v >> 32));
+    put32(out, static_cast<std::uint32_t>(v));
+}
+void put_null(std::string& out) { put32(out, 0xFFFFFFFFu); }
+
+// A text field: length, then the (repaired) UTF-8. Returns true when bytes were replaced.
+bool put_text(std::string& out, std::string_view value) {
+    const std::size_t at = out.size();
+    put32(out, 0);
+    bool replaced = append_sanitized<false>(out, value);
+    std::uint32_t len = static_cast<std::uint32_t>(out.size() - at - 4);
+    for (int i = 0; i < 4; ++i) out[at + i] = static_cast<char>(len >> (24 - 8 * i));
+    return replaced;
+}
+
+// A text value that may be a sentinel (NULL), counting invalid UTF-8.
+void put_text_value(std::string& out, std::string_view value, RowCounters& counters) {
+    if (is_sentinel(value)) put_null(out);
+    else if (put_text(out, value)) ++counters.invalid_utf8_values;
+}
+
+void put_int64(std::string& out, std::uint64_t v) {
+    put32(out, 8);
+    put64(out, v);
+}
+
+}  // namespace
+
+bool append_copy_text(std::string& out, std::string_view s) { return append_sanitized<true>(out, s); }
+
+std::int32_t days_since_2000(std::string_view date) {
+    int y = (date[0] - '0') * 1000 + (date[1] - '0') * 100 + (date[2] - '0') * 10 + (date[3] - '0');
+    int m = (date[5] - '0') * 10 + (date[6] - '0');
+    int d = (date[8] - '0') * 10 + (date[9] - '0');
+    // Days from the civil date (proleptic Gregorian), counted from 1970-01-01, then shifted to
+    // PostgreSQL's epoch 2000-01-01 (10957 days later).
+    y -= m <= 2;
+    const int era = (y >= 0 ? y : y - 399) / 400;
+    const int yoe = y - era * 400;
+    const int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468 - 10957;
+}
+
+void append_binary_numeric(std::string& out, std::string_view s) {
+    // PostgreSQL's numeric wire form: ndigits, weight, sign, dscale, then base-10000 digits, the
+    // first of weight `weight` (value = sum digit[i] * 10000^(weight - i)).
+    bool negative = !s.empty() && s[0] == '-';
+    if (!s.empty() && (s[0] == '-' || s[0] == '+')) s.remove_prefix(1);
+    std::size_t dot = s.find('.');
+    std::string_view int_part = s.substr(0, dot);
+    std::string_view frac_part = dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
+    while (!int_part.empty() && int_part[0] == '0') int_part.remove_prefix(1);
+    std::vector<std::uint16_t> digits;
+    const std::size_t int_groups = (int_part.size() + 3) / 4;
+    std::size_t first = int_part.size() - (int_groups ? (int_groups - 1) * 4 : 0);  // digits in the first group
+    std::size_t pos = 0;
+    for (std::size_t g = 0; g < int_groups; ++g) {
+        std::size_t len = g == 0 ? first : 4;
+        std::uint16_t v = 0;
+        for (std::size_t k = 0; k < len; ++k) v = static_cast<std::uint16_t>(v * 10 + (int_part[pos++] - '0'));
+        digits.push_back(v);
+    }
+    for (std::size_t f = 0; f < frac_part.size(); f += 4) {
+        std::uint16_t v = 0;
+        for (std::size_t k = 0; k < 4; ++k)
+            v = static_cast<std::uint16_t>(v * 10 + (f + k < frac_part.size() ? frac_part[f + k] - '0' : 0));
+        digits.push_back(v);
+    }
+    int weight = static_cast<int>(int_groups) - 1;
+    std::size_t lead = 0;
+    while (lead < digits.size() && digits[lead] == 0) ++lead, --weight;
+    while (digits.size() > lead && digits.back() == 0) digits.pop_back();
+    const std::size_t ndigits = digits.size() - std::min(lead, digits.size());
+    if (ndigits == 0) weight = 0, negative = false;
+    put32(out, static_cast<std::uint32_t>(8 + 2 * ndigits));
+    put16(out, static_cast<std::uint16_t>(ndigits));
+    put16(out, static_cast<std::uint16_t>(static_cast<std::int16_t>(weight)));
+    put16(out, negative ? 0x4000 : 0x0000);
+    put16(out, static_cast<std::uint16_t>(frac_part.size()));
+    for (std::size_t i = lead; i < lead + ndigits; ++i) put16(out, digits[i]);
 }
 
 FieldMap map_header(const std::vector<Field>& header, CertType type) {
@@ -197,29 +295,27 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
     }
 
     RowCounters row;
-    if (append_copy_text(out, key)) ++row.invalid_utf8_values;
-    out += '\t';
-    out.append(date);
-    out += '\t';
+    put16(out, kStagingColumnCount);
+    if (put_text(out, key)) ++row.invalid_utf8_values;
+    put32(out, 4);
+    put32(out, static_cast<std::uint32_t>(days_since_2000(date)));
     if (map.transaction_type >= 0)
-        append_text_value(out, field_at(fields, map.transaction_type), row);
+        put_text_value(out, field_at(fields, map.transaction_type), row);
     else
-        out += kNull;
-    out += '\t';
+        put_null(out);
 
     std::string_view area = field_at(fields, map.floor_area);
     if (is_sentinel(area)) {
-        out += kNull;
+        put_null(out);
     } else if (is_decimal(area)) {
-        out.append(area);
+        append_binary_numeric(out, area);
     } else {
-        out += kNull;
+        put_null(out);
         ++row.invalid_values;
     }
-    out += '\t';
 
     if (map.address >= 0) {
-        append_text_value(out, field_at(fields, map.address), row);
+        put_text_value(out, field_at(fields, map.address), row);
     } else {
         // No ADDRESS column: join the non-empty ADDRESS1..3 the way the publisher builds ADDRESS.
         std::string joined;
@@ -229,28 +325,25 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
             if (!joined.empty()) joined += ", ";
             joined.append(v);
         }
-        append_text_value(out, joined, row);
+        put_text_value(out, joined, row);
     }
-    out += '\t';
-    append_text_value(out, field_at(fields, map.postcode), row);
-    out += '\t';
+    put_text_value(out, field_at(fields, map.postcode), row);
 
     std::string_view uprn = field_at(fields, map.uprn);
     if (is_sentinel(uprn)) {
-        out += kNull;
+        put_null(out);
     } else if (is_uprn(uprn)) {
-        out.append(uprn);
+        std::uint64_t v = 0;
+        for (char c : uprn) v = v * 10 + static_cast<std::uint64_t>(c - '0');
+        put_int64(out, v);
     } else {
-        out += kNull;
+        put_null(out);
         ++row.invalid_values;
     }
-    out += '\t';
-    append_text_value(out, field_at(fields, map.local_authority), row);
-    out += '\t';
-    out += std::to_string(file_no);
-    out += '\t';
-    out += std::to_string(line);
-    out += '\n';
+    put_text_value(out, field_at(fields, map.local_authority), row);
+    put32(out, 4);
+    put32(out, static_cast<std::uint32_t>(file_no));
+    put_int64(out, line);
     counters.invalid_utf8_values += row.invalid_utf8_values;
     counters.invalid_values += row.invalid_values;
     return std::nullopt;

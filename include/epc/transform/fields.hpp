@@ -37,10 +37,16 @@ struct FieldMap {
 // FLOOR_AREA (non-domestic); TRANSACTION_TYPE is optional (display files have none).
 FieldMap map_header(const std::vector<Field>& header, CertType type);
 
-// Staging columns, in the order format_row writes them.
+// Staging columns, in the order format_row writes them. Rows go in PostgreSQL's binary COPY
+// format: typed values arrive ready-made, so the server parses no dates, numbers or escapes
+// (design.md measured binary COPY 1.3-1.6x faster than text).
 inline constexpr const char* kStagingColumns =
     "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, "
     "local_authority, file_no, line_no";
+inline constexpr std::uint16_t kStagingColumnCount = 10;
+// What a binary COPY stream starts with (signature, flags, header extension length) and ends with.
+inline constexpr std::string_view kCopyBinaryHeader{"PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19};
+inline constexpr std::string_view kCopyBinaryTrailer{"\377\377", 2};
 
 struct RowCounters {
     std::uint64_t invalid_utf8_values = 0;  // loaded values that had bytes replaced by U+FFFD
@@ -52,7 +58,7 @@ struct Rejection {
     std::string detail;
 };
 
-// Appends the row's COPY text line to `out`, or leaves `out` untouched and returns why not.
+// Appends the row as a binary COPY tuple to `out`, or leaves `out` untouched and returns why not.
 std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field>& fields, int file_no,
                                     std::uint64_t line, std::string& out, RowCounters& counters);
 
@@ -69,5 +75,9 @@ bool is_uprn(std::string_view s);           // 1-18 digits
 // Appends s escaped for COPY text, replacing each byte that is not part of valid UTF-8 by
 // U+FFFD. Returns true when something was replaced.
 bool append_copy_text(std::string& out, std::string_view s);
+// Binary encodings, exposed for tests: days from 2000-01-01 of a valid YYYY-MM-DD date, and a
+// valid decimal as a length-prefixed numeric.
+std::int32_t days_since_2000(std::string_view date);
+void append_binary_numeric(std::string& out, std::string_view decimal);
 
 }  // namespace epc
