@@ -17,7 +17,10 @@ const std::string kHeader = "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION
 const std::string kRow = "1,\"1, A Road\",AB1 2CD,2020-01-01,rental,50,1,E06000001\n";
 const std::string kRecs = "LMK_KEY,IMPROVEMENT_ITEM\n1,1\n";
 
-std::string tmp(const std::string& name) { return testing::TempDir() + name; }
+// ctest runs each test as its own process, in parallel: every file name carries the test's name.
+std::string tmp(const std::string& name) {
+    return testing::TempDir() + testing::UnitTest::GetInstance()->current_test_info()->name() + "-" + name;
+}
 
 Entries legacy_dir(const std::string& dir, const std::string& certs = kHeader + kRow) {
     return {{dir + "/", ""}, {dir + "/certificates.csv", certs}, {dir + "/recommendations.csv", kRecs}};
