@@ -35,7 +35,6 @@ void add_common_options(CLI::App& app, Options& o, std::string& certtype, std::s
     app.add_option("--zip", o.zip, "use this local archive instead of downloading one");
     app.add_option("--db", o.db,
                    "libpq conninfo or postgresql:// URI (default: libpq's PG* variables, then DATABASE_URL)");
-    app.add_option("--work-dir", o.work_dir, "directory for downloads and temporary files")->capture_default_str();
     app.add_option("--expect-dirs", o.expect_dirs,
                    "legacy layout: require exactly N Local Authority directories (default: report the count)")
         ->check(CLI::Range(1, 100000));

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -234,4 +235,22 @@ TEST(Cli, KilledRunStartedAgainFinishesWithExactlyTheRightRows) {
     EXPECT_EQ(epc::test::rows_missing(c, "expected_rows", "epc.stage_domestic"), 0);
     EXPECT_EQ(epc::test::rows_missing(c, "epc.stage_domestic", "expected_rows"), 0);
     EXPECT_EQ(c.exec("SELECT count(*) FROM epc.reject_domestic").integer(0, 0), static_cast<long long>(e.rows_rejected));
+}
+
+TEST(Cli, CorruptDataFoundWhileInflatingFailsTheRunAsInvalidArchive) {
+    // The central directory is intact, so validation passes; only inflating (CRC check) can tell.
+    fixture::Options fo;
+    fo.layout = Layout::single;
+    fo.rows = 20000;
+    std::string zip = make_zip(fo, "cli-corrupt");
+    std::string bytes = epc::test::read_file(zip);
+    for (std::size_t i = bytes.size() / 2; i < bytes.size() / 2 + 64; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x5A);
+    std::ofstream(zip, std::ios::binary) << bytes;
+    TestDatabase db;
+    Outcome o = run({"load", "--zip", zip, "--db", db.conninfo()});
+    EXPECT_EQ(o.exit_code, 3) << o.err;
+    // Depending on where the damage lands: an inflate or CRC error, or more bytes than declared.
+    EXPECT_TRUE(has(o.err, "archive entry certificates.csv")) << o.err;
+    EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run"), "failed");
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.stage_domestic"), 0);  // the file's rows rolled back
 }

@@ -18,7 +18,6 @@ struct Options {
     CertType type = CertType::domestic;       // --certtype
     std::optional<std::string> zip;           // --zip: local archive instead of a download
     std::string db;                           // --db conninfo/URI; empty = libpq defaults / DATABASE_URL
-    std::string work_dir = "./epc-work";      // --work-dir: downloads and temporary files
     std::optional<int> expect_dirs;           // --expect-dirs: legacy layout must have exactly N dirs
     unsigned jobs = 0;                        // --jobs: parallel loader connections (0 = core count)
     std::optional<std::uint64_t> max_rejects;  // --max-rejects: error budget
