@@ -13,6 +13,7 @@
 #include "epc/extract/archive.hpp"
 #include "epc/load/loader.hpp"
 #include "epc/load/pg.hpp"
+#include "epc/publish/publish.hpp"
 
 namespace epc {
 
@@ -102,16 +103,26 @@ int run_app(const std::vector<std::string>& args) {
         check_options(o);
         std::signal(SIGINT, on_stop_signal);
         std::signal(SIGTERM, on_stop_signal);
-        ArchiveInfo archive = validate_archive(o, report);
-        if (o.command == "load" || o.command == "run") {
-            LoadOptions lo;
-            lo.type = o.type;
-            lo.conninfo = o.db.empty() ? pg::default_conninfo() : o.db;
-            lo.jobs = o.jobs;
-            lo.max_rejects = o.max_rejects;
-            lo.backslash_escapes = o.backslash_escapes;
-            lo.interrupted = &g_interrupted;
-            report["load"] = load_json(load_archive(archive, lo));
+        const std::string conninfo = o.db.empty() ? pg::default_conninfo() : o.db;
+        if (o.command != "publish") {
+            ArchiveInfo archive = validate_archive(o, report);
+            if (o.command == "load" || o.command == "run") {
+                LoadOptions lo;
+                lo.type = o.type;
+                lo.conninfo = conninfo;
+                lo.jobs = o.jobs;
+                lo.max_rejects = o.max_rejects;
+                lo.backslash_escapes = o.backslash_escapes;
+                lo.interrupted = &g_interrupted;
+                report["load"] = load_json(load_archive(archive, lo));
+            }
+        }
+        if ((o.command == "publish" || o.command == "run") && !g_interrupted) {
+            PublishSummary p = publish({o.type, conninfo});
+            report["publish"] = {{"run_id", p.run_id},           {"already_published", p.already_published},
+                                 {"rows", p.rows},               {"added", p.added},
+                                 {"disappeared", p.disappeared}, {"seconds", p.seconds},
+                                 {"table", production_table(o.type)}};
         }
         report["status"] = "ok";
     } catch (const Error& e) {

@@ -65,10 +65,13 @@ ParseResult parse_options(const std::vector<std::string>& args) {
     app.footer(kExitCodes);
     add_common_options(app, o, certtype, log_format, csv_escapes);
 
-    CLI::App* run = app.add_subcommand("run", "full pipeline (the default): validate the archive, then load it into staging");
+    CLI::App* run = app.add_subcommand(
+        "run", "full pipeline (the default): validate the archive, load it into staging, publish to production");
     CLI::App* extract = app.add_subcommand("extract", "validate the archive's layout and headers; touches no table");
     CLI::App* load = app.add_subcommand("load", "validate the archive, then stream its certificates into staging");
-    for (CLI::App* sub : {run, extract, load}) sub->fallthrough();
+    CLI::App* publish = app.add_subcommand(
+        "publish", "swap the loaded staging table in as the production table epc.<type>_certificates");
+    for (CLI::App* sub : {run, extract, load, publish}) sub->fallthrough();
     app.require_subcommand(0, 1);
 
     std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them back to front
@@ -77,7 +80,7 @@ ParseResult parse_options(const std::vector<std::string>& args) {
     } catch (const CLI::ParseError& e) {
         return {std::nullopt, app.exit(e) == 0 ? exit_ok : exit_usage};
     }
-    for (CLI::App* sub : {run, extract, load})
+    for (CLI::App* sub : {run, extract, load, publish})
         if (sub->parsed()) o.command = sub->get_name();
     o.type = *parse_cert_type(certtype);
     o.log_format = log_format == "json" ? LogFormat::json : log_format == "text" ? LogFormat::text : LogFormat::automatic;
@@ -88,13 +91,17 @@ ParseResult parse_options(const std::vector<std::string>& args) {
 
 void check_options(const Options& o) {
     namespace fs = std::filesystem;
-    if (!o.zip)
-        throw Error(exit_usage, "no --zip given: downloading from the publisher is not available in this version; "
-                                "pass the archive with --zip PATH");
     std::error_code ec;
-    if (!fs::exists(*o.zip, ec)) throw Error(exit_usage, "--zip " + *o.zip + ": no such file");
-    if (fs::is_directory(*o.zip, ec))
-        throw Error(exit_usage, "--zip " + *o.zip + " is a directory; give the .zip file itself");
+    if (o.command == "publish") {
+        if (o.zip) throw Error(exit_usage, "publish takes no --zip: it publishes what 'load' put in staging");
+    } else {
+        if (!o.zip)
+            throw Error(exit_usage, "no --zip given: downloading from the publisher is not available in this version; "
+                                    "pass the archive with --zip PATH");
+        if (!fs::exists(*o.zip, ec)) throw Error(exit_usage, "--zip " + *o.zip + ": no such file");
+        if (fs::is_directory(*o.zip, ec))
+            throw Error(exit_usage, "--zip " + *o.zip + " is a directory; give the .zip file itself");
+    }
     if (auto problem = pg::conninfo_error(o.db)) throw Error(exit_usage, "--db is " + *problem);
     if (o.report) {
         fs::path parent = fs::path(*o.report).parent_path();

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS epc.import_run (
     archive_identity    text NOT NULL,
     archive_bytes       bigint,
     layout              text,
-    status              text NOT NULL,    -- loading | loaded | failed | abandoned
+    status              text NOT NULL,    -- loading | loaded | published | failed | abandoned
     started_at          timestamptz NOT NULL DEFAULT now(),
     finished_at         timestamptz,
     files               int,
@@ -40,7 +40,11 @@ CREATE TABLE IF NOT EXISTS epc.import_run (
     rows_rejected       bigint,
     invalid_utf8_values bigint,
     invalid_values      bigint,
-    error               text
+    error               text,
+    published_at        timestamptz,
+    rows_published      bigint,
+    rows_added          bigint,       -- keys not in the previous release
+    rows_disappeared    bigint        -- keys of the previous release not in this one
 );
 CREATE TABLE IF NOT EXISTS epc.import_file (
     run_id              bigint NOT NULL REFERENCES epc.import_run ON DELETE CASCADE,

@@ -254,3 +254,25 @@ TEST(Cli, CorruptDataFoundWhileInflatingFailsTheRunAsInvalidArchive) {
     EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run"), "failed");
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.stage_domestic"), 0);  // the file's rows rolled back
 }
+
+TEST(Cli, RunValidatesLoadsAndPublishes) {
+    fixture::Options fo;
+    fo.rows = 3000;
+    fo.with_all_hazards();
+    fixture::Expected e;
+    std::string zip = make_zip(fo, "cli-run", &e);
+    TestDatabase db;
+    std::string report = testing::TempDir() + "cli-run.json";
+    Outcome o = run({"--zip", zip, "--db", db.conninfo(), "--report", report});  // `run` is the default
+    ASSERT_EQ(o.exit_code, 0) << o.err;
+    nlohmann::json r = nlohmann::json::parse(epc::test::read_file(report));
+    EXPECT_EQ(r["command"], "run");
+    EXPECT_EQ(r["publish"]["rows"].get<std::uint64_t>(), e.rows_loaded);
+    EXPECT_EQ(r["publish"]["table"], "epc.domestic_certificates");
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates"), static_cast<long long>(e.rows_loaded));
+
+    Outcome again = run({"publish", "--db", db.conninfo()});
+    EXPECT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_TRUE(has(again.err, "already")) << again.err;
+    EXPECT_EQ(run({"publish", "--zip", zip, "--db", db.conninfo()}).exit_code, 2);
+}

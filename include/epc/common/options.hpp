@@ -14,7 +14,7 @@ namespace epc {
 enum class LogFormat { automatic, text, json };
 
 struct Options {
-    std::string command = "run";              // run | extract | load
+    std::string command = "run";              // run | extract | load | publish
     CertType type = CertType::domestic;       // --certtype
     std::optional<std::string> zip;           // --zip: local archive instead of a download
     std::string db;                           // --db conninfo/URI; empty = libpq defaults / DATABASE_URL

@@ -1,0 +1,175 @@
+// The publish stage against a real PostgreSQL: production holds exactly the staged release,
+// indexed; a new release replaces the old one atomically and says what appeared and disappeared;
+// publishing refuses when there is nothing sound to publish.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <sstream>
+#include <thread>
+
+#include "epc/extract/archive.hpp"
+#include "epc/load/loader.hpp"
+#include "epc/publish/publish.hpp"
+#include "fixture/fixture.hpp"
+#include "support/pg_test.hpp"
+#include "support/zip_writer.hpp"
+
+using namespace epc;
+using epc::test::TestDatabase;
+
+namespace {
+
+LoadSummary load_zip(const std::string& zip, TestDatabase& db, std::optional<std::uint64_t> max_rejects = {}) {
+    ArchiveInfo archive = inspect_archive(zip, {CertType::domestic, std::nullopt});
+    EXPECT_TRUE(archive.problems.empty());
+    LoadOptions o;
+    o.conninfo = db.conninfo();
+    o.max_rejects = max_rejects;
+    return load_archive(archive, o);
+}
+
+PublishSummary publish_to(TestDatabase& db) { return publish({CertType::domestic, db.conninfo()}); }
+
+// A one-directory legacy archive holding exactly these keys.
+std::string release(const std::string& name, std::initializer_list<int> keys) {
+    std::string csv = "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
+    for (int k : keys)
+        csv += std::to_string(k) + ",\"" + std::to_string(k) + ", High Street\",AB1 2CD,2021-03-0" +
+               std::to_string(1 + k % 9) + ",marketed sale," + std::to_string(50 + k) + "," + std::to_string(1000 + k) +
+               ",E06000001\n";
+    std::string path = testing::TempDir() + name + ".zip";
+    epc::test::write_zip(path, {{"domestic-E06000001-Hartlepool/certificates.csv", csv},
+                                {"domestic-E06000001-Hartlepool/recommendations.csv", "LMK_KEY\n"}});
+    return path;
+}
+
+}  // namespace
+
+TEST(Publish, ProductionHoldsExactlyTheStagedReleaseWithItsIndexes) {
+    fixture::Options fo;
+    fo.rows = 8000;
+    fo.seed = 2;
+    fo.with_all_hazards();
+    std::string zip = testing::TempDir() + "publish-exact.zip";
+    std::ostringstream rows;
+    fixture::Expected e = fixture::write_zip(zip, fo, &rows);
+    TestDatabase db;
+    LoadSummary loaded = load_zip(zip, db);
+    PublishSummary p = publish_to(db);
+    EXPECT_EQ(p.run_id, loaded.run_id);
+    EXPECT_EQ(p.rows, e.rows_loaded);
+    EXPECT_EQ(p.added, e.rows_loaded);
+    EXPECT_EQ(p.disappeared, 0u);
+
+    pg::Connection c = db.connect();
+    epc::test::load_expected(c, "expected_rows", rows.str());
+    EXPECT_EQ(epc::test::rows_missing(c, "expected_rows", "epc.domestic_certificates"), 0);
+    EXPECT_EQ(epc::test::rows_missing(c, "epc.domestic_certificates", "expected_rows"), 0);
+    EXPECT_EQ(c.exec("SELECT count(*) FROM epc.domestic_certificates WHERE run_id <> $1",
+                     {std::to_string(loaded.run_id)})
+                  .integer(0, 0),
+              0);
+    pg::Result idx = c.exec("SELECT string_agg(indexdef, '; ' ORDER BY indexdef) FROM pg_indexes "
+                            "WHERE schemaname = 'epc' AND tablename = 'domestic_certificates'");
+    std::string defs = idx.text(0, 0);
+    EXPECT_NE(defs.find("UNIQUE INDEX"), std::string::npos) << defs;
+    EXPECT_NE(defs.find("(cert_key)"), std::string::npos) << defs;
+    EXPECT_NE(defs.find("(postcode)"), std::string::npos) << defs;
+    EXPECT_NE(defs.find("(lodgement_date)"), std::string::npos) << defs;
+    pg::Result run = c.exec("SELECT status, rows_published, rows_added, rows_disappeared FROM epc.import_run "
+                            "WHERE run_id = $1",
+                            {std::to_string(loaded.run_id)});
+    EXPECT_EQ(run.text(0, 0), "published");
+    EXPECT_EQ(run.integer(0, 1), static_cast<long long>(e.rows_loaded));
+
+    // Publishing again changes nothing.
+    PublishSummary again = publish_to(db);
+    EXPECT_TRUE(again.already_published);
+    EXPECT_EQ(c.exec("SELECT count(*) FROM epc.domestic_certificates").integer(0, 0),
+              static_cast<long long>(e.rows_loaded));
+}
+
+TEST(Publish, NewReleaseReplacesTheOldAndCountsWhatCameAndWent) {
+    TestDatabase db;
+    load_zip(release("publish-a", {1, 2, 3, 4, 5}), db);
+    publish_to(db);
+    LoadSummary b = load_zip(release("publish-b", {3, 4, 5, 6, 7, 8}), db);
+    PublishSummary p = publish_to(db);
+    EXPECT_EQ(p.rows, 6u);
+    EXPECT_EQ(p.added, 3u);        // 6, 7, 8
+    EXPECT_EQ(p.disappeared, 2u);  // 1, 2: opted out or cancelled
+    EXPECT_EQ(db.scalar("SELECT string_agg(cert_key, ',' ORDER BY cert_key::int) FROM epc.domestic_certificates"),
+              "3,4,5,6,7,8");
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates WHERE run_id = " + std::to_string(b.run_id)), 6);
+    // The previous release's table is gone, not left behind.
+    EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'epc' AND tablename LIKE "
+                       "'domestic_certificates_%'"),
+              0);
+}
+
+TEST(Publish, RefusesWhenThereIsNothingSoundToPublish) {
+    TestDatabase db;
+    try {
+        publish_to(db);
+        FAIL() << "published nothing";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), exit_usage);
+        EXPECT_NE(std::string(e.what()).find("nothing to publish"), std::string::npos) << e.what();
+    }
+    load_zip(release("publish-good", {1, 2, 3}), db);
+    publish_to(db);
+    // A load that fails (error budget) must not reach production.
+    std::string bad = testing::TempDir() + "publish-bad.zip";
+    epc::test::write_zip(bad, {{"domestic-E06000001-Hartlepool/certificates.csv",
+                                "LMK_KEY,LODGEMENT_DATE\n7,2021-01-01\n8,not a date\n"},
+                               {"domestic-E06000001-Hartlepool/recommendations.csv", "LMK_KEY\n"}});
+    EXPECT_THROW(load_zip(bad, db, 0), Error);
+    try {
+        publish_to(db);
+        FAIL() << "published a failed load";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), exit_usage);
+        EXPECT_NE(std::string(e.what()).find("not complete"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(db.scalar("SELECT string_agg(cert_key, ',' ORDER BY cert_key) FROM epc.domestic_certificates"), "1,2,3");
+}
+
+TEST(Publish, ReadersSeeTheOldReleaseOrTheNewNeverAMix) {
+    TestDatabase db;
+    fixture::Options fo;
+    fo.rows = 30000;
+    fo.seed = 1;
+    std::string a = testing::TempDir() + "publish-reader-a.zip";
+    fixture::write_zip(a, fo);
+    fo.seed = 2;
+    fo.rows = 40000;
+    std::string b = testing::TempDir() + "publish-reader-b.zip";
+    fixture::write_zip(b, fo);
+    LoadSummary ra = load_zip(a, db);
+    PublishSummary pa = publish_to(db);
+
+    std::atomic<bool> stop{false};
+    std::vector<std::tuple<long long, long long, long long>> seen;  // rows, min run, max run
+    std::thread reader([&] {
+        pg::Connection c = db.connect();
+        while (!stop) {
+            pg::Result r = c.exec("SELECT count(*), min(run_id), max(run_id) FROM epc.domestic_certificates");
+            seen.emplace_back(r.integer(0, 0), r.integer(0, 1), r.integer(0, 2));
+        }
+    });
+    LoadSummary rb = load_zip(b, db);
+    PublishSummary pb = publish_to(db);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    stop = true;
+    reader.join();
+
+    ASSERT_GT(seen.size(), 10u);
+    bool saw_new = false;
+    for (const auto& [rows, lo, hi] : seen) {
+        bool old_release = rows == static_cast<long long>(pa.rows) && lo == ra.run_id && hi == ra.run_id;
+        bool new_release = rows == static_cast<long long>(pb.rows) && lo == rb.run_id && hi == rb.run_id;
+        ASSERT_TRUE(old_release || new_release) << rows << " rows, runs " << lo << ".." << hi;
+        saw_new = saw_new || new_release;
+    }
+    EXPECT_TRUE(saw_new);
+}
