@@ -415,7 +415,9 @@ public:
     ReleaseInfo info() {
         check_credentials();
         Response r = with_retries("asking for the release's size", [&](int) -> std::optional<Response> {
-            Response r = perform(service_request(info_url_));
+            Request req = service_request(info_url_);
+            req.headers.push_back("Accept: application/json");
+            Response r = perform(req);
             if (auto retry = judge(r, /*service=*/true, info_url_)) throw *retry;
             return r;
         });
@@ -430,7 +432,7 @@ private:
         req.url = url;
         if (o_.source == Source::current) req.headers.push_back("Authorization: Bearer " + o_.creds.token);
         else req.basic = &o_.creds;
-        req.headers.push_back("Accept: application/json");
+        // No Accept header on file requests: the legacy API chooses its format by Accept.
         return req;
     }
 

@@ -198,7 +198,9 @@ TEST_F(Download, CurrentServiceClean) {
 
 TEST_F(Download, LegacyServiceClean) {
     EpcService service(body_);
-    DownloadResult r = download_release(options(service, Source::legacy));
+    DownloadOptions o = options(service, Source::legacy);
+    o.progress_interval_s = 60;
+    DownloadResult r = download_release(o);
     EXPECT_EQ(r.path, tmp("work") + "/domestic-legacy.zip");
     EXPECT_EQ(read_file(r.path), body_);
     EXPECT_EQ(r.sha256, sha256_hex(body_));
@@ -213,6 +215,7 @@ TEST_F(Download, LegacyServiceClean) {
     auto to_s3 = service.requests("s3");
     ASSERT_EQ(to_s3.size(), 1u);
     EXPECT_FALSE(to_s3[0].has("Authorization"));
+    EXPECT_EQ(logs().find("ETA"), std::string::npos);  // no progress line within the interval
 }
 
 TEST_F(Download, ReleaseInfoOfBothSources) {
