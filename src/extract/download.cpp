@@ -536,8 +536,8 @@ private:
     }
 
     // Runs `attempt` until it returns a value; each Retry it throws waits (Retry-After or backoff)
-    // and counts against max_attempts. `progress` lets an attempt say it moved forward, which
-    // resets the count: a long download may be cut several times and still finish.
+    // and counts against max_attempts. An attempt that sets progressed_ (the .part file grew past
+    // its high-water mark) resets the count: a long download may be cut many times and still finish.
     template <class F>
     auto with_retries(const std::string& what, F attempt) -> typename std::invoke_result_t<F, int>::value_type {
         int failures = 0;
