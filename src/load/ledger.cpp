@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS epc.import_run (
     published_at        timestamptz,
     rows_published      bigint,
     rows_added          bigint,       -- keys not in the previous release
-    rows_disappeared    bigint        -- keys of the previous release not in this one
+    rows_disappeared    bigint,       -- keys of the previous release not in this one
+    geocode             jsonb         -- the geocode stage's counters
 );
 CREATE TABLE IF NOT EXISTS epc.import_file (
     run_id              bigint NOT NULL REFERENCES epc.import_run ON DELETE CASCADE,
@@ -57,6 +58,24 @@ CREATE TABLE IF NOT EXISTS epc.import_file (
     invalid_values      bigint NOT NULL,
     loaded_at           timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, file_no)
+);
+-- Every address located so far, by address key, shared by all types and kept across releases:
+-- an address is sent to a geocoder once, ever. Transient failures are never stored.
+CREATE TABLE IF NOT EXISTS epc.geocode_cache (
+    address_key text PRIMARY KEY,
+    status      text NOT NULL,        -- found | not_found (asked again after --geocode-retry-days)
+    latitude    double precision,
+    longitude   double precision,
+    provider    text,
+    precision   text,                 -- property | street | postcode
+    checked_at  timestamptz NOT NULL
+);
+-- Which file each offline reference table (epc.ref_uprn, epc.ref_postcode) was loaded from.
+CREATE TABLE IF NOT EXISTS epc.reference_file (
+    provider      text PRIMARY KEY,
+    file_identity text NOT NULL,      -- name:size:mtime
+    rows          bigint NOT NULL,
+    loaded_at     timestamptz NOT NULL
 );
 -- Which run the staging tables of each type belong to.
 CREATE TABLE IF NOT EXISTS epc.staging_owner (
@@ -142,7 +161,8 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive) {
     uprn             bigint,
     local_authority  text,
     file_no          int NOT NULL,     -- import_file.file_no of the file the row came from
-    line_no          bigint NOT NULL   -- physical line where the record starts (header = 1)
+    line_no          bigint NOT NULL,  -- physical line where the record starts (header = 1)
+    address_key      text              -- what the geocode stage locates (see address_key())
 ) WITH (autovacuum_enabled = off))");  // the loader ANALYZEs it; autovacuum would only compete
     db_.exec("CREATE TABLE " + tables_.rejects + R"( (
     file_no   int NOT NULL,

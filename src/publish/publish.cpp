@@ -68,16 +68,19 @@ PublishSummary publish(const PublishOptions& options) {
     postcode          text,
     uprn              bigint,
     local_authority   text,
-    latitude          double precision,  -- filled by the geocode stage once it exists
+    latitude          double precision,  -- from epc.geocode_cache: NULL when not located
     longitude         double precision,
     geocode_provider  text,
     geocode_precision text,              -- property | street | postcode
     run_id            bigint NOT NULL    -- the import_run that published the row
 ))");
+    // The two staging sides meet here: certificates, and the coordinates found for their addresses.
     db.exec("INSERT INTO " + fresh +
             " (cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, local_authority, "
-            "run_id) SELECT cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, "
-            "local_authority, $1 FROM " + staging.rows,
+            "latitude, longitude, geocode_provider, geocode_precision, run_id) "
+            "SELECT s.cert_key, s.lodgement_date, s.transaction_type, s.total_floor_area, s.address, s.postcode, "
+            "s.uprn, s.local_authority, g.latitude, g.longitude, g.provider, g.precision, $1 FROM " + staging.rows +
+                " s LEFT JOIN epc.geocode_cache g ON g.address_key = s.address_key AND g.status = 'found'",
             {run});
     // Index after filling: several times faster than inserting into an indexed table (design.md).
     db.exec("SET maintenance_work_mem = '512MB'");

@@ -174,13 +174,18 @@ void put64(std::string& out, std::uint64_t v) {
 }
 void put_null(std::string& out) { put32(out, 0xFFFFFFFFu); }
 
+// Fills in the length word of a field written after it at `at`.
+void patch_length(std::string& out, std::size_t at) {
+    std::uint32_t len = static_cast<std::uint32_t>(out.size() - at - 4);
+    for (int i = 0; i < 4; ++i) out[at + i] = static_cast<char>(len >> (24 - 8 * i));
+}
+
 // A text field: length, then the (repaired) UTF-8. Returns true when bytes were replaced.
 bool put_text(std::string& out, std::string_view value) {
     const std::size_t at = out.size();
     put32(out, 0);
     bool replaced = append_sanitized<false>(out, value);
-    std::uint32_t len = static_cast<std::uint32_t>(out.size() - at - 4);
-    for (int i = 0; i < 4; ++i) out[at + i] = static_cast<char>(len >> (24 - 8 * i));
+    patch_length(out, at);
     return replaced;
 }
 
@@ -252,6 +257,56 @@ void append_binary_numeric(std::string& out, std::string_view s) {
     for (std::size_t i = lead; i < lead + ndigits; ++i) put16(out, digits[i]);
 }
 
+namespace {
+
+bool is_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
+char upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
+
+void append_canonical_postcode(std::string& out, std::string_view postcode) {
+    const std::size_t start = out.size();
+    for (char c : postcode)
+        if (is_alnum(c)) out += upper(c);
+    const std::size_t len = out.size() - start;
+    if (len >= 5 && len <= 7) out.insert(out.end() - 3, ' ');  // outward code, space, inward code
+}
+
+// Appends the address key; returns false (and appends nothing) when there is nothing to key.
+bool append_address_key(std::string& out, std::string_view address, std::string_view postcode) {
+    const std::size_t start = out.size();
+    bool gap = false;
+    for (char c : address) {
+        if (is_alnum(c)) {
+            if (gap && out.size() > start) out += ' ';
+            gap = false;
+            out += upper(c);
+        } else {
+            gap = true;
+        }
+    }
+    const std::size_t address_end = out.size();
+    out += '|';
+    append_canonical_postcode(out, postcode);
+    if (address_end == start && out.size() == address_end + 1) {
+        out.resize(start);
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+std::string canonical_postcode(std::string_view postcode) {
+    std::string out;
+    append_canonical_postcode(out, postcode);
+    return out;
+}
+
+std::string address_key(std::string_view address, std::string_view postcode) {
+    std::string out;
+    append_address_key(out, address, postcode);
+    return out;
+}
+
 FieldMap map_header(const std::vector<Field>& header, CertType type) {
     FieldMap m;
     m.columns = header.size();
@@ -314,20 +369,23 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
         ++row.invalid_values;
     }
 
+    std::string joined;
+    std::string_view address;
     if (map.address >= 0) {
-        put_text_value(out, field_at(fields, map.address), row);
+        address = field_at(fields, map.address);
     } else {
         // No ADDRESS column: join the non-empty ADDRESS1..3 the way the publisher builds ADDRESS.
-        std::string joined;
         for (int part : map.address_parts) {
             std::string_view v = field_at(fields, part);
             if (is_sentinel(v)) continue;
             if (!joined.empty()) joined += ", ";
             joined.append(v);
         }
-        put_text_value(out, joined, row);
+        address = joined;
     }
-    put_text_value(out, field_at(fields, map.postcode), row);
+    put_text_value(out, address, row);
+    std::string_view postcode = field_at(fields, map.postcode);
+    put_text_value(out, postcode, row);
 
     std::string_view uprn = field_at(fields, map.uprn);
     if (is_sentinel(uprn)) {
@@ -344,6 +402,16 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
     put32(out, 4);
     put32(out, static_cast<std::uint32_t>(file_no));
     put_int64(out, line);
+    // The geocoding key (ASCII only, so no UTF-8 repair needed); NULL when there is nothing to key.
+    const std::size_t at = out.size();
+    put32(out, 0);
+    if (append_address_key(out, is_sentinel(address) ? std::string_view() : address,
+                           is_sentinel(postcode) ? std::string_view() : postcode)) {
+        patch_length(out, at);
+    } else {
+        out.resize(at);
+        put_null(out);
+    }
     counters.invalid_utf8_values += row.invalid_utf8_values;
     counters.invalid_values += row.invalid_values;
     return std::nullopt;

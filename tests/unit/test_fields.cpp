@@ -127,6 +127,7 @@ TEST(Fields, FormatRowTypesAndNulls) {
     EXPECT_EQ(*f[7], "E06000001");
     EXPECT_EQ(be(*f[8]), 3u);
     EXPECT_EQ(be(*f[9]), 17u);
+    EXPECT_EQ(*f[10], "11 BRADDON ROAD|TS1 1AA");
     EXPECT_EQ(c.invalid_values, 1u);
 
     out.clear();
@@ -190,4 +191,17 @@ TEST(Fields, RejectLineKeepsRawText) {
     std::string out;
     format_reject(2, "dir/certificates.csv", 9, {RejectReason::bad_date, "why"}, "1,\"a\xFF" "b\"", out);
     EXPECT_EQ(out, "2\tdir/certificates.csv\t9\tbad_date\twhy\t1,\"a\\nb\"\n");
+}
+
+TEST(Fields, AddressKeysNormaliseWhatDiffersOnlyInForm) {
+    EXPECT_EQ(canonical_postcode(" ts11aa "), "TS1 1AA");
+    EXPECT_EQ(canonical_postcode("SW1A 1AA"), "SW1A 1AA");
+    EXPECT_EQ(canonical_postcode("ec1a-1bb"), "EC1A 1BB");
+    EXPECT_EQ(canonical_postcode("XYZ"), "XYZ");  // not a postcode shape: letters and digits only
+    EXPECT_EQ(address_key("11, Braddon Road", "ts1 1aa"), "11 BRADDON ROAD|TS1 1AA");
+    EXPECT_EQ(address_key("11 braddon  road.", "TS11AA"), "11 BRADDON ROAD|TS1 1AA");
+    EXPECT_EQ(address_key("Flat 2,\nThe \"Old\" Mill", ""), "FLAT 2 THE OLD MILL|");
+    EXPECT_EQ(address_key("caf\xC3\xA9 Row", "AB1 2CD"), "CAF ROW|AB1 2CD");  // non-ASCII bytes separate words
+    EXPECT_EQ(address_key("", ""), "");
+    EXPECT_EQ(address_key(" , ", ""), "");
 }

@@ -42,8 +42,8 @@ FieldMap map_header(const std::vector<Field>& header, CertType type);
 // (design.md measured binary COPY 1.3-1.6x faster than text).
 inline constexpr const char* kStagingColumns =
     "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, "
-    "local_authority, file_no, line_no";
-inline constexpr std::uint16_t kStagingColumnCount = 10;
+    "local_authority, file_no, line_no, address_key";
+inline constexpr std::uint16_t kStagingColumnCount = 11;
 // What a binary COPY stream starts with (signature, flags, header extension length) and ends with.
 inline constexpr std::string_view kCopyBinaryHeader{"PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19};
 inline constexpr std::string_view kCopyBinaryTrailer{"\377\377", 2};
@@ -75,6 +75,13 @@ bool is_uprn(std::string_view s);           // 1-18 digits
 // Appends s escaped for COPY text, replacing each byte that is not part of valid UTF-8 by
 // U+FFFD. Returns true when something was replaced.
 bool append_copy_text(std::string& out, std::string_view s);
+// "ab12cd" / "AB1  2CD" -> "AB1 2CD": upper-case letters and digits, a space before the inward code.
+std::string canonical_postcode(std::string_view postcode);
+// The key an address is geocoded under (once, ever): the address upper-cased with every run of
+// anything but ASCII letters and digits turned into one space, then '|', then the canonical
+// postcode. Pure ASCII whatever the input. Empty when both parts are empty (nothing to locate).
+std::string address_key(std::string_view address, std::string_view postcode);
+
 // Binary encodings, exposed for tests: days from 2000-01-01 of a valid YYYY-MM-DD date, and a
 // valid decimal as a length-prefixed numeric.
 std::int32_t days_since_2000(std::string_view date);
