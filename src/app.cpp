@@ -1,5 +1,9 @@
 #include "epc/app.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <csignal>
 #include <filesystem>
@@ -11,6 +15,9 @@
 #include "epc/common/log.hpp"
 #include "epc/common/options.hpp"
 #include "epc/extract/archive.hpp"
+#include "epc/extract/download.hpp"
+#include "epc/extract/release.hpp"
+#include "epc/geocode/geocode.hpp"
 #include "epc/load/loader.hpp"
 #include "epc/load/pg.hpp"
 #include "epc/publish/publish.hpp"
@@ -68,9 +75,9 @@ void write_report(const std::string& path, const nlohmann::json& report) {
     std::filesystem::rename(tmp, path);
 }
 
-ArchiveInfo validate_archive(const Options& o, nlohmann::json& report) {
-    spdlog::info("extract: inspecting {}", *o.zip);
-    ArchiveInfo info = inspect_archive(*o.zip, {o.type, o.expect_dirs});
+ArchiveInfo validate_archive(const Options& o, const std::string& path, nlohmann::json& report) {
+    spdlog::info("extract: inspecting {}", path);
+    ArchiveInfo info = inspect_archive(path, {o.type, o.expect_dirs});
     report["archive"] = archive_json(info);
     for (const std::string& w : info.warnings) spdlog::warn("extract: {}", w);
     if (info.layout == Layout::legacy)
@@ -89,6 +96,109 @@ ArchiveInfo validate_archive(const Options& o, nlohmann::json& report) {
     return info;
 }
 
+DownloadOptions download_options(const Options& o) {
+    DownloadOptions d;
+    d.source = *parse_source(o.source);
+    d.type = o.type;
+    d.base_url = o.base_url;
+    d.work_dir = o.work_dir;
+    d.creds = credentials_from_env();
+    if (o.credentials_file) d.creds = merge_credentials(d.creds, credentials_from_file(*o.credentials_file));
+    return d;
+}
+
+// check-release: exit 0 when the publisher offers a release the last published import did not
+// have, exit 10 when not, so that `epc-import check-release && epc-import` works in cron.
+int check_release(const Options& o, const std::string& conninfo, nlohmann::json& report) {
+    DownloadOptions d = download_options(o);
+    ReleaseInfo offered = fetch_release_info(d);
+    std::optional<ImportedRelease> last = last_published_release(conninfo, o.type);
+    bool fresh = is_new_release(offered, d.source, last);
+    report["release"] = {{"source", o.source},           {"size", offered.size},
+                         {"last_updated", offered.last_updated}, {"new", fresh},
+                         {"last_published_run", last ? last->run_id : 0}};
+    if (fresh)
+        spdlog::info("check-release: {} {} release {} ({} bytes) is new", o.source, cert_type_name(o.type),
+                     offered.last_updated.empty() ? "(undated)" : offered.last_updated, offered.size);
+    else
+        spdlog::info("check-release: nothing new: run {} already published this release", last->run_id);
+    return fresh ? exit_ok : exit_nothing_new;
+}
+
+// The archive to work on: --zip, or a download (unless the release is the one published last
+// time, then nullopt: nothing to do). A failed validation quarantines it before the error goes on.
+std::optional<ArchiveInfo> obtain_archive(const Options& o, const std::string& conninfo, nlohmann::json& report) {
+    std::string path;
+    bool downloaded = false;
+    DownloadResult fetched;
+    if (o.zip) {
+        path = *o.zip;
+    } else {
+        DownloadOptions d = download_options(o);
+        if (o.command == "run" && !o.force) {
+            ReleaseInfo offered = fetch_release_info(d);
+            std::optional<ImportedRelease> last = last_published_release(conninfo, o.type);
+            if (!is_new_release(offered, d.source, last)) {
+                spdlog::info("extract: the {} release {} was already published by run {}; nothing to do "
+                             "(--force imports it again)",
+                             o.source, offered.last_updated.empty() ? std::to_string(offered.size) + " bytes"
+                                                                    : offered.last_updated,
+                             last->run_id);
+                report["nothing_new"] = true;
+                return std::nullopt;
+            }
+        }
+        // Two runs of one type would write the same .part file: the second waits for no one, it stops.
+        std::filesystem::create_directories(o.work_dir);
+        const std::string lock_path = o.work_dir + "/" + std::string(cert_type_name(o.type)) + "-" + o.source + ".lock";
+        int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
+            throw Error(exit_locked, "another epc-import run is downloading into " + o.work_dir + " (" + lock_path + ")");
+        try {
+            fetched = download_release(d);
+        } catch (...) {
+            close(lock_fd);
+            throw;
+        }
+        close(lock_fd);
+        path = fetched.path;
+        downloaded = true;
+        report["download"] = {{"path", fetched.path},       {"bytes", fetched.bytes},
+                              {"sha256", fetched.sha256},   {"last_updated", fetched.info.last_updated},
+                              {"attempts", fetched.attempts}, {"resumed", fetched.resumed}};
+    }
+    ArchiveInfo info;
+    try {
+        info = validate_archive(o, path, report);
+    } catch (const Error& e) {
+        if (e.code() != exit_invalid_archive) throw;
+        nlohmann::json why = {{"archive", path},
+                              {"cert_type", cert_type_name(o.type)},
+                              {"error", e.what()},
+                              {"problems", report.contains("archive") ? report["archive"]["problems"] : nlohmann::json::array()}};
+        std::string where = quarantine_archive(path, o.failed_to ? *o.failed_to : o.work_dir + "/failed", downloaded, why);
+        spdlog::error("extract: archive quarantined as {} (reasons in the .json beside it)", where);
+        report["quarantined_to"] = where;
+        throw;
+    }
+    if (downloaded) {
+        info.source = o.source;
+        info.release_last_updated = fetched.info.last_updated;
+        info.sha256 = fetched.sha256;
+    }
+    if (o.archive_to) {
+        std::string name = downloaded ? std::filesystem::path(path).stem().string() + "-" +
+                                            (fetched.info.last_updated.empty() ? fetched.sha256.substr(0, 12)
+                                                                               : fetched.info.last_updated.substr(0, 10)) +
+                                            ".zip"
+                                      : std::filesystem::path(path).filename().string();
+        std::string kept = keep_archive(path, *o.archive_to, name);
+        spdlog::info("extract: archive kept as {}", kept);
+        report["archived_to"] = kept;
+    }
+    return info;
+}
+
 }  // namespace
 
 int run_app(const std::vector<std::string>& args) {
@@ -104,9 +214,15 @@ int run_app(const std::vector<std::string>& args) {
         std::signal(SIGINT, on_stop_signal);
         std::signal(SIGTERM, on_stop_signal);
         const std::string conninfo = o.db.empty() ? pg::default_conninfo() : o.db;
-        if (o.command != "publish") {
-            ArchiveInfo archive = validate_archive(o, report);
-            if (o.command == "load" || o.command == "run") {
+        bool nothing_new = false;
+        if (o.command == "check-release") {
+            code = check_release(o, conninfo, report);
+            nothing_new = true;  // no stage follows
+        } else if (o.command == "run" || o.command == "extract" || o.command == "load") {
+            std::optional<ArchiveInfo> obtained = obtain_archive(o, conninfo, report);
+            nothing_new = !obtained;
+            if (obtained && (o.command == "load" || o.command == "run")) {
+                const ArchiveInfo& archive = *obtained;
                 LoadOptions lo;
                 lo.type = o.type;
                 lo.conninfo = conninfo;
@@ -117,7 +233,27 @@ int run_app(const std::vector<std::string>& args) {
                 report["load"] = load_json(load_archive(archive, lo));
             }
         }
-        if ((o.command == "publish" || o.command == "run") && !g_interrupted) {
+        if ((o.command == "geocode" || (o.command == "run" && !o.geocoder.empty())) && !g_interrupted && !nothing_new) {
+            GeocodeOptions go;
+            go.type = o.type;
+            go.conninfo = conninfo;
+            go.chain = parse_chain(o.geocoder);
+            go.rate = o.geocode_rate;
+            go.retry_not_found_days = o.geocode_retry_days;
+            GeocodeSummary g = geocode(go);
+            report["geocode"] = {{"distinct_addresses", g.distinct_addresses},
+                                 {"cache_hits", g.cache_hits},
+                                 {"sent", g.sent},
+                                 {"found", g.found},
+                                 {"not_found", g.not_found},
+                                 {"failed", g.failed},
+                                 {"found_by_provider", g.found_by_provider},
+                                 {"http_requests", g.http_requests},
+                                 {"http_429", g.http_429},
+                                 {"requests_per_second", g.seconds > 0 ? g.http_requests / g.seconds : 0.0},
+                                 {"seconds", g.seconds}};
+        }
+        if ((o.command == "publish" || o.command == "run") && !g_interrupted && !nothing_new) {
             PublishSummary p = publish({o.type, conninfo});
             report["publish"] = {{"run_id", p.run_id},           {"already_published", p.already_published},
                                  {"rows", p.rows},               {"added", p.added},

@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS epc.import_run (
     archive_path        text,
     archive_identity    text NOT NULL,
     archive_bytes       bigint,
+    source              text,             -- current | legacy | file
+    release_last_updated text,            -- current service: lastUpdated of the release
+    archive_sha256      text,
     layout              text,
     status              text NOT NULL,    -- loading | loaded | published | failed | abandoned
     started_at          timestamptz NOT NULL DEFAULT now(),
@@ -143,10 +146,11 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive) {
              "WHERE cert_type = $1 AND status = 'loading'",
              {type});
     pg::Result run = db_.exec(
-        "INSERT INTO epc.import_run (cert_type, archive_path, archive_identity, archive_bytes, layout, status, files) "
-        "VALUES ($1, $2, $3, $4, $5, 'loading', $6) RETURNING run_id",
+        "INSERT INTO epc.import_run (cert_type, archive_path, archive_identity, archive_bytes, layout, status, files, "
+        "source, release_last_updated, archive_sha256) "
+        "VALUES ($1, $2, $3, $4, $5, 'loading', $6, $7, NULLIF($8, ''), NULLIF($9, '')) RETURNING run_id",
         {type, archive.path, archive.identity, std::to_string(archive.bytes), std::string(layout_name(archive.layout)),
-         std::to_string(archive.files.size())});
+         std::to_string(archive.files.size()), archive.source, archive.release_last_updated, archive.sha256});
     start.run_id = run.integer(0, 0);
     // A new run starts from empty staging: no indexes, UNLOGGED (a crash is covered by the
     // row-count check above), rebuilt rather than truncated so column changes take effect.

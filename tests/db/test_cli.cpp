@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -15,6 +17,7 @@
 
 #include "epc/load/ledger.hpp"
 #include "fixture/fixture.hpp"
+#include "support/epc_service.hpp"
 #include "support/pg_test.hpp"
 
 extern char** environ;
@@ -93,9 +96,9 @@ TEST(Cli, HelpDocumentsCommandsOptionsAndExitCodes) {
 
 TEST(Cli, UsageErrorsExitTwo) {
     EXPECT_EQ(run({"--certtype", "commercial"}).exit_code, 2);
-    Outcome no_zip = run({"load"});
-    EXPECT_EQ(no_zip.exit_code, 2);
-    EXPECT_TRUE(has(no_zip.err, "--zip")) << no_zip.err;
+    Outcome no_credentials = run({"load", "--work-dir", testing::TempDir() + "cli-usage"});  // downloads: needs a token
+    EXPECT_EQ(no_credentials.exit_code, 2);
+    EXPECT_TRUE(has(no_credentials.err, "EPC_TOKEN")) << no_credentials.err;
     Outcome missing = run({"load", "--zip", "/nonexistent.zip"});
     EXPECT_EQ(missing.exit_code, 2);
     EXPECT_TRUE(has(missing.err, "/nonexistent.zip: no such file")) << missing.err;
@@ -137,8 +140,13 @@ TEST(Cli, InvalidArchiveExitsThreeListsEveryProblemAndTouchesNoTable) {
                   fixture::Invalid::path_traversal};
     std::string zip = make_zip(fo, "cli-invalid");
     TestDatabase db;
-    Outcome o = run({"load", "--zip", zip, "--db", db.conninfo(), "--log-format", "text"});
+    const std::string failed = testing::TempDir() + "cli-invalid-failed";
+    std::filesystem::remove_all(failed);
+    Outcome o = run({"load", "--zip", zip, "--db", db.conninfo(), "--log-format", "text", "--failed-to", failed});
     EXPECT_EQ(o.exit_code, 3) << o.err;
+    // The operator's own file stays where it was; a copy and the reasons go to quarantine.
+    EXPECT_TRUE(std::filesystem::exists(zip));
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(failed), std::filesystem::directory_iterator()), 2);
     for (const char* s : {"does not match", "has no recommendations.csv", "is empty", "header has no LMK_KEY",
                           "escapes the archive", "failed validation with"})
         EXPECT_TRUE(has(o.err, s)) << s << "\n" << o.err;
@@ -146,20 +154,20 @@ TEST(Cli, InvalidArchiveExitsThreeListsEveryProblemAndTouchesNoTable) {
 
     std::string junk = testing::TempDir() + "cli-junk.zip";
     fixture::write_not_a_zip(junk);
-    Outcome j = run({"load", "--zip", junk, "--db", db.conninfo()});
+    Outcome j = run({"load", "--zip", junk, "--db", db.conninfo(), "--failed-to", failed});
     EXPECT_EQ(j.exit_code, 3);
     EXPECT_TRUE(has(j.err, "not a zip archive")) << j.err;
 
     std::string cut = make_zip(fo, "cli-cut");
     fixture::truncate_file(cut, 3000);
-    EXPECT_EQ(run({"extract", "--zip", cut}).exit_code, 3);
+    EXPECT_EQ(run({"extract", "--zip", cut, "--failed-to", failed}).exit_code, 3);
 
     fixture::Options two;
     two.rows = 100;
     two.files = 2;
     std::string ok = make_zip(two, "cli-dirs");
     EXPECT_EQ(run({"extract", "--zip", ok, "--expect-dirs", "2"}).exit_code, 0);  // 1 LA + unknown
-    Outcome wrong = run({"extract", "--zip", ok, "--expect-dirs", "349"});
+    Outcome wrong = run({"extract", "--zip", ok, "--expect-dirs", "349", "--failed-to", failed});
     EXPECT_EQ(wrong.exit_code, 3);
     EXPECT_TRUE(has(wrong.err, "expected 349")) << wrong.err;
 }
@@ -275,4 +283,82 @@ TEST(Cli, RunValidatesLoadsAndPublishes) {
     EXPECT_EQ(again.exit_code, 0) << again.err;
     EXPECT_TRUE(has(again.err, "already")) << again.err;
     EXPECT_EQ(run({"publish", "--zip", zip, "--db", db.conninfo()}).exit_code, 2);
+}
+
+namespace {
+std::string credentials_file(const epc::test::EpcService& svc, const std::string& name) {
+    std::string path = testing::TempDir() + name + ".env";
+    std::ofstream(path) << "# test credentials\nEPC_TOKEN=" << svc.token << "\n";
+    return path;
+}
+}  // namespace
+
+TEST(Cli, RunDownloadsTheReleaseAndCheckReleaseTellsWhenThereIsANewOne) {
+    fixture::Options fo;
+    fo.rows = 2000;
+    fo.layout = Layout::current;
+    fixture::Expected e;
+    std::string zip = make_zip(fo, "cli-download", &e);
+    epc::test::EpcService svc(epc::test::read_file(zip));
+    TestDatabase db;
+    const std::string work = testing::TempDir() + "cli-download-work";
+    const std::string kept = testing::TempDir() + "cli-download-kept";
+    const std::vector<std::string> common = {"--base-url", svc.base_url(), "--work-dir", work, "--db", db.conninfo(),
+                                             "--credentials-file", credentials_file(svc, "cli-download")};
+    auto with = [&](std::vector<std::string> args) {
+        args.insert(args.end(), common.begin(), common.end());
+        return run(args);
+    };
+    EXPECT_EQ(with({"check-release"}).exit_code, 0);  // nothing imported yet: new
+
+    Outcome first = with({"--archive-to", kept});
+    ASSERT_EQ(first.exit_code, 0) << first.err;
+    EXPECT_FALSE(has(first.err, svc.token));
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates"), static_cast<long long>(e.rows_loaded));
+    pg::Connection c = db.connect();
+    pg::Result r = c.exec("SELECT source, release_last_updated, archive_sha256, archive_bytes FROM epc.import_run");
+    EXPECT_EQ(r.text(0, 0), "current");
+    EXPECT_EQ(r.text(0, 1), svc.last_updated);
+    EXPECT_EQ(r.text(0, 2).size(), 64u);
+    EXPECT_EQ(r.integer(0, 3), static_cast<long long>(std::filesystem::file_size(zip)));
+    EXPECT_EQ(epc::test::read_file(kept + "/domestic-current-2026-11-01.zip"), epc::test::read_file(zip));
+
+    // The same release again: nothing to do, and check-release says so with exit 10.
+    Outcome check = with({"check-release"});
+    EXPECT_EQ(check.exit_code, 10) << check.err;
+    Outcome again = with({});
+    EXPECT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_TRUE(has(again.err, "nothing to do")) << again.err;
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.import_run"), 1);
+
+    svc.last_updated = "2026-12-01T03:04:05Z";  // the monthly rebuild
+    EXPECT_EQ(with({"check-release"}).exit_code, 0);
+    EXPECT_EQ(with({}).exit_code, 0);
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.import_run WHERE status = 'published'"), 2);
+}
+
+TEST(Cli, DownloadedArchiveThatFailsValidationIsQuarantinedWithItsReasons) {
+    fixture::Options fo;
+    fo.rows = 300;
+    fo.invalid = {fixture::Invalid::bad_dir_name, fixture::Invalid::empty_certificates};
+    std::string zip = make_zip(fo, "cli-quarantine");
+    epc::test::EpcService svc(epc::test::read_file(zip));
+    TestDatabase db;
+    const std::string work = testing::TempDir() + "cli-quarantine-work";
+    const std::string failed = testing::TempDir() + "cli-quarantine-failed";
+    std::filesystem::remove_all(failed);
+    Outcome o = run({"--base-url", svc.base_url(), "--work-dir", work, "--failed-to", failed, "--db", db.conninfo(),
+                     "--credentials-file", credentials_file(svc, "cli-quarantine")});
+    EXPECT_EQ(o.exit_code, 3) << o.err;
+    EXPECT_TRUE(has(o.err, "quarantined")) << o.err;
+    std::vector<std::filesystem::path> files;
+    for (const auto& entry : std::filesystem::directory_iterator(failed)) files.push_back(entry.path());
+    ASSERT_EQ(files.size(), 2u);
+    std::sort(files.begin(), files.end());
+    EXPECT_EQ(files[0].extension(), ".json");
+    EXPECT_EQ(epc::test::read_file(files[1].string()), epc::test::read_file(zip));
+    nlohmann::json why = nlohmann::json::parse(epc::test::read_file(files[0].string()));
+    EXPECT_GE(why["problems"].size(), 2u);
+    EXPECT_FALSE(std::filesystem::exists(work + "/domestic-current.zip"));  // moved, not left behind
+    EXPECT_EQ(db.count("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'epc'"), 0);
 }

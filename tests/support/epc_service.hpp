@@ -81,7 +81,7 @@ public:
     const std::string token = "tok-4f1c9a7e2b5d8c3f6a0e9b1d4c7f2a5e8b3d6c9f0a1e4b7d2c5f8a3e6b9d0c1f";
     const std::string email = "importer@example.org";
     const std::string api_key = "key-9d8c7b6a5f4e3d2c1b0a";
-    const std::string last_updated = "2026-11-01T03:04:05Z";
+    std::string last_updated = "2026-11-01T03:04:05Z";  // tests change it to publish a new release
     int expiry_s = 30;        // presigned URLs expire after this many seconds
     bool single_use = true;   // a presigned URL works once
 

@@ -14,14 +14,24 @@ namespace epc {
 enum class LogFormat { automatic, text, json };
 
 struct Options {
-    std::string command = "run";              // run | extract | load | publish
+    std::string command = "run";              // run | extract | load | geocode | publish | check-release
     CertType type = CertType::domestic;       // --certtype
     std::optional<std::string> zip;           // --zip: local archive instead of a download
+    std::string source = "current";           // --source: current | legacy publisher service
+    std::string base_url;                     // --base-url: the service's URL (empty: the real one)
+    std::string work_dir = "./epc-work";      // --work-dir: downloads
+    std::optional<std::string> credentials_file;  // --credentials-file: KEY=VALUE lines (EPC_TOKEN, ...)
+    std::optional<std::string> archive_to;    // --archive-to DIR: keep valid archives here
+    std::optional<std::string> failed_to;     // --failed-to DIR: quarantine (default <work-dir>/failed)
+    bool force = false;                       // --force: import even an unchanged release
     std::string db;                           // --db conninfo/URI; empty = libpq defaults / DATABASE_URL
     std::optional<int> expect_dirs;           // --expect-dirs: legacy layout must have exactly N dirs
     unsigned jobs = 0;                        // --jobs: parallel loader connections (0 = core count)
     std::optional<std::uint64_t> max_rejects;  // --max-rejects: error budget
     bool backslash_escapes = true;            // --csv-escapes: \" inside quotes is a quote
+    std::string geocoder;                     // --geocoder CHAIN: empty = no geocoding
+    double geocode_rate = 0;                  // --geocode-rate: requests/s per HTTP provider (0 = documented limit)
+    int geocode_retry_days = 90;              // --geocode-retry-days: ask again about "not found" after this
     LogFormat log_format = LogFormat::automatic;  // --log-format
     bool verbose = false;                     // --verbose: per-file detail
     std::optional<std::string> report;        // --report: run summary as JSON

@@ -41,6 +41,10 @@ struct ArchiveInfo {
     std::string identity;                // fingerprint of the entries (names, sizes, CRC-32s)
     std::vector<std::string> problems;   // every validation failure found; empty = valid
     std::vector<std::string> warnings;   // worth telling the operator, not worth refusing the archive
+    // Where it came from, recorded with the run (set by the caller after a download).
+    std::string source = "file";         // current | legacy | file (--zip)
+    std::string release_last_updated;    // current service: the release's lastUpdated
+    std::string sha256;                  // of the downloaded zip
 };
 
 struct ValidationOptions {

@@ -1,0 +1,56 @@
+// The geocode stage: locate each distinct address once, ever. Addresses are normalised into a key
+// when loaded; the distinct keys of a release are found in PostgreSQL; keys the permanent cache
+// (epc.geocode_cache) already answers are never sent out again; the rest go through a chain of
+// providers (offline reference tables first where configured, then HTTP geocoders), and results
+// are written to the cache in batches as they arrive, so a crash loses at most one batch.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "epc/common/types.hpp"
+#include "epc/geocode/geocoder.hpp"
+
+namespace epc {
+
+// The address key itself is made while loading: address_key() in epc/transform/fields.hpp.
+
+// One link of --geocoder: `uprn:FILE`, `onspd:FILE`, or an HTTP provider name with an optional
+// `=URL` endpoint override (postcodes-io, google, nominatim, os-places).
+struct ChainLink {
+    std::string provider;
+    std::string file;      // offline providers
+    std::string base_url;  // HTTP providers
+};
+// Throws Error(exit_usage) with what is wrong (unknown provider, missing file).
+std::vector<ChainLink> parse_chain(const std::string& chain);
+
+struct GeocodeOptions {
+    CertType type = CertType::domestic;
+    std::string conninfo;
+    std::vector<ChainLink> chain;
+    double rate = 0;              // --geocode-rate: requests per second per HTTP provider (0: documented limit)
+    int retry_not_found_days = 90;  // cached "not found" answers older than this are asked again
+    std::size_t batch = 1000;     // results per cache write
+};
+
+struct GeocodeSummary {
+    std::uint64_t distinct_addresses = 0;
+    std::uint64_t cache_hits = 0;
+    std::uint64_t sent = 0;        // queries handed to providers
+    std::uint64_t found = 0;
+    std::uint64_t not_found = 0;
+    std::uint64_t failed = 0;      // transient: not cached, asked again next run
+    std::uint64_t http_requests = 0;
+    std::uint64_t http_429 = 0;
+    std::map<std::string, std::uint64_t> found_by_provider;
+    double seconds = 0;
+};
+
+GeocodeSummary geocode(const GeocodeOptions& options);
+
+}  // namespace epc

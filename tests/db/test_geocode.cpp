@@ -1,0 +1,143 @@
+// The geocode stage against a real PostgreSQL with the offline providers (OS Open UPRN and ONSPD
+// files written by the test): distinct addresses once, the chain's precedence, the cache, and the
+// coordinates reaching production.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "epc/extract/archive.hpp"
+#include "epc/geocode/geocode.hpp"
+#include "epc/load/loader.hpp"
+#include "epc/publish/publish.hpp"
+#include "fixture/fixture.hpp"
+#include "support/pg_test.hpp"
+
+using namespace epc;
+using epc::test::TestDatabase;
+
+namespace {
+
+struct Loaded {
+    TestDatabase db;
+    std::string uprn_file;
+    std::string onspd_file;
+};
+
+// Loads a fixture, then writes reference files covering about half the UPRNs (property level)
+// and half the postcodes (centroids) found in staging, plus an ONSPD row without a location.
+void prepare(Loaded& t, const std::string& name) {
+    fixture::Options fo;
+    fo.rows = 4000;
+    fo.files = 4;
+    fo.seed = 17;
+    fo.hazards = {fixture::Hazard::empty_postcode_uprn, fixture::Hazard::quoted_commas};
+    std::string zip = testing::TempDir() + name + ".zip";
+    fixture::write_zip(zip, fo);
+    ArchiveInfo archive = inspect_archive(zip, {});
+    LoadOptions lo;
+    lo.conninfo = t.db.conninfo();
+    load_archive(archive, lo);
+
+    pg::Connection c = t.db.connect();
+    t.uprn_file = testing::TempDir() + name + "-uprn.csv";
+    std::ofstream uprn(t.uprn_file, std::ios::binary);
+    uprn << "\xEF\xBB\xBFUPRN,X_COORDINATE,Y_COORDINATE,LATITUDE,LONGITUDE\r\n";  // ships with a BOM
+    pg::Result u = c.exec("SELECT DISTINCT uprn FROM epc.stage_domestic WHERE uprn IS NOT NULL AND uprn % 2 = 0");
+    for (int i = 0; i < u.rows(); ++i) {
+        long long v = u.integer(i, 0);
+        uprn << v << ",400000,300000," << 51.0 + (v % 1000) / 10000.0 << "," << -1.0 - (v % 997) / 10000.0 << "\r\n";
+    }
+    t.onspd_file = testing::TempDir() + name + "-onspd.csv";
+    std::ofstream onspd(t.onspd_file, std::ios::binary);
+    onspd << "pcd,pcd2,pcds,doterm,lat,long\n";
+    pg::Result p = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
+                          "WHERE split_part(address_key, '|', 2) <> '' ORDER BY 1");
+    for (int i = 0; i < p.rows(); ++i) {
+        std::string pc = p.text(i, 0);
+        if (i % 3 == 0) continue;  // not in the directory
+        if (i % 7 == 0) {
+            onspd << pc << "," << pc << "," << pc << ",202001,99.999999,0.000000\n";  // no location
+            continue;
+        }
+        onspd << pc << "," << pc << "," << pc << ",," << 52.0 + i / 100000.0 << "," << -2.0 + i / 100000.0 << "\n";
+    }
+}
+
+GeocodeSummary run_geocode(Loaded& t, const std::string& chain) {
+    GeocodeOptions o;
+    o.conninfo = t.db.conninfo();
+    o.chain = parse_chain(chain);
+    o.batch = 300;
+    return geocode(o);
+}
+
+}  // namespace
+
+TEST(Geocode, ChainLocatesEachDistinctAddressOnceWithPrecedence) {
+    Loaded t;
+    prepare(t, "geo-chain");
+    GeocodeSummary s = run_geocode(t, "uprn:" + t.uprn_file + ",onspd:" + t.onspd_file);
+
+    // Expectations computed from the reference files the test wrote, independently of the stage.
+    pg::Connection c = t.db.connect();
+    c.exec("CREATE TEMP TABLE want AS SELECT address_key, min(uprn) AS uprn, split_part(address_key, '|', 2) AS pc "
+           "FROM epc.stage_domestic WHERE address_key IS NOT NULL GROUP BY address_key");
+    const long long distinct = c.exec("SELECT count(*) FROM want").integer(0, 0);
+    const long long by_uprn = c.exec("SELECT count(*) FROM want WHERE uprn % 2 = 0").integer(0, 0);
+    EXPECT_EQ(s.distinct_addresses, static_cast<std::uint64_t>(distinct));
+    EXPECT_EQ(s.cache_hits, 0u);
+    EXPECT_EQ(s.sent, s.distinct_addresses);
+    EXPECT_EQ(s.found + s.not_found + s.failed, s.sent);
+    EXPECT_EQ(s.failed, 0u);
+    EXPECT_EQ(s.found_by_provider["uprn"], static_cast<std::uint64_t>(by_uprn));
+    EXPECT_GT(s.found_by_provider["onspd"], 0u);
+    EXPECT_GT(s.not_found, 0u);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache"), distinct);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache WHERE provider = 'uprn' AND precision = 'property'"),
+              by_uprn);
+    // A postcode without a location (99.999999) was not taken as one.
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache WHERE latitude > 90"), 0);
+
+    // Publish joins the coordinates onto every certificate of a located address.
+    publish({CertType::domestic, t.db.conninfo()});
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.domestic_certificates WHERE latitude IS NOT NULL"),
+              t.db.count("SELECT count(*) FROM epc.stage_domestic s JOIN epc.geocode_cache g USING (address_key) "
+                         "WHERE g.status = 'found'"));
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.domestic_certificates d JOIN epc.stage_domestic s USING (cert_key) "
+                         "WHERE s.uprn % 2 = 0 AND s.address_key IS NOT NULL AND d.geocode_precision IS NULL"),
+              0);
+}
+
+TEST(Geocode, SecondRunSendsNothingAndALostBatchIsAskedAgain) {
+    Loaded t;
+    prepare(t, "geo-cache");
+    const std::string chain = "uprn:" + t.uprn_file + ",onspd:" + t.onspd_file;
+    GeocodeSummary first = run_geocode(t, chain);
+    GeocodeSummary second = run_geocode(t, chain);
+    EXPECT_EQ(second.cache_hits, first.distinct_addresses);
+    EXPECT_EQ(second.sent, 0u);
+    // Lose part of the cache, as a crash between batches would: only that part is asked again.
+    const long long lost = t.db.count("WITH d AS (DELETE FROM epc.geocode_cache WHERE address_key IN "
+                                      "(SELECT address_key FROM epc.geocode_cache ORDER BY address_key LIMIT 123) "
+                                      "RETURNING 1) SELECT count(*) FROM d");
+    GeocodeSummary third = run_geocode(t, chain);
+    EXPECT_EQ(third.sent, static_cast<std::uint64_t>(lost));
+    EXPECT_EQ(third.cache_hits, first.distinct_addresses - lost);
+    // The reference files were loaded once and reused.
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.reference_file"), 2);
+}
+
+TEST(Geocode, ChainOptionErrorsAreUsageErrors) {
+    for (const char* bad : {"nowhere", "uprn", "uprn:/no/such/file.csv", "postcodes-io,,onspd:x", "google:file"}) {
+        try {
+            parse_chain(bad);
+            FAIL() << bad;
+        } catch (const Error& e) {
+            EXPECT_EQ(e.code(), exit_usage) << bad;
+        }
+    }
+    auto links = parse_chain("postcodes-io=http://127.0.0.1:9/x,nominatim");
+    ASSERT_EQ(links.size(), 2u);
+    EXPECT_EQ(links[0].base_url, "http://127.0.0.1:9/x");
+    EXPECT_EQ(links[1].provider, "nominatim");
+}
