@@ -281,7 +281,7 @@ GeocodeSummary geocode(const GeocodeOptions& options) {
     std::vector<std::unique_ptr<HttpGeocoder>> http(options.chain.size());
     for (std::size_t i = 0; i < options.chain.size(); ++i) {
         if (!options.chain[i].file.empty()) continue;
-        HttpGeocoderOptions ho;
+        HttpGeocoderOptions ho = options.http;
         ho.base_url = options.chain[i].base_url;
         ho.rate = options.rate;
         const char* key_var = options.chain[i].provider == "google"      ? "GOOGLE_API_KEY"

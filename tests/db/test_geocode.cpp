@@ -4,12 +4,16 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "epc/extract/archive.hpp"
 #include "epc/geocode/geocode.hpp"
 #include "epc/load/loader.hpp"
 #include "epc/publish/publish.hpp"
 #include "fixture/fixture.hpp"
+#include "support/geocoder_stand_ins.hpp"
 #include "support/pg_test.hpp"
 
 using namespace epc;
@@ -68,6 +72,9 @@ GeocodeSummary run_geocode(Loaded& t, const std::string& chain) {
     o.conninfo = t.db.conninfo();
     o.chain = parse_chain(chain);
     o.batch = 300;
+    o.http.max_attempts = 2;  // a provider that is down fails fast here
+    o.http.max_backoff_seconds = 0.05;
+    o.http.breaker_open_seconds = 0.2;
     return geocode(o);
 }
 
@@ -140,4 +147,56 @@ TEST(Geocode, ChainOptionErrorsAreUsageErrors) {
     ASSERT_EQ(links.size(), 2u);
     EXPECT_EQ(links[0].base_url, "http://127.0.0.1:9/x");
     EXPECT_EQ(links[1].provider, "nominatim");
+}
+
+TEST(Geocode, OnlyDistinctUncachedPostcodesReachTheHttpGeocoder) {
+    Loaded t;
+    prepare(t, "geo-http");
+    epc::test::GeocoderStandIn postcodes(epc::test::GeocoderStandIn::Kind::postcodes_io);
+    pg::Connection c = t.db.connect();
+    pg::Result pcs = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
+                            "WHERE split_part(address_key, '|', 2) <> '' ORDER BY 1");
+    for (int i = 0; i < pcs.rows(); i += 2) postcodes.add(pcs.text(i, 0), 53.0 + i / 1e5, -1.5);
+    // UPRNs first: whatever they locate must not be asked of postcodes.io.
+    const std::string chain = "uprn:" + t.uprn_file + ",postcodes-io=" + postcodes.base_url();
+    GeocodeSummary first = run_geocode(t, chain);
+
+    // What postcodes.io must have been asked: the distinct postcodes of the keys UPRNs did not find.
+    const long long expected = c.exec("SELECT count(DISTINCT split_part(address_key, '|', 2)) FROM "
+                                      "(SELECT address_key, min(uprn) AS u FROM epc.stage_domestic "
+                                      " WHERE address_key IS NOT NULL GROUP BY 1) k "
+                                      "WHERE (u IS NULL OR u % 2 = 1) AND split_part(address_key, '|', 2) <> ''")
+                                    .integer(0, 0);
+    std::set<std::string> asked;
+    std::size_t total = 0;
+    for (const auto& r : postcodes.records()) {
+        const nlohmann::json body = nlohmann::json::parse(r.body);
+        for (const auto& pc : body["postcodes"]) asked.insert(pc.get<std::string>());
+        total += body["postcodes"].size();
+    }
+    EXPECT_EQ(static_cast<long long>(asked.size()), expected);
+    EXPECT_EQ(total, asked.size()) << "a postcode was asked twice";
+    EXPECT_EQ(postcodes.count(), (asked.size() + 99) / 100);  // bulk requests of up to 100
+    EXPECT_EQ(first.failed, 0u);
+    EXPECT_GT(first.found_by_provider["postcodes-io"], 0u);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache WHERE provider = 'postcodes-io' AND "
+                         "precision = 'postcode'"),
+              static_cast<long long>(first.found_by_provider["postcodes-io"]));
+
+    // A second run sends nothing at all.
+    const std::size_t before = postcodes.count();
+    GeocodeSummary second = run_geocode(t, chain);
+    EXPECT_EQ(second.sent, 0u);
+    EXPECT_EQ(postcodes.count(), before);
+
+    // A provider that is down: failures are not cached as "not found", so the next run asks again.
+    c.exec("DELETE FROM epc.geocode_cache WHERE provider = 'postcodes-io'");
+    postcodes.always(epc::test::GeocoderStandIn::Fault{epc::test::GeocoderStandIn::Fault::Type::status, 500, "", ""});
+    GeocodeSummary down = run_geocode(t, chain);
+    EXPECT_GT(down.failed, 0u);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache WHERE provider = 'postcodes-io'"), 0);
+    postcodes.clear_faults();
+    GeocodeSummary recovered = run_geocode(t, chain);
+    EXPECT_EQ(recovered.failed, 0u);
+    EXPECT_EQ(recovered.found_by_provider["postcodes-io"], first.found_by_provider["postcodes-io"]);
 }

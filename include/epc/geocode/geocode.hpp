@@ -36,6 +36,7 @@ struct GeocodeOptions {
     double rate = 0;              // --geocode-rate: requests per second per HTTP provider (0: documented limit)
     int retry_not_found_days = 90;  // cached "not found" answers older than this are asked again
     std::size_t batch = 1000;     // results per cache write
+    HttpGeocoderOptions http;     // retry, breaker and concurrency settings for every HTTP provider
 };
 
 struct GeocodeSummary {
