@@ -539,6 +539,7 @@ private:
     void request_failed(Run& run, bool probe);
     void request_succeeded(bool probe);
     double backoff(int attempt);
+    std::size_t collect(Run& run);  // handles finished transfers; returns how many
     void abandon_in_flight(Run& run);
     std::string clean(const std::string& text) const { return scrub(text, options_.api_key); }
 
@@ -731,6 +732,25 @@ void Engine::finish(Run& run, std::unique_ptr<Attempt> a, CURLcode code) {
     }
 }
 
+std::size_t Engine::collect(Run& run) {
+    std::size_t finished = 0;
+    int left = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &left)) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        CURL* handle = msg->easy_handle;
+        CURLcode code = msg->data.result;
+        curl_multi_remove_handle(multi_.get(), handle);
+        auto it = run.in_flight.find(handle);
+        if (it == run.in_flight.end()) continue;
+        auto attempt = std::move(it->second);
+        run.in_flight.erase(it);
+        if (attempt->probe) probe_in_flight_ = false;
+        ++finished;
+        finish(run, std::move(attempt), code);
+    }
+    return finished;
+}
+
 void Engine::abandon_in_flight(Run& run) {
     for (auto& [handle, attempt] : run.in_flight) curl_multi_remove_handle(multi_.get(), handle);
     run.in_flight.clear();
@@ -806,22 +826,13 @@ HttpGeocodeStats Engine::geocode(const std::vector<GeocodeQuery>& queries,
 
         int running = 0;
         curl_multi_perform(multi_.get(), &running);
+        // A transfer can complete inside that perform (a fast local server): polling first would
+        // leave its answer waiting for the poll timeout.
+        if (collect(run) > 0) continue;
         auto wait_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
         curl_multi_poll(multi_.get(), nullptr, 0, std::max(1, wait_ms), nullptr);
         curl_multi_perform(multi_.get(), &running);
-        int left = 0;
-        while (CURLMsg* msg = curl_multi_info_read(multi_.get(), &left)) {
-            if (msg->msg != CURLMSG_DONE) continue;
-            CURL* handle = msg->easy_handle;
-            CURLcode code = msg->data.result;
-            curl_multi_remove_handle(multi_.get(), handle);
-            auto it = run.in_flight.find(handle);
-            if (it == run.in_flight.end()) continue;
-            auto attempt = std::move(it->second);
-            run.in_flight.erase(it);
-            if (attempt->probe) probe_in_flight_ = false;
-            finish(run, std::move(attempt), code);
-        }
+        collect(run);
     }
     run.stats.seconds = seconds_between(started, Clock::now());
     spdlog::debug("{}: {} queries, {} requests ({} retries, {} rate-limited), {} found, {} not found, {} failed in {:.1f} s",

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <ctime>
 #include <set>
 #include <sstream>
 
@@ -204,7 +205,7 @@ TEST(GeocodeHttp, RateLimitSpacesRequests) {
     ASSERT_EQ(records.size(), 21u);
     double mean = seconds(records.back().at - records.front().at) / 20;
     EXPECT_GE(mean, 0.045);
-    EXPECT_LE(mean, 0.1);
+    EXPECT_LE(mean, 0.2);  // loose: a busy machine only stretches the spacing
 }
 
 TEST(GeocodeHttp, RetryAfterIsHonoured) {
@@ -220,12 +221,23 @@ TEST(GeocodeHttp, RetryAfterIsHonoured) {
     ASSERT_EQ(records.size(), 2u);
     EXPECT_GE(seconds(records[1].at - records[0].at), 1.0);
 
+    // Retry-After as an HTTP date (whole seconds: two seconds ahead is a wait of more than one).
+    std::time_t in_two = std::time(nullptr) + 2;
+    char date[64];
+    std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", std::gmtime(&in_two));
+    s.fail_next(Fault::status(503, date));
+    Outcome dated = run("google", o, {query("1 Road")});
+    EXPECT_EQ(dated.results[0].status, Status::found);
+    records = s.records();
+    ASSERT_EQ(records.size(), 4u);
+    EXPECT_GE(seconds(records[3].at - records[2].at), 1.0);
+
     // Too long a wait fails the request instead of stalling the run.
     o.max_retry_after_seconds = 60;
     s.fail_next(Fault::status(503, "3600"));
     Outcome later = run("google", o, {query("1 Road")});
     EXPECT_EQ(later.results[0].status, Status::failed);
-    EXPECT_EQ(s.count(), 3u);
+    EXPECT_EQ(s.count(), 5u);
 }
 
 TEST(GeocodeHttp, RetryAfterParsesSecondsAndDates) {
@@ -422,6 +434,23 @@ TEST(GeocodeHttp, FactoryAndNames) {
     EXPECT_EQ(p->name(), "postcodes-io");
     EXPECT_EQ(p->precision(), Precision::postcode);
     EXPECT_STREQ(precision_name(Precision::street), "street");
+    EXPECT_EQ(geocode_http::documented_rate("nominatim"), 1.0);
+    EXPECT_EQ(geocode_http::documented_rate("google"), 50.0);
+    EXPECT_EQ(geocode_http::documented_rate("os-places"), 10.0);
     EXPECT_EQ(geocode_http::scrub("a?key=abc&x=abc", "abc"), "a?key=***&x=***");
     EXPECT_EQ(geocode_http::url_encode("a b/c"), "a%20b%2Fc");
+}
+
+TEST(GeocodeHttp, FastAnswersAreNotLeftWaiting) {
+    // An answer that completes inside curl_multi_perform must be picked up at once, not after the
+    // engine's poll timeout (1 s).
+    GeocoderStandIn s(GeocoderStandIn::Kind::nominatim);
+    s.add("Road", 53, -2);
+    auto o = options(s);
+    o.max_in_flight = 1;
+    std::vector<GeocodeQuery> queries;
+    for (int i = 0; i < 30; ++i) queries.push_back(query(std::to_string(i) + " Road"));
+    Outcome out = run("nominatim", o, queries);
+    EXPECT_EQ(out.stats.found, 30u);
+    EXPECT_LT(out.stats.seconds, 0.9);
 }
