@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <deque>
@@ -147,10 +148,10 @@ std::optional<double> coordinate(const json& object, const char* field, double l
     if (it->is_number()) {
         value = it->get<double>();
     } else if (it->is_string()) {
+        // from_chars, unlike strtod, ignores the locale: "53.25" stays 53.25 under LC_NUMERIC=de_DE.
         const std::string& s = it->get_ref<const std::string&>();
-        char* end = nullptr;
-        value = std::strtod(s.c_str(), &end);
-        if (s.empty() || *end != '\0') return std::nullopt;
+        auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+        if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
     } else {
         return std::nullopt;
     }
@@ -496,6 +497,8 @@ void init_curl_once() {
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+// One per provider in the chain, used from one thread: geocode() is not reentrant. The token
+// bucket, the circuit breaker and curl's connection cache live as long as the object.
 class Engine final : public HttpGeocoder {
 public:
     Engine(std::unique_ptr<Provider> provider, HttpGeocoderOptions options)

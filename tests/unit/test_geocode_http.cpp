@@ -454,3 +454,18 @@ TEST(GeocodeHttp, FastAnswersAreNotLeftWaiting) {
     EXPECT_EQ(out.stats.found, 30u);
     EXPECT_LT(out.stats.seconds, 0.9);
 }
+
+TEST(GeocodeHttp, UnreachableServerEndsFailedNotNotFound) {
+    HttpGeocoderOptions o;
+    {
+        GeocoderStandIn gone(GeocoderStandIn::Kind::postcodes_io);
+        o = options(gone);
+    }  // nothing listens on that port any more
+    o.max_attempts = 2;
+    Outcome out = run("postcodes-io", o, {query("", "AB1 2CD"), query("", "AB1 3CD")});
+    EXPECT_EQ(out.results[0].status, Status::failed);
+    EXPECT_EQ(out.results[1].status, Status::failed);
+    EXPECT_EQ(out.stats.requests, 2u);  // one batch, tried twice
+    EXPECT_EQ(out.stats.retries, 1u);
+    EXPECT_NE(out.results[0].error.find("gave up after 2 attempts"), std::string::npos) << out.results[0].error;
+}
