@@ -60,13 +60,22 @@ TEST(Options, HelpAndVersionExitZero) {
 
 TEST(Options, CheckOptionsExplainsWhatIsWrong) {
     Options o;
+    EXPECT_NO_THROW(check_options(o));  // no --zip: the release is downloaded
+    o.command = "publish";
+    o.zip = "a.zip";
+    EXPECT_THROW(check_options(o), Error);  // publish works on staging, not on an archive
+    o.command = "geocode";
+    o.zip.reset();
+    EXPECT_THROW(check_options(o), Error);  // geocode needs --geocoder
+    o.geocoder = "postcodes-io,bogus";
     try {
         check_options(o);
-        FAIL() << "no --zip accepted";
+        FAIL() << "unknown geocoder accepted";
     } catch (const Error& e) {
-        EXPECT_EQ(e.code(), exit_usage);
-        EXPECT_NE(std::string(e.what()).find("--zip"), std::string::npos);
+        EXPECT_NE(std::string(e.what()).find("'bogus'"), std::string::npos) << e.what();
     }
+    o.command = "run";
+    o.geocoder.clear();
     o.zip = "/nonexistent/a.zip";
     try {
         check_options(o);
