@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "epc/transform/fields.hpp"
+
 namespace epc {
 
 namespace {
@@ -155,15 +157,7 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive) {
     // A new run starts from empty staging: no indexes, UNLOGGED (a crash is covered by the
     // row-count check above), rebuilt rather than truncated so column changes take effect.
     db_.exec("DROP TABLE IF EXISTS " + tables_.rows + ", " + tables_.rejects);
-    db_.exec("CREATE UNLOGGED TABLE " + tables_.rows + R"( (
-    cert_key         text NOT NULL,
-    lodgement_date   date NOT NULL,
-    transaction_type text,
-    total_floor_area numeric,
-    address          text,
-    postcode         text,
-    uprn             bigint,
-    local_authority  text,
+    db_.exec("CREATE UNLOGGED TABLE " + tables_.rows + " (" + kCertificateColumnsDdl + R"(
     file_no          int NOT NULL,     -- import_file.file_no of the file the row came from
     line_no          bigint NOT NULL,  -- physical line where the record starts (header = 1)
     address_key      text              -- what the geocode stage locates (see address_key())

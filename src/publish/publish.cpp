@@ -6,6 +6,7 @@
 
 #include "epc/load/ledger.hpp"
 #include "epc/load/pg.hpp"
+#include "epc/transform/fields.hpp"
 
 namespace epc {
 
@@ -59,15 +60,7 @@ PublishSummary publish(const PublishOptions& options) {
     const std::string fresh = "epc." + fresh_name;
     db.exec("DROP TABLE IF EXISTS " + fresh);
     spdlog::info("publish: building {} from {} ({} rows)", fresh, staging.rows, staged);
-    db.exec("CREATE TABLE " + fresh + R"( (
-    cert_key          text NOT NULL,
-    lodgement_date    date NOT NULL,
-    transaction_type  text,
-    total_floor_area  numeric,
-    address           text,
-    postcode          text,
-    uprn              bigint,
-    local_authority   text,
+    db.exec("CREATE TABLE " + fresh + " (" + kCertificateColumnsDdl + R"(
     latitude          double precision,  -- from epc.geocode_cache: NULL when not located
     longitude         double precision,
     geocode_provider  text,

@@ -44,6 +44,16 @@ inline constexpr const char* kStagingColumns =
     "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, "
     "local_authority, file_no, line_no, address_key";
 inline constexpr std::uint16_t kStagingColumnCount = 11;
+// The loaded certificate fields as staging and production tables both declare them.
+inline constexpr const char* kCertificateColumnsDdl = R"(
+    cert_key         text NOT NULL,
+    lodgement_date   date NOT NULL,
+    transaction_type text,
+    total_floor_area numeric,
+    address          text,
+    postcode         text,
+    uprn             bigint,
+    local_authority  text,)";
 // What a binary COPY stream starts with (signature, flags, header extension length) and ends with.
 inline constexpr std::string_view kCopyBinaryHeader{"PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19};
 inline constexpr std::string_view kCopyBinaryTrailer{"\377\377", 2};
