@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -18,6 +19,7 @@
 #include "epc/load/ledger.hpp"
 #include "fixture/fixture.hpp"
 #include "support/epc_service.hpp"
+#include "support/geocoder_stand_ins.hpp"
 #include "support/pg_test.hpp"
 
 extern char** environ;
@@ -361,4 +363,62 @@ TEST(Cli, DownloadedArchiveThatFailsValidationIsQuarantinedWithItsReasons) {
     EXPECT_GE(why["problems"].size(), 2u);
     EXPECT_FALSE(std::filesystem::exists(work + "/domestic-current.zip"));  // moved, not left behind
     EXPECT_EQ(db.count("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'epc'"), 0);
+}
+
+TEST(Cli, GeocodeKilledMidwayThenRerunAsksOnlyForTheRest) {
+    fixture::Options fo;
+    fo.rows = 6000;
+    fo.seed = 9;
+    std::string zip = make_zip(fo, "cli-geo-kill");
+    TestDatabase db;
+    ASSERT_EQ(run({"load", "--zip", zip, "--db", db.conninfo()}).exit_code, 0);
+    epc::test::GeocoderStandIn postcodes(epc::test::GeocoderStandIn::Kind::postcodes_io);
+    pg::Connection c = db.connect();
+    pg::Result pcs = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
+                            "WHERE split_part(address_key, '|', 2) <> ''");
+    for (int i = 0; i < pcs.rows(); ++i) postcodes.add(pcs.text(i, 0), 52.5, -1.25);
+    postcodes.set_latency(std::chrono::milliseconds(40));
+    const std::vector<std::string> args = {"geocode", "--db", db.conninfo(), "--geocoder",
+                                           "postcodes-io=" + postcodes.base_url(), "--geocode-rate", "10"};
+    pid_t pid = start(args, "cli-geo-kill");
+    bool killed = false;
+    for (int i = 0; i < 60000 && !killed; ++i) {
+        try {
+            if (c.exec("SELECT count(*) FROM epc.geocode_cache").integer(0, 0) >= 2000) {
+                kill(pid, SIGKILL);
+                killed = true;
+            }
+        } catch (const Error&) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    Outcome first = finish(pid, "cli-geo-kill");
+    ASSERT_TRUE(killed) << "geocoding finished before it could be killed: " << first.err;
+    const long long cached = c.exec("SELECT count(*) FROM epc.geocode_cache").integer(0, 0);
+    const long long keys = c.exec("SELECT count(DISTINCT address_key) FROM epc.stage_domestic").integer(0, 0);
+    ASSERT_LT(cached, keys);
+
+    // The re-run asks only for what the cache does not hold yet.
+    std::set<std::string> allowed;  // postcodes of keys not cached when the run was killed
+    pg::Result open = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic s "
+                             "WHERE address_key IS NOT NULL AND NOT EXISTS "
+                             "(SELECT 1 FROM epc.geocode_cache g WHERE g.address_key = s.address_key)");
+    for (int i = 0; i < open.rows(); ++i) allowed.insert(open.text(i, 0));
+    const std::size_t asked_before = postcodes.records().size();
+    std::string report = testing::TempDir() + "cli-geo-kill.json";
+    std::vector<std::string> again = args;
+    again.insert(again.end(), {"--report", report});
+    Outcome second = run(again);
+    ASSERT_EQ(second.exit_code, 0) << second.err;
+    nlohmann::json r = nlohmann::json::parse(epc::test::read_file(report));
+    EXPECT_EQ(r["geocode"]["cache_hits"].get<long long>(), cached);
+    EXPECT_EQ(r["geocode"]["sent"].get<long long>(), keys - cached);
+    const auto records = postcodes.records();
+    ASSERT_GT(records.size(), asked_before);
+    for (std::size_t i = asked_before; i < records.size(); ++i) {
+        const nlohmann::json body = nlohmann::json::parse(records[i].body);
+        for (const auto& pc : body["postcodes"])
+            EXPECT_TRUE(allowed.count(pc.get<std::string>())) << pc << " was already cached";
+    }
+    EXPECT_EQ(c.exec("SELECT count(*) FROM epc.geocode_cache").integer(0, 0), keys);
 }
