@@ -128,6 +128,10 @@ int check_release(const Options& o, const std::string& conninfo, nlohmann::json&
 // The archive to work on: --zip, or a download (unless the release is the one published last
 // time, then nullopt: nothing to do). A failed validation quarantines it before the error goes on.
 std::optional<ArchiveInfo> obtain_archive(const Options& o, const std::string& conninfo, nlohmann::json& report) {
+    // An s3:// target without the AWS CLI stops the run before anything is downloaded or loaded.
+    const ArchiveTarget failed_to{o.failed_to ? *o.failed_to : o.work_dir + "/failed", o.s3_endpoint_url};
+    check_archive_target("--failed-to", failed_to.location);
+    if (o.archive_to) check_archive_target("--archive-to", *o.archive_to);
     std::string path;
     bool downloaded = false;
     DownloadResult fetched;
@@ -176,7 +180,7 @@ std::optional<ArchiveInfo> obtain_archive(const Options& o, const std::string& c
                               {"cert_type", cert_type_name(o.type)},
                               {"error", e.what()},
                               {"problems", report.contains("archive") ? report["archive"]["problems"] : nlohmann::json::array()}};
-        std::string where = quarantine_archive(path, o.failed_to ? *o.failed_to : o.work_dir + "/failed", downloaded, why);
+        std::string where = quarantine_archive(path, failed_to, downloaded, why);
         spdlog::error("extract: archive quarantined as {} (reasons in the .json beside it)", where);
         report["quarantined_to"] = where;
         throw;
@@ -192,7 +196,7 @@ std::optional<ArchiveInfo> obtain_archive(const Options& o, const std::string& c
                                                                                : fetched.info.last_updated.substr(0, 10)) +
                                             ".zip"
                                       : std::filesystem::path(path).filename().string();
-        std::string kept = keep_archive(path, *o.archive_to, name);
+        std::string kept = keep_archive(path, {*o.archive_to, o.s3_endpoint_url}, name);
         spdlog::info("extract: archive kept as {}", kept);
         report["archived_to"] = kept;
     }

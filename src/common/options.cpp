@@ -46,9 +46,15 @@ void add_common_options(CLI::App& app, Options& o, std::string& certtype, std::s
     app.add_option("--work-dir", o.work_dir, "directory for downloads")->capture_default_str();
     app.add_option("--credentials-file", o.credentials_file,
                    "file of KEY=VALUE lines (EPC_TOKEN, or EPC_API_EMAIL and EPC_API_KEY); overrides the variables");
-    app.add_option("--archive-to", o.archive_to, "keep each valid archive in this directory (default: not kept)");
+    app.add_option("--archive-to", o.archive_to,
+                   "keep each valid archive in this directory or s3://BUCKET/PREFIX (S3 needs the AWS CLI; "
+                   "default: not kept)");
     app.add_option("--failed-to", o.failed_to,
-                   "quarantine an archive that fails validation here, with a JSON report (default: <work-dir>/failed)");
+                   "quarantine an archive that fails validation in this directory or s3://BUCKET/PREFIX, with a "
+                   "JSON report (default: <work-dir>/failed)");
+    app.add_option("--s3-endpoint-url", o.s3_endpoint_url,
+                   "S3-compatible store for s3:// locations, passed to the AWS CLI as --endpoint-url "
+                   "(default: AWS S3)");
     app.add_flag("--force", o.force, "import even if the release is the one imported last time");
     app.add_option("--db", o.db,
                    "libpq conninfo or postgresql:// URI (default: libpq's PG* variables, then DATABASE_URL)");

@@ -21,8 +21,9 @@ struct Options {
     std::string base_url;                     // --base-url: the service's URL (empty: the real one)
     std::string work_dir = "./epc-work";      // --work-dir: downloads
     std::optional<std::string> credentials_file;  // --credentials-file: KEY=VALUE lines (EPC_TOKEN, ...)
-    std::optional<std::string> archive_to;    // --archive-to DIR: keep valid archives here
-    std::optional<std::string> failed_to;     // --failed-to DIR: quarantine (default <work-dir>/failed)
+    std::optional<std::string> archive_to;    // --archive-to DIR|s3://BUCKET/PREFIX: keep valid archives here
+    std::optional<std::string> failed_to;     // --failed-to DIR|s3://BUCKET/PREFIX: quarantine (default <work-dir>/failed)
+    std::string s3_endpoint_url;              // --s3-endpoint-url: aws --endpoint-url (empty: AWS itself)
     bool force = false;                       // --force: import even an unchanged release
     std::string db;                           // --db conninfo/URI; empty = libpq defaults / DATABASE_URL
     std::optional<int> expect_dirs;           // --expect-dirs: legacy layout must have exactly N dirs
