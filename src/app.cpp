@@ -102,6 +102,8 @@ DownloadOptions download_options(const Options& o) {
     d.type = o.type;
     d.base_url = o.base_url;
     d.work_dir = o.work_dir;
+    // A bar that redraws itself suits a person at a terminal; logs get periodic lines instead.
+    d.progress_bar = isatty(STDERR_FILENO) && o.log_format != LogFormat::json;
     d.creds = credentials_from_env();
     if (o.credentials_file) d.creds = merge_credentials(d.creds, credentials_from_file(*o.credentials_file));
     return d;

@@ -28,6 +28,7 @@ Exit codes:
 Environment:
   EPC_TOKEN                    current service Bearer token
   EPC_API_EMAIL, EPC_API_KEY   legacy service credentials
+  EPC_LOGIN_TOKEN              legacy service, older accounts: the login-with-token link's token
   GOOGLE_API_KEY, OS_PLACES_API_KEY   for those geocoders
   PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, ...   as libpq reads them
   DATABASE_URL   used when --db and the PG* connection variables are absent
@@ -45,7 +46,8 @@ void add_common_options(CLI::App& app, Options& o, std::string& certtype, std::s
     app.add_option("--base-url", o.base_url, "the service's base URL (mirrors, tests; default: the real one)");
     app.add_option("--work-dir", o.work_dir, "directory for downloads")->capture_default_str();
     app.add_option("--credentials-file", o.credentials_file,
-                   "file of KEY=VALUE lines (EPC_TOKEN, or EPC_API_EMAIL and EPC_API_KEY); overrides the variables");
+                   "file of KEY=VALUE lines (EPC_TOKEN, or EPC_API_EMAIL with EPC_API_KEY or EPC_LOGIN_TOKEN); "
+                   "overrides the variables");
     app.add_option("--archive-to", o.archive_to,
                    "keep each valid archive in this directory or s3://BUCKET/PREFIX (S3 needs the AWS CLI; "
                    "default: not kept)");

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -141,6 +142,7 @@ struct Response {
     std::optional<std::uint64_t> content_length;
     std::uint64_t received = 0;  // body bytes the sink accepted
     std::string sink_problem;    // why the sink stopped the transfer
+    std::string cookies;         // with keep_cookies: "name=value; ..." of the cookies set
 };
 
 // Receives a 2xx body.
@@ -158,6 +160,7 @@ struct Request {
     const Credentials* basic = nullptr;       // HTTP Basic from email:api_key
     std::optional<std::uint64_t> range_from;  // Range: bytes=N-
     BodySink* sink = nullptr;
+    bool keep_cookies = false;                // collect the cookies the answer sets (login)
 };
 
 constexpr std::size_t kBodyCap = 1 << 20;  // listings and error pages are far smaller
@@ -283,8 +286,13 @@ bool parse_content_range(const std::string& value, std::uint64_t& first, std::ui
 // appends to the part file and logs progress.
 class ArchiveSink : public BodySink {
 public:
-    ArchiveSink(PartFile& part, std::uint64_t expected, double interval_s)
-        : part_(part), expected_(expected), interval_(interval_s) {}
+    ArchiveSink(PartFile& part, std::uint64_t expected, double interval_s, bool bar)
+        : part_(part), expected_(expected), interval_(interval_s), bar_(bar) {}
+    ~ArchiveSink() override {
+        if (!bar_ || !started_) return;
+        log_progress(Clock::now());  // the final state, however short the transfer was
+        std::fputc('\n', stderr);   // and leave it on its own line
+    }
 
     bool begin(Response& r) override {
         std::uint64_t total = 0;
@@ -313,6 +321,7 @@ public:
         }
         start_ = last_log_ = Clock::now();
         start_size_ = part_.size();
+        started_ = true;
         return true;
     }
 
@@ -350,6 +359,16 @@ private:
         }
         double pct = 100.0 * double(part_.size()) / double(expected_);
         std::string eta = rate > 0 ? std::to_string(std::llround(double(expected_ - part_.size()) / rate)) + " s" : "?";
+        if (bar_) {
+            constexpr int kWidth = 30;
+            int filled = static_cast<int>(pct / 100.0 * kWidth);
+            std::fprintf(stderr, "\rdownload [%-*s] %5.1f%%  %s of %s  %s/s  ETA %s   ", kWidth,
+                         std::string(static_cast<std::size_t>(std::clamp(filled, 0, kWidth)), '#').c_str(), pct,
+                         human_bytes(double(part_.size())).c_str(), human_bytes(double(expected_)).c_str(),
+                         human_bytes(rate).c_str(), eta.c_str());
+            std::fflush(stderr);
+            return;
+        }
         spdlog::info("download: {} of {} ({:.1f}%), {}/s, ETA {}", human_bytes(double(part_.size())),
                      human_bytes(double(expected_)), pct, human_bytes(rate), eta);
     }
@@ -357,6 +376,8 @@ private:
     PartFile& part_;
     std::uint64_t expected_;
     double interval_;
+    bool bar_;
+    bool started_ = false;
     Clock::time_point start_{}, last_log_{};
     std::uint64_t start_size_ = 0;
     bool mismatch_ = false, restart_ = false, disk_error_ = false;
@@ -399,6 +420,7 @@ public:
         while (!base_.empty() && base_.back() == '/') base_.pop_back();
         redact_.add(o_.creds.token);
         redact_.add(o_.creds.api_key);
+        redact_.add(o_.creds.login_token);
         std::string type(cert_type_name(o_.type));
         if (o_.source == Source::current) {
             file_name_ = type + "-csv.zip";
@@ -431,7 +453,8 @@ private:
         Request req;
         req.url = url;
         if (o_.source == Source::current) req.headers.push_back("Authorization: Bearer " + o_.creds.token);
-        else req.basic = &o_.creds;
+        else if (!o_.creds.api_key.empty()) req.basic = &o_.creds;
+        else req.headers.push_back("Cookie: " + session());
         // No Accept header on file requests: the legacy API chooses its format by Accept.
         return req;
     }
@@ -439,8 +462,47 @@ private:
     void check_credentials() const {
         if (o_.source == Source::current && o_.creds.token.empty())
             throw Error(exit_usage, "the current EPC service needs a token: set EPC_TOKEN (copy it from your account page)");
-        if (o_.source == Source::legacy && (o_.creds.email.empty() || o_.creds.api_key.empty()))
-            throw Error(exit_usage, "the legacy EPC service needs EPC_API_EMAIL and EPC_API_KEY");
+        if (o_.source == Source::legacy && (o_.creds.email.empty() || (o_.creds.api_key.empty() && o_.creds.login_token.empty())))
+            throw Error(exit_usage, "the legacy EPC service needs EPC_API_EMAIL and EPC_API_KEY (or, for older "
+                                    "accounts, EPC_API_EMAIL and EPC_LOGIN_TOKEN)");
+    }
+
+    // The older legacy sign-in: GET /login-with-token?token=..&email=.. answers with a session
+    // cookie, which then goes (to the service only, never to S3) with every request. Logged in once.
+    const std::string& session() {
+        if (!session_.empty()) return session_;
+        const std::string url = base_ + "/login-with-token?token=" + url_escape(o_.creds.login_token) +
+                                "&email=" + url_escape(o_.creds.email);
+        Response r = with_retries("signing in with the login token", [&](int) -> std::optional<Response> {
+            Request req;
+            req.url = url;
+            req.keep_cookies = true;
+            Response r = perform(req);
+            // The link answers with a redirect to the site once the cookie is set: that is success.
+            if (r.status >= 300 && r.status < 400 && r.code == CURLE_OK) return r;
+            if (auto retry = judge(r, /*service=*/true, base_ + "/login-with-token")) throw *retry;
+            return r;
+        });
+        if (r.cookies.empty())
+            throw Error(exit_credentials, "the legacy EPC service set no session for the login token "
+                                          "(EPC_API_EMAIL/EPC_LOGIN_TOKEN): it was refused or has expired");
+        session_ = r.cookies;
+        redact_.add(session_);
+        return session_;
+    }
+
+    static std::string url_escape(const std::string& s) {
+        std::string out;
+        for (unsigned char c : s) {
+            if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+                out += static_cast<char>(c);
+            } else {
+                char buf[4];
+                std::snprintf(buf, sizeof buf, "%%%02X", c);
+                out += buf;
+            }
+        }
+        return out;
     }
 
     std::string service_name() const { return std::string(source_name(o_.source)) + " EPC service"; }
@@ -485,6 +547,7 @@ private:
             curl_easy_setopt(c, CURLOPT_USERNAME, req.basic->email.c_str());
             curl_easy_setopt(c, CURLOPT_PASSWORD, req.basic->api_key.c_str());
         }
+        if (req.keep_cookies) curl_easy_setopt(c, CURLOPT_COOKIEFILE, "");  // in-memory cookie engine
         std::string range;
         if (req.range_from) {
             range = std::to_string(*req.range_from) + "-";
@@ -496,6 +559,22 @@ private:
         if (r.code != CURLE_OK) r.error = redact_(error[0] ? error : curl_easy_strerror(r.code));
         char* location = nullptr;
         if (curl_easy_getinfo(c, CURLINFO_REDIRECT_URL, &location) == CURLE_OK && location) r.location = location;
+        if (req.keep_cookies) {
+            // Netscape cookie lines: domain, subdomains, path, secure, expiry, name, value.
+            curl_slist* cookies = nullptr;
+            if (curl_easy_getinfo(c, CURLINFO_COOKIELIST, &cookies) == CURLE_OK) {
+                for (curl_slist* line = cookies; line; line = line->next) {
+                    std::vector<std::string> fields;
+                    std::string item;
+                    std::istringstream in(line->data);
+                    while (std::getline(in, item, '\t')) fields.push_back(item);
+                    if (fields.size() < 7) continue;
+                    if (!r.cookies.empty()) r.cookies += "; ";
+                    r.cookies += fields[5] + "=" + fields[6];
+                }
+                curl_slist_free_all(cookies);
+            }
+        }
         return r;
     }
 
@@ -524,7 +603,7 @@ private:
                 throw Error(exit_credentials, "the current EPC service refused the token (" + what +
                                                   "): check EPC_TOKEN (the token from your account page)");
             throw Error(exit_credentials, "the legacy EPC service refused the credentials (" + what +
-                                              "): check EPC_API_EMAIL and EPC_API_KEY");
+                                              "): check EPC_API_EMAIL and EPC_API_KEY (or EPC_LOGIN_TOKEN)");
         }
         // A presigned URL that expired (or was already used) is refused with 403: ask for another.
         if (!service && s == 403) return Retry{"the download URL was refused, probably expired (" + what + ")"};
@@ -597,6 +676,7 @@ private:
     std::mt19937_64 rng_;
     int attempts_ = 0;
     bool progressed_ = false;
+    std::string session_;  // legacy login-with-token session cookie
 };
 
 json read_json_file(const std::string& path) {
@@ -645,7 +725,7 @@ DownloadResult Downloader::download() {
     with_retries("downloading " + result.info.file_name, [&](int n) -> std::optional<bool> {
         // Always ask the service for a new URL: a presigned URL expires in ~30 s and is
         // single-use in practice.
-        ArchiveSink sink(part, expected, o_.progress_interval_s);
+        ArchiveSink sink(part, expected, o_.progress_bar ? 0.25 : o_.progress_interval_s, o_.progress_bar);
         std::optional<std::uint64_t> from;
         if (part.size() > 0) from = part.size();
         Request req = service_request(file_url_);
@@ -753,7 +833,7 @@ Credentials credentials_from_env() {
         const char* v = std::getenv(name);
         return std::string(v ? v : "");
     };
-    return Credentials{get("EPC_TOKEN"), get("EPC_API_EMAIL"), get("EPC_API_KEY")};
+    return Credentials{get("EPC_TOKEN"), get("EPC_API_EMAIL"), get("EPC_API_KEY"), get("EPC_LOGIN_TOKEN")};
 }
 
 Credentials credentials_from_file(const std::string& path) {
@@ -776,6 +856,7 @@ Credentials credentials_from_file(const std::string& path) {
         if (key == "EPC_TOKEN") c.token = value;
         else if (key == "EPC_API_EMAIL") c.email = value;
         else if (key == "EPC_API_KEY") c.api_key = value;
+        else if (key == "EPC_LOGIN_TOKEN") c.login_token = value;
     }
     return c;
 }
@@ -784,6 +865,7 @@ Credentials merge_credentials(Credentials base, const Credentials& overrides) {
     if (!overrides.token.empty()) base.token = overrides.token;
     if (!overrides.email.empty()) base.email = overrides.email;
     if (!overrides.api_key.empty()) base.api_key = overrides.api_key;
+    if (!overrides.login_token.empty()) base.login_token = overrides.login_token;
     return base;
 }
 

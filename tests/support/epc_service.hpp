@@ -81,6 +81,8 @@ public:
     const std::string token = "tok-4f1c9a7e2b5d8c3f6a0e9b1d4c7f2a5e8b3d6c9f0a1e4b7d2c5f8a3e6b9d0c1f";
     const std::string email = "importer@example.org";
     const std::string api_key = "key-9d8c7b6a5f4e3d2c1b0a";
+    const std::string login_token = "lt-5e6f7a8b9c0d1e2f3a4b5c6d";  // legacy login-with-token link
+    const std::string session = "sess-0a1b2c3d4e5f60718293a4b5";   // the cookie that link sets
     std::string last_updated = "2026-11-01T03:04:05Z";  // tests change it to publish a new release
     int expiry_s = 30;        // presigned URLs expire after this many seconds
     bool single_use = true;   // a presigned URL works once
@@ -157,7 +159,9 @@ private:
     }
 
     bool legacy_auth_ok(const httplib::Request& req) const {
-        return req.get_header_value("Authorization") == "Basic " + base64(email + ":" + api_key);
+        if (req.get_header_value("Authorization") == "Basic " + base64(email + ":" + api_key)) return true;
+        // Or the session cookie of the older login-with-token link.
+        return req.get_header_value("Cookie").find("_epc_session=" + session) != std::string::npos;
     }
 
     std::string file_name(bool legacy) const { return legacy ? "all-" + type_ + "-certificates.zip" : type_ + "-csv.zip"; }
@@ -210,6 +214,16 @@ private:
             if (!legacy_auth_ok(req)) return json_error(res, 401, "Unauthorized");
             if (req.matches[1] != file_name(true) || missing()) return json_error(res, 404, "Not found");
             redirect(res, true);
+        });
+        service_.Get("/login-with-token", [this](const httplib::Request& req, httplib::Response& res) {
+            log("service", req);
+            res.status = 302;
+            if (req.get_param_value("token") != login_token || req.get_param_value("email") != email) {
+                res.set_header("Location", "/login");  // no session: back to the sign-in page
+                return;
+            }
+            res.set_header("Set-Cookie", "_epc_session=" + session + "; Path=/; HttpOnly");
+            res.set_header("Location", "/");
         });
         service_.Get("/api/v1/files", [this](const httplib::Request& req, httplib::Response& res) {
             log("service", req);

@@ -427,6 +427,54 @@ TEST_F(Download, RefusedLegacyKeyFailsAtOnceWithExit7) {
     EXPECT_EQ(service.requests().size(), 1u);
 }
 
+TEST_F(Download, LegacyLoginTokenSignsInOnceWithASessionCookie) {
+    EpcService service(body_);
+    DownloadOptions o = options(service, Source::legacy);
+    o.creds.api_key.clear();
+    o.creds.login_token = service.login_token;
+    DownloadResult r = download_release(o);
+    EXPECT_EQ(read_file(r.path), body_);
+    auto to_service = service.requests("service");
+    ASSERT_EQ(to_service.size(), 3u);  // sign in, listing, file
+    EXPECT_EQ(to_service[0].path, "/login-with-token");
+    for (std::size_t i = 1; i < to_service.size(); ++i) {
+        EXPECT_FALSE(to_service[i].has("Authorization")) << to_service[i].path;
+        EXPECT_NE(to_service[i].header("Cookie").find(service.session), std::string::npos) << to_service[i].path;
+    }
+    for (const auto& req : service.requests("s3")) {
+        EXPECT_FALSE(req.has("Cookie"));  // the session is the service's, never S3's
+        EXPECT_FALSE(req.has("Authorization"));
+    }
+    const std::string seen = logs() + errors_;
+    EXPECT_EQ(seen.find(service.login_token), std::string::npos);
+    EXPECT_EQ(seen.find(service.session), std::string::npos);
+}
+
+TEST_F(Download, RefusedLoginTokenIsACredentialsError) {
+    EpcService service(body_);
+    DownloadOptions o = options(service, Source::legacy);
+    o.creds.api_key.clear();
+    o.creds.login_token = "lt-wrong-0123456789";
+    Error e = failed(o);
+    EXPECT_EQ(e.code(), exit_credentials);
+    EXPECT_NE(std::string(e.what()).find("EPC_LOGIN_TOKEN"), std::string::npos) << e.what();
+    EXPECT_EQ((std::string(e.what()) + logs()).find("lt-wrong-0123456789"), std::string::npos);
+    EXPECT_EQ(service.requests().size(), 1u);  // no retry of a refused sign-in
+}
+
+TEST_F(Download, TerminalGetsOneRedrawnProgressBar) {
+    EpcService service(std::string(4 << 20, 'x'));
+    DownloadOptions o = options(service);
+    o.progress_bar = true;
+    testing::internal::CaptureStderr();
+    download_release(o);
+    std::string drawn = testing::internal::GetCapturedStderr();
+    EXPECT_NE(drawn.find("\rdownload ["), std::string::npos) << drawn;
+    EXPECT_NE(drawn.find("100.0%"), std::string::npos) << drawn;
+    EXPECT_EQ(drawn.back(), '\n');
+    EXPECT_EQ(logs().find("ETA"), std::string::npos);  // the bar replaces the log lines
+}
+
 TEST_F(Download, MissingCredentialsAreAUsageError) {
     EpcService service(body_);
     DownloadOptions o = options(service);

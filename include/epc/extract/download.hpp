@@ -30,9 +30,12 @@ struct Credentials {
     std::string token;    // current service: Bearer token (EPC_TOKEN)
     std::string email;    // legacy service: account e-mail (EPC_API_EMAIL)
     std::string api_key;  // legacy service: API key (EPC_API_KEY)
+    // legacy service, older accounts: the token of the emailed login-with-token link
+    // (EPC_LOGIN_TOKEN), exchanged for a session cookie; used when there is no API key.
+    std::string login_token;
 };
 
-// EPC_TOKEN, EPC_API_EMAIL, EPC_API_KEY; unset variables leave the field empty.
+// EPC_TOKEN, EPC_API_EMAIL, EPC_API_KEY, EPC_LOGIN_TOKEN; unset variables leave the field empty.
 Credentials credentials_from_env();
 // KEY=VALUE lines with the same names as the variables; blank lines and lines starting with '#'
 // are skipped, surrounding spaces and one pair of quotes around the value are removed. Unknown
@@ -64,6 +67,7 @@ struct DownloadOptions {
     long low_speed_bytes = 1024;
     long low_speed_time_s = 60;
     double progress_interval_s = 10.0;     // at most one progress log line per interval
+    bool progress_bar = false;             // a terminal: redraw one bar line instead of logging
 };
 
 struct DownloadResult {
