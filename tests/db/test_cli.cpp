@@ -422,3 +422,22 @@ TEST(Cli, GeocodeKilledMidwayThenRerunAsksOnlyForTheRest) {
     }
     EXPECT_EQ(c.exec("SELECT count(*) FROM epc.geocode_cache").integer(0, 0), keys);
 }
+
+TEST(Cli, TruncatedZipFromTheServiceIsQuarantinedNotLoaded) {
+    fixture::Options fo;
+    fo.rows = 3000;
+    fo.layout = Layout::current;
+    std::string zip = make_zip(fo, "cli-truncated-download");
+    std::string bytes = epc::test::read_file(zip);
+    epc::test::EpcService svc(bytes.substr(0, bytes.size() * 2 / 3));  // the service's file is cut short
+    TestDatabase db;
+    const std::string failed = testing::TempDir() + "cli-truncated-failed";
+    std::filesystem::remove_all(failed);
+    Outcome o = run({"--base-url", svc.base_url(), "--work-dir", testing::TempDir() + "cli-truncated-work",
+                     "--failed-to", failed, "--db", db.conninfo(), "--credentials-file",
+                     credentials_file(svc, "cli-truncated")});
+    EXPECT_EQ(o.exit_code, 3) << o.err;
+    EXPECT_TRUE(has(o.err, "not a zip archive")) << o.err;
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(failed), std::filesystem::directory_iterator()), 2);
+    EXPECT_EQ(db.count("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'epc'"), 0);
+}
