@@ -107,13 +107,6 @@ void Connection::copy_end() {
     }
 }
 
-std::string Connection::quote_identifier(const std::string& name) {
-    char* q = PQescapeIdentifier(conn_.get(), name.c_str(), name.size());
-    std::string out = q ? q : "";
-    PQfreemem(q);
-    return out;
-}
-
 std::string Connection::describe() {
     std::string host = PQhost(conn_.get()) ? PQhost(conn_.get()) : "";
     if (host.empty() || host[0] == '/') host = "local socket";

@@ -49,7 +49,6 @@ public:
     void copy_put(const char* data, std::size_t size);
     void copy_end();
 
-    std::string quote_identifier(const std::string& name);
     PGconn* raw() { return conn_.get(); }
     // Which server this is, for logs: host, port and database, never the password.
     std::string describe();
