@@ -77,7 +77,7 @@ protected:
         o.type = CertType::domestic;
         o.base_url = service.base_url();
         o.work_dir = tmp("work");
-        o.creds = {service.token, service.email, service.api_key};
+        o.creds = {service.token, service.email, service.api_key, ""};
         o.max_attempts = 4;
         o.initial_backoff_s = 0.05;
         o.max_backoff_s = 0.2;
@@ -619,7 +619,7 @@ TEST(DownloadCredentials, FromFileAndEnvironment) {
     Credentials env = credentials_from_env();
     EXPECT_EQ(env.token, "env-token");
     EXPECT_EQ(env.email, "");
-    Credentials merged = merge_credentials(env, Credentials{"", "file@example.org", "file-key"});
+    Credentials merged = merge_credentials(env, Credentials{"", "file@example.org", "file-key", ""});
     EXPECT_EQ(merged.token, "env-token");
     EXPECT_EQ(merged.email, "file@example.org");
     EXPECT_EQ(merged.api_key, "file-key");
