@@ -154,19 +154,18 @@ std::optional<ArchiveInfo> obtain_archive(const Options& o, const std::string& c
                 return std::nullopt;
             }
         }
-        // Two runs of one type would write the same .part file: the second waits for no one, it stops.
+        // Two runs of one type would write the same .part file: the second one stops at once.
         std::filesystem::create_directories(o.work_dir);
         const std::string lock_path = o.work_dir + "/" + std::string(cert_type_name(o.type)) + "-" + o.source + ".lock";
-        int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-        if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
+        struct FileLock {
+            int fd;
+            ~FileLock() {
+                if (fd >= 0) close(fd);  // closing releases the flock
+            }
+        } lock{open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)};
+        if (lock.fd < 0 || flock(lock.fd, LOCK_EX | LOCK_NB) != 0)
             throw Error(exit_locked, "another epc-import run is downloading into " + o.work_dir + " (" + lock_path + ")");
-        try {
-            fetched = download_release(d);
-        } catch (...) {
-            close(lock_fd);
-            throw;
-        }
-        close(lock_fd);
+        fetched = download_release(d);
         path = fetched.path;
         downloaded = true;
         report["download"] = {{"path", fetched.path},       {"bytes", fetched.bytes},
