@@ -218,17 +218,8 @@ TEST(Cli, KilledRunStartedAgainFinishesWithExactlyTheRightRows) {
     TestDatabase db;
     pid_t pid = start({"load", "--zip", zip, "--db", db.conninfo(), "--jobs", "2"}, "cli-kill");
     pg::Connection c = db.connect();
-    bool killed = false;
-    for (int i = 0; i < 30000 && !killed; ++i) {
-        try {
-            if (c.exec("SELECT count(*) FROM epc.import_file").integer(0, 0) >= 3) {
-                kill(pid, SIGKILL);
-                killed = true;
-            }
-        } catch (const Error&) {  // not created yet
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+    bool killed = epc::test::wait_for_count(c, "SELECT count(*) FROM epc.import_file", 3, std::chrono::seconds(60));
+    if (killed) kill(pid, SIGKILL);
     Outcome first = finish(pid, "cli-kill");
     ASSERT_TRUE(killed) << first.err;
     EXPECT_EQ(first.exit_code, 128 + SIGKILL);
@@ -381,17 +372,9 @@ TEST(Cli, GeocodeKilledMidwayThenRerunAsksOnlyForTheRest) {
     const std::vector<std::string> args = {"geocode", "--db", db.conninfo(), "--geocoder",
                                            "postcodes-io=" + postcodes.base_url(), "--geocode-rate", "10"};
     pid_t pid = start(args, "cli-geo-kill");
-    bool killed = false;
-    for (int i = 0; i < 60000 && !killed; ++i) {
-        try {
-            if (c.exec("SELECT count(*) FROM epc.geocode_cache").integer(0, 0) >= 2000) {
-                kill(pid, SIGKILL);
-                killed = true;
-            }
-        } catch (const Error&) {
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
+    bool killed =
+        epc::test::wait_for_count(c, "SELECT count(*) FROM epc.geocode_cache", 2000, std::chrono::seconds(120));
+    if (killed) kill(pid, SIGKILL);
     Outcome first = finish(pid, "cli-geo-kill");
     ASSERT_TRUE(killed) << "geocoding finished before it could be killed: " << first.err;
     const long long cached = c.exec("SELECT count(*) FROM epc.geocode_cache").integer(0, 0);

@@ -212,13 +212,8 @@ TEST(Load, InterruptedRunResumesAndEndsWithExactlyTheRightRows) {
     std::atomic<bool> stop{false};
     std::thread watcher([&] {
         pg::Connection c = db.connect();
-        for (int i = 0; i < 20000 && !stop; ++i) {
-            try {
-                if (c.exec("SELECT count(*) FROM epc.import_file").integer(0, 0) >= 2) stop = true;
-            } catch (const Error&) {  // the table does not exist yet
-            }
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        }
+        if (epc::test::wait_for_count(c, "SELECT count(*) FROM epc.import_file", 2, std::chrono::seconds(40), &stop))
+            stop = true;
     });
     try {
         load(g, db, CertType::domestic, 1, std::nullopt, &stop);

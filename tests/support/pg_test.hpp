@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -68,6 +70,21 @@ inline long long rows_missing(pg::Connection& db, const std::string& a, const st
     pg::Result r = db.exec("SELECT count(*) FROM (SELECT " + cols + " FROM " + a + " EXCEPT ALL SELECT " + cols +
                            " FROM " + b + ") d");
     return r.integer(0, 0);
+}
+
+// Polls `count_sql` (its table may not exist yet) until the count reaches `at_least`; gives up
+// after `timeout` or once `give_up` is set. Returns whether the count was reached.
+inline bool wait_for_count(pg::Connection& c, const std::string& count_sql, long long at_least,
+                           std::chrono::milliseconds timeout, const std::atomic<bool>* give_up = nullptr) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline && !(give_up && *give_up)) {
+        try {
+            if (c.exec(count_sql).integer(0, 0) >= at_least) return true;
+        } catch (const Error&) {  // the table does not exist yet
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return false;
 }
 
 inline std::string read_file(const std::string& path) {
