@@ -8,6 +8,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -216,6 +217,10 @@ int run_app(const std::vector<std::string>& args) {
     int code = exit_ok;
     try {
         check_options(o);
+        if (o.dry_run) {
+            std::cout << describe_options(o) << std::endl;
+            return exit_ok;
+        }
         std::signal(SIGINT, on_stop_signal);
         std::signal(SIGTERM, on_stop_signal);
         const std::string conninfo = o.db.empty() ? pg::default_conninfo() : o.db;

@@ -98,3 +98,85 @@ TEST(Options, CheckOptionsExplainsWhatIsWrong) {
     EXPECT_NO_THROW(check_options(o));
     std::remove(zip.c_str());
 }
+
+TEST(Options, ShardFromTheOptionOrTheArrayJobVariables) {
+    EXPECT_EQ(parse_shard("0/4")->index, 0);
+    EXPECT_EQ(parse_shard("3/4")->count, 4);
+    for (const char* bad : {"4/4", "-1/4", "1/0", "1", "/4", "1/", "a/b", "1/4x", "9999999/10000000"})
+        EXPECT_FALSE(parse_shard(bad)) << bad;
+
+    auto no_env = [](const char*) -> const char* { return nullptr; };
+    ParseResult r = parse_options({"load", "--shard", "2/3"}, no_env);
+    ASSERT_TRUE(r.options && r.options->shard);
+    EXPECT_EQ(r.options->shard->index, 2);
+    EXPECT_EQ(r.options->shard->count, 3);
+    EXPECT_FALSE(parse_options({"load", "--shard", "0/1"}, no_env).options->shard);  // the whole archive
+    EXPECT_EQ(parse({"load", "--shard", "3/3"}).exit_code, exit_usage);
+
+    auto array_child = [](const char* name) -> const char* {
+        std::string n = name;
+        return n == "AWS_BATCH_JOB_ARRAY_INDEX" ? "1" : n == "AWS_BATCH_JOB_ARRAY_SIZE" ? "4" : nullptr;
+    };
+    r = parse_options({"load"}, array_child);
+    ASSERT_TRUE(r.options && r.options->shard);
+    EXPECT_EQ(r.options->shard->index, 1);
+    EXPECT_EQ(r.options->shard->count, 4);
+    r = parse_options({"load", "--shard", "0/2"}, array_child);  // the option wins
+    EXPECT_EQ(r.options->shard->count, 2);
+    EXPECT_FALSE(parse_options({"publish"}, array_child).options->shard);  // not a load: ignored
+
+    auto index_only = [](const char* name) -> const char* {
+        return std::string(name) == "AWS_BATCH_JOB_ARRAY_INDEX" ? "1" : nullptr;
+    };
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(parse_options({"load"}, index_only).exit_code, exit_usage);
+    EXPECT_NE(testing::internal::GetCapturedStderr().find("AWS_BATCH_JOB_ARRAY_SIZE is not set"), std::string::npos);
+
+    // A full run cannot be split: the shards load, one publish follows.
+    r = parse_options({"run"}, array_child);
+    ASSERT_TRUE(r.options);
+    try {
+        check_options(*r.options);
+        FAIL() << "run accepted a shard";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), exit_usage);
+        EXPECT_NE(std::string(e.what()).find("epc-import publish"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Options, SubmitOptionsBelongToCheckReleaseAndMustBeComplete) {
+    auto check = [](std::vector<std::string> args) -> std::string {
+        ParseResult r = parse(args);
+        if (!r.options) return "parse failed";
+        try {
+            check_options(*r.options);
+            return "";
+        } catch (const Error& e) {
+            return e.what();
+        }
+    };
+    EXPECT_EQ(check({"check-release", "--submit-queue", "q", "--submit-run-definition", "run:1"}), "");
+    EXPECT_EQ(check({"check-release", "--submit-queue", "q", "--submit-shards", "4", "--submit-load-definition", "l",
+                     "--submit-publish-definition", "p"}),
+              "");
+    EXPECT_NE(check({"check-release", "--submit-queue", "q"}).find("--submit-run-definition"), std::string::npos);
+    EXPECT_NE(check({"check-release", "--submit-queue", "q", "--submit-shards", "4", "--submit-load-definition", "l"})
+                  .find("--submit-publish-definition"),
+              std::string::npos);
+    EXPECT_NE(check({"check-release", "--submit-run-definition", "r"}).find("need --submit-queue"), std::string::npos);
+    EXPECT_NE(check({"run", "--submit-queue", "q", "--submit-run-definition", "r"}).find("belong to check-release"),
+              std::string::npos);
+    EXPECT_EQ(parse({"check-release", "--submit-shards", "0"}).exit_code, exit_usage);
+}
+
+TEST(Options, DryRunDescribesTheEffectiveConfigurationWithoutSecrets) {
+    ParseResult r = parse({"load", "--certtype", "display", "--shard", "1/2", "--dry-run", "--db",
+                           "postgresql://u:s3cret@h/db", "--archive-to", "s3://raw/epc"});
+    ASSERT_TRUE(r.options);
+    EXPECT_TRUE(r.options->dry_run);
+    std::string text = describe_options(*r.options);
+    EXPECT_NE(text.find("\"cert_type\": \"display\""), std::string::npos) << text;
+    EXPECT_NE(text.find("\"archive_to\": \"s3://raw/epc\""), std::string::npos) << text;
+    EXPECT_NE(text.find("\"index\": 1"), std::string::npos) << text;
+    EXPECT_EQ(text.find("s3cret"), std::string::npos) << text;
+}

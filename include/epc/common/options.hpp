@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +14,23 @@
 namespace epc {
 
 enum class LogFormat { automatic, text, json };
+
+// One share of an archive's files, for AWS Batch array jobs: index counts from 0, as
+// AWS_BATCH_JOB_ARRAY_INDEX does.
+struct Shard {
+    int index = 0;
+    int count = 1;
+};
+
+// check-release --submit-queue: what to submit to AWS Batch when there is a new release.
+struct SubmitOptions {
+    std::string queue;               // --submit-queue: job queue name or ARN
+    std::string run_definition;      // --submit-run-definition: one full run (shards == 1)
+    std::string load_definition;     // --submit-load-definition: the array job's children (load)
+    std::string publish_definition;  // --submit-publish-definition: after all children (publish)
+    int shards = 1;                  // --submit-shards
+    std::string endpoint_url;        // --batch-endpoint-url: aws --endpoint-url (tests)
+};
 
 struct Options {
     std::string command = "run";              // run | extract | load | geocode | publish | check-release
@@ -36,6 +55,9 @@ struct Options {
     LogFormat log_format = LogFormat::automatic;  // --log-format
     bool verbose = false;                     // --verbose: per-file detail
     std::optional<std::string> report;        // --report: run summary as JSON
+    std::optional<Shard> shard;               // --shard I/N, or AWS_BATCH_JOB_ARRAY_INDEX/_SIZE
+    std::optional<SubmitOptions> submit;      // check-release --submit-queue ...
+    bool dry_run = false;                     // --dry-run: print the configuration and stop
 };
 
 // What parse_options() found: options to run with, or an exit code (help, version, usage error)
@@ -45,7 +67,16 @@ struct ParseResult {
     int exit_code = 0;
 };
 
-ParseResult parse_options(const std::vector<std::string>& args);
+// `env` looks up environment variables (AWS_BATCH_JOB_ARRAY_INDEX/_SIZE); tests pass their own.
+using EnvLookup = std::function<const char*(const char*)>;
+ParseResult parse_options(const std::vector<std::string>& args,
+                          const EnvLookup& env = [](const char* name) -> const char* { return std::getenv(name); });
+
+// "I/N" with 0 <= I < N; nullopt when malformed.
+std::optional<Shard> parse_shard(const std::string& text);
+
+// The effective configuration as --dry-run prints it (no secrets: --db is not shown).
+std::string describe_options(const Options& options);
 
 // Meaning-level checks (files exist, combinations make sense). Throws Error(exit_usage).
 void check_options(const Options& options);
