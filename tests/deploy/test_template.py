@@ -290,7 +290,7 @@ DRY_RUN_KEYS = {"command", "cert_type", "source", "work_dir", "archive_to", "fai
 # Which --dry-run key shows which option's value.
 OPTION_KEYS = {"--source": "source", "--work-dir": "work_dir", "--archive-to": "archive_to",
                "--failed-to": "failed_to", "--geocoder": "geocoder", "--log-format": "log_format",
-               "--report": "report"}
+               "--report": "report", "--jobs": "jobs"}
 SUBMIT_KEYS = {"--submit-queue": "queue", "--submit-run-definition": "run_definition",
                "--submit-load-definition": "load_definition",
                "--submit-publish-definition": "publish_definition"}
@@ -596,7 +596,7 @@ class Checker:
         options = dict(zip(host_argv, host_argv[1:]))
         for option, key in OPTION_KEYS.items():
             if option in options:
-                self.expect(config.get(key) == options[option], f"{where}: --dry-run {key} is {config.get(key)!r}, "
+                self.expect(str(config.get(key)) == options[option], f"{where}: --dry-run {key} is {config.get(key)!r}, "
                             f"not {options[option]!r} as given by {option}")
         self.expect(config.get("log_format") == "json", f"{where}: jobs log JSON (--log-format json) for CloudWatch")
         if logical in ("RunJobDefinition", "ShardLoadJobDefinition"):
@@ -613,6 +613,11 @@ class Checker:
                     bucket, _, key = url[5:].partition("/")
                     self.expect(role and self.policy_allows(role, "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}/x.zip"),
                                 f"{where}: the job role may not s3:PutObject to {url}")
+        if logical in ("RunJobDefinition", "ShardLoadJobDefinition"):
+            # A container sees every core of the host: the loader's connections follow the job's vCPUs.
+            vcpus = next((r.get("Value") for r in cp.get("ResourceRequirements") or [] if r.get("Type") == "VCPU"), None)
+            self.expect(vcpus is not None and str(config.get("jobs")) == str(self.resolve(vcpus, where)),
+                        f"{where}: --jobs must be the job's vCPUs (--jobs !Ref JobVcpus), not {config.get('jobs')!r}")
         if logical in ("RunJobDefinition", "PublishJobDefinition"):
             self.expect(config.get("geocoder") == self.r.params.get("Geocoder"),
                         f"{where}: --dry-run geocoder is {config.get('geocoder')!r}, not the Geocoder parameter's default")
