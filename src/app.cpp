@@ -19,6 +19,7 @@
 #include "epc/extract/download.hpp"
 #include "epc/extract/release.hpp"
 #include "epc/geocode/geocode.hpp"
+#include "epc/load/ledger.hpp"
 #include "epc/load/loader.hpp"
 #include "epc/load/pg.hpp"
 #include "epc/publish/publish.hpp"
@@ -54,6 +55,8 @@ nlohmann::json load_json(const LoadSummary& s) {
                          {"from_earlier_attempt", f.from_earlier_attempt}});
     return {{"run_id", s.run_id},
             {"resumed", s.resumed},
+            {"complete", s.complete},
+            {"run_files_loaded", s.run_files_loaded},
             {"rows_read", s.rows_read},
             {"rows_loaded", s.rows_loaded},
             {"rows_rejected", s.rows_rejected},
@@ -125,7 +128,14 @@ int check_release(const Options& o, const std::string& conninfo, nlohmann::json&
                      offered.last_updated.empty() ? "(undated)" : offered.last_updated, offered.size);
     else
         spdlog::info("check-release: nothing new: run {} already published this release", last->run_id);
-    return fresh ? exit_ok : exit_nothing_new;
+    if (!o.submit) return fresh ? exit_ok : exit_nothing_new;
+    // A scheduled check that found nothing new has succeeded: exit 0 either way.
+    nlohmann::json jobs = nlohmann::json::array();
+    if (fresh)
+        for (const SubmittedJob& job : submit_import(*o.submit, o.type))
+            jobs.push_back({{"name", job.name}, {"id", job.id}, {"definition", job.definition}});
+    report["submitted"] = jobs;
+    return exit_ok;
 }
 
 // The archive to work on: --zip, or a download (unless the release is the one published last
@@ -192,7 +202,9 @@ std::optional<ArchiveInfo> obtain_archive(const Options& o, const std::string& c
         info.release_last_updated = fetched.info.last_updated;
         info.sha256 = fetched.sha256;
     }
-    if (o.archive_to) {
+    if (o.archive_to && o.shard && o.shard->index != 0) {
+        spdlog::info("extract: shard {} keeps no copy of the archive; shard 0 keeps it in {}", o.shard->index, *o.archive_to);
+    } else if (o.archive_to) {
         std::string name = downloaded ? std::filesystem::path(path).stem().string() + "-" +
                                             (fetched.info.last_updated.empty() ? fetched.sha256.substr(0, 12)
                                                                                : fetched.info.last_updated.substr(0, 10)) +
@@ -224,6 +236,15 @@ int run_app(const std::vector<std::string>& args) {
         std::signal(SIGINT, on_stop_signal);
         std::signal(SIGTERM, on_stop_signal);
         const std::string conninfo = o.db.empty() ? pg::default_conninfo() : o.db;
+        // A full run holds its type's lock from before the download until after the publish, so a
+        // second run started meanwhile (cron, a retried job) stops at once with exit 4 instead of
+        // slipping in between two stages.
+        std::optional<pg::Connection> run_lock;
+        if (o.command == "run") {
+            run_lock.emplace(conninfo, "epc-import " + std::string(cert_type_name(o.type)) + " run");
+            Ledger(*run_lock, o.type).lock();
+        }
+        const bool locked = run_lock.has_value();
         bool nothing_new = false;
         if (o.command == "check-release") {
             code = check_release(o, conninfo, report);
@@ -240,16 +261,23 @@ int run_app(const std::vector<std::string>& args) {
                 lo.max_rejects = o.max_rejects;
                 lo.backslash_escapes = o.backslash_escapes;
                 lo.interrupted = &g_interrupted;
-                report["load"] = load_json(load_archive(archive, lo));
+                lo.shard = o.shard;
+                lo.locked_by_caller = locked;
+                LoadSummary loaded = load_archive(archive, lo);
+                report["load"] = load_json(loaded);
+                if (o.shard) report["load"]["shard"] = {{"index", o.shard->index}, {"count", o.shard->count}};
             }
         }
-        if ((o.command == "geocode" || (o.command == "run" && !o.geocoder.empty())) && !g_interrupted && !nothing_new) {
+        // run and publish geocode first when given a --geocoder (publish: the job that follows a split load).
+        if ((o.command == "geocode" || ((o.command == "run" || o.command == "publish") && !o.geocoder.empty())) &&
+            !g_interrupted && !nothing_new) {
             GeocodeOptions go;
             go.type = o.type;
             go.conninfo = conninfo;
             go.chain = parse_chain(o.geocoder);
             go.rate = o.geocode_rate;
             go.retry_not_found_days = o.geocode_retry_days;
+            go.locked_by_caller = locked;
             GeocodeSummary g = geocode(go);
             report["geocode"] = {{"distinct_addresses", g.distinct_addresses},
                                  {"cache_hits", g.cache_hits},
@@ -264,7 +292,7 @@ int run_app(const std::vector<std::string>& args) {
                                  {"seconds", g.seconds}};
         }
         if ((o.command == "publish" || o.command == "run") && !g_interrupted && !nothing_new) {
-            PublishSummary p = publish({o.type, conninfo});
+            PublishSummary p = publish({o.type, conninfo, locked});
             report["publish"] = {{"run_id", p.run_id},           {"already_published", p.already_published},
                                  {"rows", p.rows},               {"added", p.added},
                                  {"disappeared", p.disappeared}, {"seconds", p.seconds},

@@ -14,6 +14,8 @@
 #include <fstream>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "epc/load/pg.hpp"
 
 extern char** environ;
@@ -236,6 +238,47 @@ std::string keep_archive(const std::string& zip, const ArchiveTarget& archive, c
     } catch (const fs::filesystem_error& e) {
         throw Error(exit_internal, "cannot keep the archive in " + archive_dir + ": " + e.what());
     }
+}
+
+std::vector<SubmittedJob> submit_import(const SubmitOptions& submit, CertType type) {
+    const std::string name = "epc-import-" + std::string(cert_type_name(type)) + "-" + stamp();
+    std::vector<SubmittedJob> jobs;
+    // Prints the new job's id only (--query jobId --output text), on the last line of the output.
+    auto submit_job = [&](const std::string& job_name, const std::string& definition,
+                          const std::vector<std::string>& extra) {
+        std::vector<std::string> args;
+        if (!submit.endpoint_url.empty()) args.insert(args.end(), {"--endpoint-url", submit.endpoint_url});
+        args.insert(args.end(), {"batch", "submit-job", "--job-name", job_name, "--job-queue", submit.queue,
+                                 "--job-definition", definition, "--parameters",
+                                 "certtype=" + std::string(cert_type_name(type))});
+        args.insert(args.end(), extra.begin(), extra.end());
+        args.insert(args.end(), {"--query", "jobId", "--output", "text"});
+        std::string output;
+        int code = run_aws(args, "--submit-queue", submit.queue, output);
+        std::string id = output.substr(output.find_last_of('\n') == std::string::npos ? 0 : output.find_last_of('\n') + 1);
+        bool looks_like_id = !id.empty() && id.size() <= 128 && id.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:") == std::string::npos;
+        if (code != 0 || !looks_like_id)
+            throw Error(exit_transient, "cannot submit " + job_name + " to AWS Batch queue " + submit.queue +
+                                            ": aws batch submit-job exited with " + std::to_string(code) +
+                                            (output.empty() ? "" : ": " + output));
+        spdlog::info("check-release: submitted {} ({}) as job {}", job_name, definition, id);
+        jobs.push_back({job_name, id, definition});
+        return id;
+    };
+    if (submit.shards <= 1) {
+        submit_job(name, submit.run_definition, {});
+    } else {
+        const std::string size = std::to_string(submit.shards);
+        // Batch numbers the children (AWS_BATCH_JOB_ARRAY_INDEX) but does not tell them the size.
+        const std::string overrides =
+            R"({"environment":[{"name":"AWS_BATCH_JOB_ARRAY_SIZE","value":")" + size + R"("}]})";
+        std::string array = submit_job(name + "-load", submit.load_definition,
+                                       {"--array-properties", "size=" + size, "--container-overrides", overrides});
+        // Depending on the array job's id waits for every child.
+        submit_job(name + "-publish", submit.publish_definition, {"--depends-on", "jobId=" + array});
+    }
+    return jobs;
 }
 
 }  // namespace epc

@@ -268,7 +268,7 @@ GeocodeSummary geocode(const GeocodeOptions& options) {
     pg::Connection writer_db(options.conninfo, "epc-import " + type + " geocode writer");
     Ledger ledger(db, options.type);
     ledger.ensure_schema();
-    ledger.lock();
+    if (!options.locked_by_caller) ledger.lock();
     pg::Result owner = db.exec("SELECT r.run_id, r.status FROM epc.staging_owner o JOIN epc.import_run r USING (run_id) "
                                "WHERE o.cert_type = $1",
                                {type});

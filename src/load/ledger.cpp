@@ -8,7 +8,9 @@ namespace epc {
 
 namespace {
 
+// Transaction-level advisory locks in kLockNamespace, above the per-type objects.
 constexpr int kDdlLock = 100;
+inline int load_decision_lock(CertType type) { return 200 + lock_object(type); }
 
 }  // namespace
 
@@ -91,27 +93,58 @@ CREATE TABLE IF NOT EXISTS epc.staging_owner (
     db_.exec("COMMIT");
 }
 
+namespace {
+
+// Who holds an advisory lock, for the error message: an operator wants to find that process.
+std::string lock_holder(pg::Connection& db, int ns, int object) {
+    pg::Result holder = db.exec(
+        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), "
+        "       to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') "
+        "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = " + std::to_string(ns) +
+        " AND l.objid = " + std::to_string(object) + " LIMIT 1");
+    return holder.rows() > 0 ? " (PostgreSQL backend pid " + holder.text(0, 0) + ", '" + holder.text(0, 1) + "' from " +
+                                   holder.text(0, 2) + ", since " + holder.text(0, 3) + ")"
+                             : "";
+}
+
+}  // namespace
+
 void Ledger::lock() {
     const std::string key = std::to_string(kLockNamespace) + ", " + std::to_string(lock_object(type_));
     pg::Result r = db_.exec("SELECT pg_try_advisory_lock(" + key + ")");
     if (r.text(0, 0) == "t") return;
-    pg::Result holder = db_.exec(
-        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), "
-        "       to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') "
-        "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = " +
-        std::to_string(kLockNamespace) + " AND l.objid = " + std::to_string(lock_object(type_)));
-    std::string who = holder.rows() > 0 ? " (PostgreSQL backend pid " + holder.text(0, 0) + ", '" +
-                                              holder.text(0, 1) + "' from " + holder.text(0, 2) + ", since " +
-                                              holder.text(0, 3) + ")"
-                                        : "";
     throw Error(exit_locked, "another epc-import run for " + std::string(cert_type_name(type_)) +
-                                 " certificates holds the lock" + who + "; try again when it has finished");
+                                 " certificates holds the lock" + lock_holder(db_, kLockNamespace, lock_object(type_)) +
+                                 "; try again when it has finished");
+}
+
+void Ledger::lock_shard(const Shard& shard) {
+    const std::string type(cert_type_name(type_));
+    pg::Result r = db_.exec("SELECT pg_try_advisory_lock_shared(" + std::to_string(kLockNamespace) + ", " +
+                            std::to_string(lock_object(type_)) + ")");
+    if (r.text(0, 0) != "t")
+        throw Error(exit_locked, "an epc-import run for " + type + " certificates that is not a shard holds the lock" +
+                                     lock_holder(db_, kLockNamespace, lock_object(type_)) +
+                                     "; try again when it has finished");
+    const int object = lock_object(type_) * 100000 + shard.index;
+    r = db_.exec("SELECT pg_try_advisory_lock(" + std::to_string(kShardLockNamespace) + ", " + std::to_string(object) + ")");
+    if (r.text(0, 0) != "t")
+        throw Error(exit_locked, "shard " + std::to_string(shard.index) + " of the " + type +
+                                     " load is already being loaded by another process" +
+                                     lock_holder(db_, kShardLockNamespace, object));
+}
+
+void Ledger::serialise_in_transaction() {
+    db_.exec("SELECT pg_advisory_xact_lock(" + std::to_string(kLockNamespace) + ", " +
+             std::to_string(load_decision_lock(type_)) + ")");
 }
 
 RunStart Ledger::begin_load(const ArchiveInfo& archive) {
     const std::string type(cert_type_name(type_));
     RunStart start;
+    db_.exec("BEGIN");
+    serialise_in_transaction();
     pg::Result last = db_.exec(
         "SELECT r.run_id, r.status, r.archive_identity, (o.run_id IS NOT NULL) "
         "FROM epc.import_run r LEFT JOIN epc.staging_owner o ON o.cert_type = r.cert_type AND o.run_id = r.run_id "
@@ -135,6 +168,7 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive) {
                 for (int i = 0; i < done.rows(); ++i) start.done_files.insert(static_cast<int>(done.integer(i, 0)));
                 db_.exec("UPDATE epc.import_run SET status = 'loading', error = NULL WHERE run_id = $1",
                          {std::to_string(run_id)});
+                db_.exec("COMMIT");
                 start.run_id = run_id;
                 start.resumed = true;
                 return start;
@@ -143,7 +177,6 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive) {
         }
     }
 
-    db_.exec("BEGIN");
     db_.exec("UPDATE epc.import_run SET status = 'abandoned', finished_at = now() "
              "WHERE cert_type = $1 AND status = 'loading'",
              {type});

@@ -8,6 +8,7 @@
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -359,16 +360,25 @@ LoadSummary load_archive(const ArchiveInfo& archive, const LoadOptions& options)
     spdlog::info("load: database {}", control.describe());
     Ledger ledger(control, options.type);
     ledger.ensure_schema();
-    ledger.lock();
+    if (options.shard) ledger.lock_shard(*options.shard);
+    else if (!options.locked_by_caller) ledger.lock();
     RunStart start = ledger.begin_load(archive);
     const StagingTables tables = staging_tables(options.type);
 
+    std::set<int> mine;  // file_no of this process's files: all of them, or this shard's share
+    const std::vector<int> shard_of = options.shard ? assign_shards(archive.files, options.shard->count) : std::vector<int>();
+    for (std::size_t i = 0; i < archive.files.size(); ++i)
+        if (!options.shard || shard_of[i] == options.shard->index) mine.insert(archive.files[i].file_no);
     std::vector<const CertFile*> todo;
     for (const CertFile& f : archive.files)
-        if (!start.done_files.count(f.file_no)) todo.push_back(&f);
+        if (mine.count(f.file_no) && !start.done_files.count(f.file_no)) todo.push_back(&f);
     // Largest files first, so the pipelines finish together instead of one trailing on a big file.
     std::stable_sort(todo.begin(), todo.end(), [](const CertFile* a, const CertFile* b) { return a->size > b->size; });
-    if (start.resumed)
+    if (options.shard)
+        spdlog::info("load: shard {}/{} of run {}: {} of the {} files are this shard's, {} to go ({})",
+                     options.shard->index, options.shard->count, start.run_id, mine.size(), archive.files.size(),
+                     todo.size(), start.resumed ? "joined the run" : "started the run");
+    else if (start.resumed)
         spdlog::info("load: resuming run {}: {} of {} files already loaded, {} to go", start.run_id,
                      start.done_files.size(), archive.files.size(), todo.size());
     else
@@ -436,30 +446,53 @@ LoadSummary load_archive(const ArchiveInfo& archive, const LoadOptions& options)
     }
 
     const auto files_loaded = std::chrono::steady_clock::now();
-    spdlog::info("load: {} files streamed in {:.1f} s; checking {} keys for duplicates", todo.size(),
-                 std::chrono::duration<double>(files_loaded - started).count(),
-                 start.resumed || job.sieve_.overflow_ ? std::string("all") : std::to_string(job.sieve_.suspects_.size()) + " candidate");
-    control.exec("BEGIN");
-    // Finding repeated keys hashes every key once; give it room to do that in memory.
-    control.exec("SET LOCAL work_mem = '256MB'");
-    control.exec("SET LOCAL jit = off");  // compiling the plan costs more than it saves here
-    const bool check_all = start.resumed || job.sieve_.overflow_;
-    move_duplicates(control, tables, start.run_id, check_all ? nullptr : &job.sieve_.suspects_);
     const std::string run = std::to_string(start.run_id);
-    control.exec("UPDATE epc.import_run r SET status = 'loaded', finished_at = now(), rows_read = f.rr, "
-                 "rows_loaded = f.rl, rows_rejected = f.rj, invalid_utf8_values = f.iu, invalid_values = f.iv "
-                 "FROM (SELECT sum(rows_read) rr, sum(rows_loaded) rl, sum(rows_rejected) rj, "
-                 "             sum(invalid_utf8_values) iu, sum(invalid_values) iv "
-                 "      FROM epc.import_file WHERE run_id = $1) f WHERE r.run_id = $1",
-                 {run});
-    control.exec("COMMIT");
-    control.exec("ANALYZE " + tables.rows);
-    spdlog::info("load: duplicate check and ANALYZE took {:.1f} s",
-                 std::chrono::duration<double>(std::chrono::steady_clock::now() - files_loaded).count());
+    control.exec("BEGIN");
+    // Shards finish in any order: the one that finds every file in the ledger completes the load,
+    // the others leave it to that one. Serialised, so exactly one completes it.
+    ledger.serialise_in_transaction();
+    pg::Result state = control.exec(
+        "SELECT status, (SELECT count(*) FROM epc.import_file WHERE run_id = $1) FROM epc.import_run WHERE run_id = $1",
+        {run});
+    const std::size_t run_files_loaded = static_cast<std::size_t>(state.integer(0, 1));
+    const bool complete = run_files_loaded == archive.files.size() &&
+                          (state.text(0, 0) == "loading" || state.text(0, 0) == "failed");
+    if (complete) {
+        // Earlier attempts and sibling shards never went through this process's sieve: then
+        // every key is checked.
+        const bool check_all = start.resumed || options.shard || job.sieve_.overflow_;
+        spdlog::info("load: {} files streamed in {:.1f} s; checking {} keys for duplicates", todo.size(),
+                     std::chrono::duration<double>(files_loaded - started).count(),
+                     check_all ? std::string("all") : std::to_string(job.sieve_.suspects_.size()) + " candidate");
+        // Finding repeated keys hashes every key once; give it room to do that in memory.
+        control.exec("SET LOCAL work_mem = '256MB'");
+        control.exec("SET LOCAL jit = off");  // compiling the plan costs more than it saves here
+        move_duplicates(control, tables, start.run_id, check_all ? nullptr : &job.sieve_.suspects_);
+        control.exec("UPDATE epc.import_run r SET status = 'loaded', finished_at = now(), error = NULL, rows_read = f.rr, "
+                     "rows_loaded = f.rl, rows_rejected = f.rj, invalid_utf8_values = f.iu, invalid_values = f.iv "
+                     "FROM (SELECT sum(rows_read) rr, sum(rows_loaded) rl, sum(rows_rejected) rj, "
+                     "             sum(invalid_utf8_values) iu, sum(invalid_values) iv "
+                     "      FROM epc.import_file WHERE run_id = $1) f WHERE r.run_id = $1",
+                     {run});
+        control.exec("COMMIT");
+        control.exec("ANALYZE " + tables.rows);
+        spdlog::info("load: duplicate check and ANALYZE took {:.1f} s",
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - files_loaded).count());
+    } else {
+        control.exec("COMMIT");
+        if (!options.shard)  // an unsharded load has loaded every file by now
+            throw Error(exit_internal, "run " + run + " has " + std::to_string(run_files_loaded) + " of " +
+                                           std::to_string(archive.files.size()) + " files after its load");
+        spdlog::info("load: shard {}/{} done: {} of the run's {} files are loaded; the last shard to finish completes "
+                     "the load, then `epc-import publish` publishes it",
+                     options.shard->index, options.shard->count, run_files_loaded, archive.files.size());
+    }
 
     LoadSummary summary;
     summary.run_id = start.run_id;
     summary.resumed = start.resumed;
+    summary.complete = complete;
+    summary.run_files_loaded = run_files_loaded;
     pg::Result files = control.exec(
         "SELECT file_no, file_name, rows_read, rows_loaded, rows_rejected, invalid_utf8_values, invalid_values "
         "FROM epc.import_file WHERE run_id = $1 ORDER BY file_no",
@@ -474,6 +507,7 @@ LoadSummary load_archive(const ArchiveInfo& archive, const LoadOptions& options)
         s.invalid_utf8_values = files.integer(i, 5);
         s.invalid_values = files.integer(i, 6);
         s.from_earlier_attempt = start.done_files.count(s.file_no) > 0;
+        if (!mine.count(s.file_no)) continue;  // another shard's
         summary.rows_read += s.rows_read;
         summary.rows_loaded += s.rows_loaded;
         summary.rows_rejected += s.rows_rejected;
@@ -481,8 +515,11 @@ LoadSummary load_archive(const ArchiveInfo& archive, const LoadOptions& options)
         summary.invalid_values += s.invalid_values;
         summary.files.push_back(std::move(s));
     }
-    pg::Result reasons = control.exec("SELECT reason, count(*) FROM " + tables.rejects + " GROUP BY reason ORDER BY 1");
-    for (int i = 0; i < reasons.rows(); ++i) summary.rejects_by_reason[reasons.text(i, 0)] = reasons.integer(i, 1);
+    pg::Result reasons =
+        control.exec("SELECT file_no, reason, count(*) FROM " + tables.rejects + " GROUP BY 1, 2 ORDER BY 1, 2");
+    for (int i = 0; i < reasons.rows(); ++i)
+        if (mine.count(static_cast<int>(reasons.integer(i, 0))))
+            summary.rejects_by_reason[reasons.text(i, 1)] += reasons.integer(i, 2);
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
     spdlog::info("load: {} rows read, {} loaded, {} rejected, in {:.1f} s ({} rows/s); {} values had invalid UTF-8, "
@@ -492,8 +529,11 @@ LoadSummary load_archive(const ArchiveInfo& archive, const LoadOptions& options)
                  summary.invalid_values);
     for (const auto& [reason, n] : summary.rejects_by_reason) spdlog::info("load: rejected {}: {}", reason, n);
 
-    if (options.max_rejects && summary.rows_rejected > *options.max_rejects) {
-        std::string message = std::to_string(summary.rows_rejected) + " rows rejected, more than --max-rejects " +
+    // The budget is the run's: a completed shard load counts every shard's rejects.
+    pg::Result run_rejects = control.exec("SELECT coalesce(sum(rows_rejected), 0) FROM epc.import_file WHERE run_id = $1", {run});
+    const std::uint64_t rejected = static_cast<std::uint64_t>(run_rejects.integer(0, 0));
+    if (complete && options.max_rejects && rejected > *options.max_rejects) {
+        std::string message = std::to_string(rejected) + " rows rejected, more than --max-rejects " +
                               std::to_string(*options.max_rejects) + "; see " + tables.rejects;
         ledger.mark_failed(start.run_id, message);
         throw Error(exit_too_many_rejects, message);

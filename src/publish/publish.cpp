@@ -23,7 +23,7 @@ PublishSummary publish(const PublishOptions& options) {
     spdlog::info("publish: database {}", db.describe());
     Ledger ledger(db, options.type);
     ledger.ensure_schema();
-    ledger.lock();
+    if (!options.locked_by_caller) ledger.lock();
 
     // Which run owns staging, and is it complete?
     pg::Result owner = db.exec(

@@ -15,13 +15,6 @@ namespace epc {
 
 enum class LogFormat { automatic, text, json };
 
-// One share of an archive's files, for AWS Batch array jobs: index counts from 0, as
-// AWS_BATCH_JOB_ARRAY_INDEX does.
-struct Shard {
-    int index = 0;
-    int count = 1;
-};
-
 // check-release --submit-queue: what to submit to AWS Batch when there is a new release.
 struct SubmitOptions {
     std::string queue;               // --submit-queue: job queue name or ARN

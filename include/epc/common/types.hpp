@@ -24,6 +24,13 @@ enum class Layout {
 };
 std::string_view layout_name(Layout layout);
 
+// One share of an archive's files, loaded by its own process (AWS Batch array jobs): index counts
+// from 0, as AWS_BATCH_JOB_ARRAY_INDEX does.
+struct Shard {
+    int index = 0;
+    int count = 1;
+};
+
 // Exit codes are a contract with operators' scripts and AWS Batch (shared/cli.md).
 enum ExitCode : int {
     exit_ok = 0,

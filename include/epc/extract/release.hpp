@@ -4,9 +4,11 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "epc/common/options.hpp"
 #include "epc/common/types.hpp"
 #include "epc/extract/download.hpp"
 
@@ -50,5 +52,16 @@ std::string quarantine_archive(const std::string& zip, const ArchiveTarget& fail
 // Copies a valid archive to the archive location (for later backfills) as `name`; returns the
 // copy's path or s3:// URL.
 std::string keep_archive(const std::string& zip, const ArchiveTarget& archive, const std::string& name);
+
+// check-release --submit-queue: hands the import of a new release to AWS Batch through the AWS CLI
+// (`aws batch submit-job`, the usual credential chain): one full-run job, or an array job of
+// `shards` loads plus a publish job that depends on the whole array. Throws Error(exit_transient)
+// when a submission fails, Error(exit_usage) without the AWS CLI.
+struct SubmittedJob {
+    std::string name;
+    std::string id;
+    std::string definition;
+};
+std::vector<SubmittedJob> submit_import(const SubmitOptions& submit, CertType type);
 
 }  // namespace epc

@@ -37,6 +37,7 @@ struct GeocodeOptions {
     int retry_not_found_days = 90;  // cached "not found" answers older than this are asked again
     std::size_t batch = 1000;     // results per cache write
     HttpGeocoderOptions http;     // retry, breaker and concurrency settings for every HTTP provider
+    bool locked_by_caller = false;  // the caller holds the type's lock for the whole run
 };
 
 struct GeocodeSummary {

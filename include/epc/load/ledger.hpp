@@ -13,8 +13,11 @@
 
 namespace epc {
 
-// Advisory lock keys: one namespace for epc-import, one object per certificate type.
-constexpr int kLockNamespace = 0x45504331;  // "EPC1"
+// Advisory lock keys: one namespace for epc-import, one object per certificate type. A run holds
+// its type's lock exclusively; the shards of a split load hold it shared (so they run together but
+// never beside an ordinary run) plus an exclusive lock of their own shard in a second namespace.
+constexpr int kLockNamespace = 0x45504331;        // "EPC1"
+constexpr int kShardLockNamespace = 0x45504332;   // "EPC2"
 inline int lock_object(CertType type) { return static_cast<int>(type) + 1; }
 
 struct StagingTables {
@@ -39,9 +42,15 @@ public:
     void ensure_schema();
     // Takes this type's lock or throws Error(exit_locked) naming the holder.
     void lock();
+    // For one shard of a split load: the type's lock shared, and the shard's own exclusively.
+    void lock_shard(const Shard& shard);
     // Resumes the latest run of this type when it was interrupted while loading this same archive
-    // and its staging rows are intact; otherwise starts a new run and rebuilds staging.
+    // and its staging rows are intact (for a shard: joins the run its sibling shards started);
+    // otherwise starts a new run and rebuilds staging. Serialised between processes, so that of
+    // shards starting together exactly one creates the run and the others join it.
     RunStart begin_load(const ArchiveInfo& archive);
+    // Serialises the decisions of concurrent loads of this type until the transaction ends.
+    void serialise_in_transaction();
     void mark_failed(long long run_id, const std::string& error);
 
 private:

@@ -21,6 +21,8 @@ struct LoadOptions {
     std::optional<std::uint64_t> max_rejects;  // fail the run when more rows than this are rejected
     bool backslash_escapes = true;           // \" inside quotes is a quote (pre-2026-04-29 files)
     const std::atomic<bool>* interrupted = nullptr;  // set by SIGINT/SIGTERM: stop cleanly
+    std::optional<Shard> shard;              // load only this share of the files (--shard)
+    bool locked_by_caller = false;           // the caller holds the type's lock for the whole run
 };
 
 // invalid_* count values in rows that passed the per-row checks, duplicate-key rejects included
@@ -40,6 +42,10 @@ struct FileStats {
 struct LoadSummary {
     long long run_id = 0;
     bool resumed = false;
+    // A shard's summary covers its own files; `complete` says whether the whole load is done
+    // (always, unsharded; for a shard, when it was the last to finish and completed the load).
+    bool complete = true;
+    std::size_t run_files_loaded = 0;  // files of the run in the ledger, all shards together
     std::vector<FileStats> files;  // in archive order
     std::uint64_t rows_read = 0;
     std::uint64_t rows_loaded = 0;

@@ -15,6 +15,7 @@ namespace epc {
 struct PublishOptions {
     CertType type = CertType::domestic;
     std::string conninfo;
+    bool locked_by_caller = false;  // the caller holds the type's lock for the whole run
 };
 
 struct PublishSummary {
