@@ -86,6 +86,7 @@ public:
     std::string last_updated = "2026-11-01T03:04:05Z";  // tests change it to publish a new release
     int expiry_s = 30;        // presigned URLs expire after this many seconds
     bool single_use = true;   // a presigned URL works once
+    std::atomic<int> s3_delay_ms{0};  // every S3 transfer starts this late: makes a download last
 
     EpcService(std::string body, std::string type = "domestic") : body_(std::move(body)), type_(std::move(type)) {
         routes();
@@ -252,6 +253,7 @@ private:
 
     void s3_get(const httplib::Request& req, httplib::Response& res) {
         log("s3", req);
+        if (int delay = s3_delay_ms.load(); delay > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay));
         // Ranges are served by hand below, so that the stand-in can also get them wrong; httplib
         // would otherwise apply the parsed Range to the answer a second time.
         const_cast<httplib::Request&>(req).ranges.clear();
