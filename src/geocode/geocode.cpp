@@ -390,10 +390,11 @@ GeocodeSummary geocode(const GeocodeOptions& options) {
                       std::to_string(summary.failed) + ", \"http_requests\": " + std::to_string(summary.http_requests) +
                       ", \"http_429\": " + std::to_string(summary.http_429) + "}"});
     spdlog::info("geocode: {} sent, {} found, {} not found, {} failed (asked again next run); {} HTTP requests "
-                 "({:.1f}/s), {} answered 429, in {:.1f} s",
+                 "({:.1f}/s), {} answered 429, in {:.1f} s ({:.0f} addresses/s)",
                  summary.sent, summary.found, summary.not_found, summary.failed, summary.http_requests,
                  summary.seconds > 0 ? static_cast<double>(summary.http_requests) / summary.seconds : 0.0,
-                 summary.http_429, summary.seconds);
+                 summary.http_429, summary.seconds,
+                 summary.seconds > 0 ? static_cast<double>(summary.sent) / summary.seconds : 0.0);
     return summary;
 }
 

@@ -114,8 +114,9 @@ PublishSummary publish(const PublishOptions& options) {
     }
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     spdlog::info("publish: {} now holds run {}: {} certificates, {} new, {} gone since the previous release, in "
-                 "{:.1f} s",
-                 table, run, summary.rows, summary.added, summary.disappeared, summary.seconds);
+                 "{:.1f} s ({:.0f} rows/s)",
+                 table, run, summary.rows, summary.added, summary.disappeared, summary.seconds,
+                 summary.seconds > 0 ? static_cast<double>(summary.rows) / summary.seconds : 0.0);
     return summary;
 }
 
