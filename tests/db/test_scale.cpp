@@ -19,6 +19,7 @@
 #include "epc/load/ledger.hpp"
 #include "fixture/fixture.hpp"
 #include "support/epc_service.hpp"
+#include "support/geocoder_stand_ins.hpp"
 #include "support/pg_test.hpp"
 #include "support/process.hpp"
 
@@ -373,4 +374,62 @@ TEST(Schedule, DocumentedCrontabLineStartedTwiceAtOnceImportsOnce) {
     Outcome again = Process({"/bin/sh", "-c", command}, scratch("cron-3"), &env).wait();
     EXPECT_EQ(again.exit_code, 10) << epc::test::read_file(home + "/epc-import.log");
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.import_run"), 1);
+}
+
+TEST(Operability, EveryStageLogsStartEndCountsAndRateAsJsonLines) {
+    fixture::Options fo;
+    fo.rows = 2000;
+    fixture::Expected e;
+    const std::string zip = make_zip(fo, "logs", &e);
+    TestDatabase db;
+    epc::test::GeocoderStandIn postcodes(epc::test::GeocoderStandIn::Kind::postcodes_io);
+    std::string logs;
+    for (const char* shard : {"0/2", "1/2"}) {
+        Outcome o = run({"load", "--zip", zip, "--db", db.conninfo(), "--shard", shard, "--log-format", "json"});
+        ASSERT_EQ(o.exit_code, 0) << o.err;
+        logs += o.err;
+    }
+    const std::string report = scratch("logs-report.json");
+    // The job that follows a split load: geocode, then publish.
+    Outcome publish = run({"publish", "--db", db.conninfo(), "--geocoder", "postcodes-io=" + postcodes.base_url(),
+                           "--log-format", "json", "--report", report});
+    ASSERT_EQ(publish.exit_code, 0) << publish.err;
+    logs += publish.err;
+
+    std::vector<std::string> messages;
+    std::istringstream lines(logs);
+    for (std::string line; std::getline(lines, line);) {
+        nlohmann::json j = nlohmann::json::parse(line);  // throws unless each line is one JSON object
+        EXPECT_TRUE(j.contains("time") && j.contains("level")) << line;
+        messages.push_back(j.at("message"));
+    }
+    auto logged = [&](const std::string& pattern) {
+        std::regex re(pattern);
+        return std::any_of(messages.begin(), messages.end(), [&](const std::string& m) { return std::regex_search(m, re); });
+    };
+    EXPECT_TRUE(logged("^extract: inspecting "));
+    EXPECT_TRUE(logged("^load: shard 0/2 of run 1: [0-9]+ of the [0-9]+ files"));
+    EXPECT_TRUE(logged("^load: shard 0/2 done"));
+    EXPECT_TRUE(logged("^load: [0-9]+ rows read, [0-9]+ loaded, [0-9]+ rejected, in [0-9.]+ s \\([0-9.k]+ rows/s\\)"));
+    EXPECT_TRUE(logged("^geocode: [0-9]+ distinct addresses"));
+    EXPECT_TRUE(logged("^geocode: [0-9]+ sent, .* \\([0-9]+ addresses/s\\)"));
+    EXPECT_TRUE(logged("^publish: building "));
+    EXPECT_TRUE(logged("^publish: epc.domestic_certificates now holds run 1: " + std::to_string(e.rows_loaded) +
+                       " certificates, .* \\([0-9]+ rows/s\\)"));
+
+    nlohmann::json r = nlohmann::json::parse(epc::test::read_file(report));
+    EXPECT_EQ(r.at("status"), "ok");
+    EXPECT_EQ(r.at("exit_code"), 0);
+    EXPECT_GT(r.at("geocode").at("sent").get<long long>(), 0);
+    EXPECT_EQ(r.at("publish").at("rows").get<std::uint64_t>(), e.rows_loaded);
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.geocode_cache"), r.at("geocode").at("sent").get<long long>());
+}
+
+TEST(Operability, HelpListsTheScaleOutOptionsAndEveryExitCode) {
+    Outcome help = run({"--help"});
+    ASSERT_EQ(help.exit_code, 0);
+    for (const char* text : {"--shard", "--dry-run", "--submit-queue", "--submit-shards", "AWS_BATCH_JOB_ARRAY_INDEX",
+                             "AWS_BATCH_JOB_ARRAY_SIZE", "0   success", "2   usage error", "3   archive invalid",
+                             "4   another run", "5   transient", "10  check-release only: nothing new"})
+        EXPECT_TRUE(has(help.out, text)) << text;
 }
