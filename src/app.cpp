@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -174,8 +176,15 @@ std::optional<ArchiveInfo> obtain_archive(const Options& o, const std::string& c
                 if (fd >= 0) close(fd);  // closing releases the flock
             }
         } lock{open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)};
-        if (lock.fd < 0 || flock(lock.fd, LOCK_EX | LOCK_NB) != 0)
-            throw Error(exit_locked, "another epc-import run is downloading into " + o.work_dir + " (" + lock_path + ")");
+        if (lock.fd < 0) throw Error(exit_internal, "cannot open " + lock_path + ": " + std::strerror(errno));
+        if (flock(lock.fd, LOCK_EX | LOCK_NB) != 0) {
+            // Shards sharing a host (and its work dir) take turns: the first downloads, the
+            // others then find the finished download and use it.
+            if (!o.shard)
+                throw Error(exit_locked, "another epc-import run is downloading into " + o.work_dir + " (" + lock_path + ")");
+            spdlog::info("extract: another shard is downloading into {}; waiting for it", o.work_dir);
+            if (flock(lock.fd, LOCK_EX) != 0) throw Error(exit_internal, "cannot lock " + lock_path + ": " + std::strerror(errno));
+        }
         fetched = download_release(d);
         path = fetched.path;
         downloaded = true;

@@ -695,12 +695,32 @@ DownloadResult Downloader::download() {
     fs::create_directories(o_.work_dir, ec);
     if (ec) throw Error(exit_usage, "cannot create the work directory " + o_.work_dir + ": " + ec.message());
 
+    // A finished download of this very release (another shard on this host, or a run that failed
+    // after downloading) is used as it is: same name, size and date, and its digest on record.
+    const std::string done_path = result.path + ".json";
+    json release = {{"file", result.info.file_name}, {"size", expected}, {"last_updated", result.info.last_updated}};
+    {
+        json done = read_json_file(done_path);
+        std::error_code done_ec;
+        auto done_size = fs::file_size(result.path, done_ec);
+        if (!done_ec && expected > 0 && done_size == expected && done.is_object() && done.contains("sha256") &&
+            done.value("file", "") == result.info.file_name && done.value("size", std::uint64_t{0}) == expected &&
+            done.value("last_updated", "") == result.info.last_updated) {
+            result.bytes = done_size;
+            result.sha256 = done.value("sha256", "");
+            spdlog::info("download: {} already holds this release ({}, sha256 {}); not downloading it again",
+                         result.path, human_bytes(double(done_size)), result.sha256);
+            return result;
+        }
+    }
+    fs::remove(done_path, ec);  // from here on the file at result.path is not a finished download
+
     // The .part file may be left by an earlier, interrupted run: continue it only when it belongs
     // to the same release (same advertised size and date), else its bytes would be spliced into
     // another file.
     PartFile part(result.path + ".part");
     std::string meta_path = part.path() + ".json";
-    json meta = {{"file", result.info.file_name}, {"size", expected}, {"last_updated", result.info.last_updated}};
+    const json meta = release;
     std::error_code size_ec;
     auto on_disk = fs::file_size(part.path(), size_ec);
     if (!size_ec && on_disk > 0 && expected > 0 && on_disk <= expected && read_json_file(meta_path) == meta) {
@@ -801,6 +821,10 @@ DownloadResult Downloader::download() {
         std::ofstream out(result.path + ".sha256", std::ios::trunc);
         out << result.sha256 << "  " << fs::path(result.path).filename().string() << '\n';
         if (!out) throw Error(exit_internal, "cannot write " + result.path + ".sha256");
+        release["sha256"] = result.sha256;
+        std::ofstream done(done_path, std::ios::trunc);
+        done << release.dump() << '\n';
+        if (!done) throw Error(exit_internal, "cannot write " + done_path);
     }
     double seconds = std::chrono::duration<double>(Clock::now() - started).count();
     spdlog::info("download: {} complete, {} in {:.1f} s ({}/s), {} attempt{}, sha256 {}", result.path,

@@ -140,7 +140,7 @@ void Ledger::serialise_in_transaction() {
              std::to_string(load_decision_lock(type_)) + ")");
 }
 
-RunStart Ledger::begin_load(const ArchiveInfo& archive) {
+RunStart Ledger::begin_load(const ArchiveInfo& archive, const std::optional<Shard>& shard) {
     const std::string type(cert_type_name(type_));
     RunStart start;
     db_.exec("BEGIN");
@@ -174,6 +174,20 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive) {
                 return start;
             }
             spdlog::warn("staging of run {} lost rows (server restart?); starting the load again", run_id);
+        }
+        if (shard && status == "loading" && !same_archive) {
+            // Other shards of this type hold their shard locks while they load.
+            pg::Result siblings = db_.exec(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+                "AND classid = " + std::to_string(kShardLockNamespace) + " AND objid::bigint / 100000 = " +
+                std::to_string(lock_object(type_)));
+            if (siblings.integer(0, 0) > 0)
+                throw Error(exit_usage, "shard " + std::to_string(shard->index) + "/" + std::to_string(shard->count) +
+                                            " got a different archive (" + archive.identity.substr(0, 16) +
+                                            "...) from the one its sibling shards are loading in run " +
+                                            std::to_string(run_id) +
+                                            " (did the publisher release mid-job?); every shard must load the same "
+                                            "archive: give them the same --zip, or run the split load again");
         }
     }
 

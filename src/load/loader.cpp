@@ -362,7 +362,7 @@ LoadSummary load_archive(const ArchiveInfo& archive, const LoadOptions& options)
     ledger.ensure_schema();
     if (options.shard) ledger.lock_shard(*options.shard);
     else if (!options.locked_by_caller) ledger.lock();
-    RunStart start = ledger.begin_load(archive);
+    RunStart start = ledger.begin_load(archive, options.shard);
     const StagingTables tables = staging_tables(options.type);
 
     std::set<int> mine;  // file_no of this process's files: all of them, or this shard's share

@@ -178,6 +178,52 @@ TEST(Shards, LocksKeepShardsAndOrdinaryRunsApart) {
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.import_file"), 4);
 }
 
+TEST(Shards, OnOneHostTheyShareOneDownloadAndNeverMixTwoReleases) {
+    fixture::Options fo;
+    fo.rows = 3000;
+    fo.files = 4;
+    fo.layout = Layout::current;
+    fixture::Expected e;
+    const std::string zip = make_zip(fo, "shard-download", &e);
+    epc::test::EpcService svc(epc::test::read_file(zip));
+    svc.s3_delay_ms = 1000;  // the second shard arrives while the first is downloading
+    TestDatabase db;
+    const std::string creds = scratch("shard-download.env");
+    std::ofstream(creds) << "EPC_TOKEN=" << svc.token << "\n";
+    std::vector<std::unique_ptr<Process>> shards;
+    for (int i = 0; i < 2; ++i)
+        shards.push_back(std::make_unique<Process>(
+            std::vector<std::string>{EPC_IMPORT_BIN, "load", "--shard", std::to_string(i) + "/2", "--base-url",
+                                     svc.base_url(), "--work-dir", scratch("shared-work"), "--credentials-file", creds,
+                                     "--db", db.conninfo()},
+            scratch("shard-download-" + std::to_string(i))));
+    std::string logs;
+    for (auto& p : shards) {
+        Outcome o = p->wait();
+        EXPECT_EQ(o.exit_code, 0) << o.err;
+        logs += o.err;
+    }
+    EXPECT_EQ(svc.requests("s3").size(), 1u) << logs;
+    EXPECT_TRUE(has(logs, "another shard is downloading")) << logs;
+    EXPECT_TRUE(has(logs, "not downloading it again")) << logs;
+    EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run"), "loaded");
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.stage_domestic"), static_cast<long long>(e.rows_loaded));
+
+    // A shard that got another release than its running siblings stops and leaves their rows be.
+    fo.seed = 77;
+    const std::string other = make_zip(fo, "shard-other-release");
+    ASSERT_EQ(run({"load", "--zip", zip, "--force", "--db", db.conninfo(), "--shard", "0/2"}).exit_code, 0);
+    const long long staged = db.count("SELECT count(*) FROM epc.stage_domestic");
+    pg::Connection sibling = db.connect();  // shard 0 is still at work, as far as locks tell
+    sibling.exec("SELECT pg_advisory_lock(" + std::to_string(kShardLockNamespace) + ", " +
+                 std::to_string(lock_object(CertType::domestic) * 100000) + ")");
+    Outcome mixed = run({"load", "--zip", other, "--db", db.conninfo(), "--shard", "1/2"});
+    EXPECT_EQ(mixed.exit_code, 2) << mixed.err;
+    EXPECT_TRUE(has(mixed.err, "different archive")) << mixed.err;
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.stage_domestic"), staged);
+    EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run ORDER BY run_id DESC LIMIT 1"), "loading");
+}
+
 namespace {
 
 // AWS Batch's SubmitJob (POST /v1/submitjob, JSON in and out), as the AWS CLI calls it.

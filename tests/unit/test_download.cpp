@@ -281,6 +281,31 @@ TEST_F(Download, PartFileOfAnotherReleaseIsNotContinued) {
     EXPECT_FALSE(service.requests("s3")[0].has("Range"));
 }
 
+TEST_F(Download, FinishedDownloadOfTheSameReleaseIsUsedAgain) {
+    EpcService service(body_);
+    DownloadOptions o = options(service);
+    DownloadResult first = download_release(o);
+    ASSERT_EQ(service.requests("s3").size(), 1u);
+
+    DownloadResult again = download_release(o);  // another shard on this host, or a re-run
+    EXPECT_EQ(service.requests("s3").size(), 1u) << "downloaded a second time";
+    EXPECT_EQ(again.path, first.path);
+    EXPECT_EQ(again.sha256, first.sha256);
+    EXPECT_EQ(again.bytes, body_.size());
+    EXPECT_EQ(again.attempts, 0);
+    EXPECT_NE(logs().find("not downloading it again"), std::string::npos);
+
+    // A damaged file (wrong size) or a new release is downloaded afresh.
+    std::filesystem::resize_file(first.path, 1000);
+    DownloadResult repaired = download_release(o);
+    EXPECT_EQ(service.requests("s3").size(), 2u);
+    EXPECT_EQ(read_file(repaired.path), body_);
+    service.last_updated = "2026-12-01T03:04:05Z";
+    DownloadResult fresh = download_release(o);
+    EXPECT_EQ(service.requests("s3").size(), 3u);
+    EXPECT_EQ(fresh.info.last_updated, "2026-12-01T03:04:05Z");
+}
+
 TEST_F(Download, CompletePartFileAnswered416IsComplete) {
     EpcService service(body_);
     DownloadOptions o = options(service);

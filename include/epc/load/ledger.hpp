@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -48,7 +49,8 @@ public:
     // and its staging rows are intact (for a shard: joins the run its sibling shards started);
     // otherwise starts a new run and rebuilds staging. Serialised between processes, so that of
     // shards starting together exactly one creates the run and the others join it.
-    RunStart begin_load(const ArchiveInfo& archive);
+    // A shard never replaces a run that sibling shards are still loading from another archive.
+    RunStart begin_load(const ArchiveInfo& archive, const std::optional<Shard>& shard = std::nullopt);
     // Serialises the decisions of concurrent loads of this type until the transaction ends.
     void serialise_in_transaction();
     void mark_failed(long long run_id, const std::string& error);
