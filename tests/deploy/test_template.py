@@ -35,6 +35,9 @@ INTRINSICS = ["Ref", "Condition", "Fn::Sub", "Fn::GetAtt", "Fn::Join", "Fn::Sele
               "Fn::GetAZs", "Fn::ImportValue", "Fn::Cidr", "Fn::ToJsonString", "Fn::Length"]
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 class CfnLoader(yaml.SafeLoader):
     """A safe loader that turns CloudFormation's short forms (!Ref X, !Sub ..., !GetAtt A.B) into
     their long forms ({"Ref": "X"}, {"Fn::Sub": ...}, {"Fn::GetAtt": ["A", "B"]})."""
@@ -701,6 +704,13 @@ class Checker:
                     and str(root.get("Encrypted")).lower() == "true",
                     f"ComputeEnvironment's launch template: root volume /dev/xvda must be encrypted gp3 of >= 80 GiB "
                     f"(the ~40 GB work dir and images), not {root}")
+        # The host directory mounted at /data belongs to the image's user.
+        dockerfile = os.path.join(REPO_ROOT, "docker", "Dockerfile")
+        users = re.findall(r"^USER\s+(\d+)", open(dockerfile).read(), re.M) if os.path.exists(dockerfile) else []
+        user_data = str(self.resolve((lt.get("LaunchTemplateData") or {}).get("UserData"), "LaunchTemplate UserData"))
+        self.expect(bool(users) and f"chown {users[-1]}:{users[-1]} /var/lib/epc-import" in user_data,
+                    f"LaunchTemplate UserData must give /var/lib/epc-import to the image's user "
+                    f"(USER {users[-1] if users else '?'} in docker/Dockerfile)")
         queues = self.of_type("AWS::Batch::JobQueue")
         self.expect(len(queues) == 1, "Resources: one AWS::Batch::JobQueue")
         repo = self.props("Repository")
