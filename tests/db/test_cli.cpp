@@ -278,13 +278,6 @@ TEST(Cli, RunValidatesLoadsAndPublishes) {
     EXPECT_EQ(run({"publish", "--zip", zip, "--db", db.conninfo()}).exit_code, 2);
 }
 
-namespace {
-std::string credentials_file(const epc::test::EpcService& svc, const std::string& name) {
-    std::string path = testing::TempDir() + name + ".env";
-    std::ofstream(path) << "# test credentials\nEPC_TOKEN=" << svc.token << "\n";
-    return path;
-}
-}  // namespace
 
 TEST(Cli, RunDownloadsTheReleaseAndCheckReleaseTellsWhenThereIsANewOne) {
     fixture::Options fo;
@@ -297,7 +290,7 @@ TEST(Cli, RunDownloadsTheReleaseAndCheckReleaseTellsWhenThereIsANewOne) {
     const std::string work = testing::TempDir() + "cli-download-work";
     const std::string kept = testing::TempDir() + "cli-download-kept";
     const std::vector<std::string> common = {"--base-url", svc.base_url(), "--work-dir", work, "--db", db.conninfo(),
-                                             "--credentials-file", credentials_file(svc, "cli-download")};
+                                             "--credentials-file", epc::test::credentials_file(svc, testing::TempDir() + "cli-download.env")};
     auto with = [&](std::vector<std::string> args) {
         args.insert(args.end(), common.begin(), common.end());
         return run(args);
@@ -341,7 +334,7 @@ TEST(Cli, DownloadedArchiveThatFailsValidationIsQuarantinedWithItsReasons) {
     const std::string failed = testing::TempDir() + "cli-quarantine-failed";
     std::filesystem::remove_all(failed);
     Outcome o = run({"--base-url", svc.base_url(), "--work-dir", work, "--failed-to", failed, "--db", db.conninfo(),
-                     "--credentials-file", credentials_file(svc, "cli-quarantine")});
+                     "--credentials-file", epc::test::credentials_file(svc, testing::TempDir() + "cli-quarantine.env")});
     EXPECT_EQ(o.exit_code, 3) << o.err;
     EXPECT_TRUE(has(o.err, "quarantined")) << o.err;
     std::vector<std::filesystem::path> files;
@@ -418,7 +411,7 @@ TEST(Cli, TruncatedZipFromTheServiceIsQuarantinedNotLoaded) {
     std::filesystem::remove_all(failed);
     Outcome o = run({"--base-url", svc.base_url(), "--work-dir", testing::TempDir() + "cli-truncated-work",
                      "--failed-to", failed, "--db", db.conninfo(), "--credentials-file",
-                     credentials_file(svc, "cli-truncated")});
+                     epc::test::credentials_file(svc, testing::TempDir() + "cli-truncated.env")});
     EXPECT_EQ(o.exit_code, 3) << o.err;
     EXPECT_TRUE(has(o.err, "not a zip archive")) << o.err;
     EXPECT_EQ(std::distance(std::filesystem::directory_iterator(failed), std::filesystem::directory_iterator()), 2);

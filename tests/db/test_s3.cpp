@@ -3,10 +3,7 @@
 // on 127.0.0.1 only. Also: without the AWS CLI an s3:// target stops the run at once, while local
 // directories need no AWS tool at all.
 #include <gtest/gtest.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -23,19 +21,15 @@
 #include "fixture/fixture.hpp"
 #include "support/epc_service.hpp"
 #include "support/pg_test.hpp"
-
-extern char** environ;
+#include "support/process.hpp"
 
 using namespace epc;
+using epc::test::Outcome;
+using epc::test::Process;
 using epc::test::TestDatabase;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct Outcome {
-    int exit_code = -1;
-    std::string out;  // stdout and stderr together
-};
 
 bool has(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
 
@@ -71,37 +65,14 @@ std::vector<std::string> s3rver_environment() {
                         "AWS_EC2_METADATA_DISABLED=true"});
 }
 
-// Starts `program` (looked up on PATH) with stdout and stderr into `log`; returns its pid.
-pid_t start(const std::string& program, const std::vector<std::string>& args, const std::vector<std::string>& env,
-            const std::string& log) {
-    std::vector<std::string> argv_s = {program};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_s = env;
-    std::vector<char*> envp;
-    for (auto& e : env_s) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    pid_t pid = 0;
-    int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("cannot start " + program);
-    return pid;
-}
-
+// `program` (looked up on PATH) with `env`; stdout and stderr together in Outcome::out.
 Outcome run(const std::string& program, const std::vector<std::string>& args, const std::vector<std::string>& env) {
     static int n = 0;
-    const std::string log = testing::TempDir() + "s3-" + std::to_string(getpid()) + "-" + std::to_string(n++) + ".log";
-    pid_t pid = start(program, args, env, log);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), epc::test::read_file(log)};
+    std::vector<std::string> argv = {program};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return Process(argv, testing::TempDir() + "s3-" + std::to_string(getpid()) + "-" + std::to_string(n++), &env,
+                   Process::merged)
+        .wait();
 }
 
 std::string make_zip(fixture::Options o, const std::string& name, fixture::Expected* expected = nullptr) {
@@ -131,9 +102,11 @@ public:
     explicit S3rver(const std::string& name) : dir_(testing::TempDir() + name + "-s3rver") {
         fs::remove_all(dir_);
         fs::create_directories(dir_);
-        const std::string log = dir_ + ".log";
-        pid_ = start(s3rver_path(), {"-d", dir_, "-a", "127.0.0.1", "-p", "0", "--configure-bucket", "bucket"},
-                     environment({}), log);
+        const std::vector<std::string> env = environment({});
+        server_ = std::make_unique<Process>(
+            std::vector<std::string>{s3rver_path(), "-d", dir_, "-a", "127.0.0.1", "-p", "0", "--configure-bucket", "bucket"},
+            dir_, &env, Process::merged);
+        const std::string log = server_->out_path();
         const std::regex listening("listening on 127\\.0\\.0\\.1:([0-9]+)");
         for (int i = 0; i < 300 && port_ == 0; ++i) {
             std::smatch m;
@@ -178,15 +151,10 @@ public:
 
 private:
     void stop() {
-        if (pid_ > 0) {
-            kill(pid_, SIGTERM);
-            int status = 0;
-            waitpid(pid_, &status, 0);
-            pid_ = 0;
-        }
+        if (server_) server_->stop(SIGTERM);
     }
     std::string dir_;
-    pid_t pid_ = 0;
+    std::unique_ptr<Process> server_;
     int port_ = 0;
 };
 

@@ -188,8 +188,7 @@ TEST(Shards, OnOneHostTheyShareOneDownloadAndNeverMixTwoReleases) {
     epc::test::EpcService svc(epc::test::read_file(zip));
     svc.s3_delay_ms = 1000;  // the second shard arrives while the first is downloading
     TestDatabase db;
-    const std::string creds = scratch("shard-download.env");
-    std::ofstream(creds) << "EPC_TOKEN=" << svc.token << "\n";
+    const std::string creds = epc::test::credentials_file(svc, scratch("shard-download.env"));
     std::vector<std::unique_ptr<Process>> shards;
     for (int i = 0; i < 2; ++i)
         shards.push_back(std::make_unique<Process>(
@@ -278,11 +277,6 @@ std::vector<std::string> aws_environment() {
     return env;
 }
 
-std::string credentials_file(const epc::test::EpcService& svc, const std::string& name) {
-    std::string path = scratch(name) + ".env";
-    std::ofstream(path) << "EPC_TOKEN=" << svc.token << "\n";
-    return path;
-}
 
 }  // namespace
 
@@ -296,7 +290,7 @@ TEST(Schedule, CheckReleaseSubmitsTheImportToAwsBatchOnlyWhenThereIsANewRelease)
     TestDatabase db;
     const std::vector<std::string> env = aws_environment();
     const std::vector<std::string> common = {"--base-url", svc.base_url(), "--db", db.conninfo(),
-                                             "--credentials-file", credentials_file(svc, "submit"),
+                                             "--credentials-file", epc::test::credentials_file(svc, scratch("submit.env")),
                                              "--batch-endpoint-url", batch.url(), "--submit-queue", "epc-queue"};
     auto check = [&](std::vector<std::string> args) {
         args.insert(args.begin(), "check-release");
@@ -344,7 +338,7 @@ TEST(Schedule, CheckReleaseSubmitsTheImportToAwsBatchOnlyWhenThereIsANewRelease)
 
     // Once the release is published, the scheduled check succeeds and submits nothing.
     ASSERT_EQ(run({"--base-url", svc.base_url(), "--db", db.conninfo(), "--work-dir", scratch("submit-work"),
-                   "--credentials-file", credentials_file(svc, "submit")})
+                   "--credentials-file", epc::test::credentials_file(svc, scratch("submit.env"))})
                   .exit_code,
               0);
     Outcome nothing = check({"--submit-run-definition", "epc-run:7"});

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <random>
 #include <stdexcept>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -319,5 +320,11 @@ private:
     std::map<std::string, Issued> issued_;
     std::mt19937 rng_{std::random_device{}()};
 };
+
+// A --credentials-file with the token the stand-in accepts, written to `path`; returns `path`.
+inline std::string credentials_file(const EpcService& service, const std::string& path) {
+    std::ofstream(path) << "# test credentials\nEPC_TOKEN=" << service.token << "\n";
+    return path;
+}
 
 }  // namespace epc::test
