@@ -76,6 +76,16 @@ struct Faults {
     int stall_ms = 0;                 // with a cut: sleep this long before closing the connection
 };
 
+// Where a stand-in listens. Tests: loopback, ports chosen by the system. The compose trial
+// (another container connects, and follows the redirect to the S3 host): all addresses, fixed
+// ports, and the service's name in the URLs it hands out.
+struct Listen {
+    std::string bind = "127.0.0.1";
+    std::string public_host = "127.0.0.1";
+    int port = 0;     // 0: any free port
+    int s3_port = 0;  // the EPC service's S3 host
+};
+
 class EpcService {
 public:
     // Credentials the stand-in accepts; tests look for these in logs and errors.
@@ -89,11 +99,16 @@ public:
     bool single_use = true;   // a presigned URL works once
     std::atomic<int> s3_delay_ms{0};  // every S3 transfer starts this late: makes a download last
 
-    EpcService(std::string body, std::string type = "domestic") : body_(std::move(body)), type_(std::move(type)) {
+    EpcService(std::string body, std::string type = "domestic", Listen listen = Listen())
+        : body_(std::move(body)), type_(std::move(type)), public_host_(listen.public_host) {
         routes();
-        port_ = service_.bind_to_any_port("127.0.0.1");
-        s3_port_ = s3_.bind_to_any_port("127.0.0.1");
-        if (port_ <= 0 || s3_port_ <= 0) throw std::runtime_error("stand-in EPC service: cannot bind");
+        auto bind = [&](httplib::Server& server, int port) {
+            if (port == 0) return server.bind_to_any_port(listen.bind);
+            return server.bind_to_port(listen.bind, port) ? port : -1;
+        };
+        port_ = bind(service_, listen.port);
+        s3_port_ = bind(s3_, listen.s3_port);
+        if (port_ <= 0 || s3_port_ <= 0) throw std::runtime_error("stand-in EPC service: cannot bind to " + listen.bind);
         threads_.emplace_back([this] { service_.listen_after_bind(); });
         threads_.emplace_back([this] { s3_.listen_after_bind(); });
         for (int i = 0; i < 500 && !(service_.is_running() && s3_.is_running()); ++i)
@@ -109,8 +124,8 @@ public:
     EpcService(const EpcService&) = delete;
     EpcService& operator=(const EpcService&) = delete;
 
-    std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
-    std::string s3_url() const { return "http://127.0.0.1:" + std::to_string(s3_port_); }
+    std::string base_url() const { return "http://" + public_host_ + ":" + std::to_string(port_); }
+    std::string s3_url() const { return "http://" + public_host_ + ":" + std::to_string(s3_port_); }
 
     void set_faults(const Faults& faults) {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -311,6 +326,7 @@ private:
 
     std::string body_;
     std::string type_;
+    std::string public_host_;
     httplib::Server service_, s3_;
     int port_ = 0, s3_port_ = 0;
     std::vector<std::thread> threads_;

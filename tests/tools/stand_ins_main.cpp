@@ -1,5 +1,6 @@
-// epc-stand-ins: the test stand-ins as a long-running process on 127.0.0.1, for scripts (the
-// sample run, the geocode benchmark) that run the real epc-import binary against them.
+// epc-stand-ins: the test stand-ins as a long-running process (on 127.0.0.1 unless --host), for
+// scripts (the sample run, the geocode benchmark, the compose trial) that run the real epc-import
+// binary against them. --host, --public-host and the --*-port options serve other containers.
 //
 //   --epc-zip FILE     the current EPC service (epc::test::EpcService: Bearer token check, a 302
 //                      to a presigned-style URL on its own S3 host, /info) serving FILE
@@ -97,7 +98,8 @@ void reply(httplib::Response& res, int status, const nlohmann::json& body) {
 // single: GET /postcodes/{postcode}.
 class PostcodesIo {
 public:
-    PostcodesIo(int latency_ms, int threads) : latency_ms_(latency_ms) {
+    PostcodesIo(int latency_ms, int threads, const epc::test::Listen& listen, int port)
+        : latency_ms_(latency_ms), public_host_(listen.public_host) {
         server_.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<std::size_t>(threads)); };
         // Answers go out at once, not after the client's delayed ACK.
         server_.set_socket_options([](socket_t sock) {
@@ -112,8 +114,8 @@ public:
             if (r.is_null()) return reply(res, 404, {{"status", 404}, {"error", "Postcode not found"}});
             reply(res, 200, {{"status", 200}, {"result", r}});
         });
-        port_ = server_.bind_to_any_port("127.0.0.1");
-        if (port_ <= 0) throw std::runtime_error("postcodes.io stand-in: cannot bind");
+        port_ = port == 0 ? server_.bind_to_any_port(listen.bind) : (server_.bind_to_port(listen.bind, port) ? port : -1);
+        if (port_ <= 0) throw std::runtime_error("postcodes.io stand-in: cannot bind to " + listen.bind);
         thread_ = std::thread([this] { server_.listen_after_bind(); });
         for (int i = 0; i < 500 && !server_.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
@@ -126,7 +128,7 @@ public:
     PostcodesIo(const PostcodesIo&) = delete;
     PostcodesIo& operator=(const PostcodesIo&) = delete;
 
-    std::string base_url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+    std::string base_url() const { return "http://" + public_host_ + ":" + std::to_string(port_); }
     std::uint64_t requests() const { return requests_; }
     std::uint64_t postcodes() const { return postcodes_; }
 
@@ -155,6 +157,7 @@ private:
     }
 
     int latency_ms_;
+    std::string public_host_;
     httplib::Server server_;
     int port_ = 0;
     std::thread thread_;
@@ -172,7 +175,7 @@ std::string read_file(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"Runs the EPC service and/or postcodes.io stand-ins on 127.0.0.1 until SIGINT/SIGTERM; prints "
+    CLI::App app{"Runs the EPC service and/or postcodes.io stand-ins (on 127.0.0.1 unless --host) until SIGINT/SIGTERM; prints "
                  "their URLs as one JSON line on stdout when they listen."};
     std::string epc_zip, certtype = "domestic";
     bool postcodes_io = false;
@@ -183,7 +186,20 @@ int main(int argc, char** argv) {
     app.add_flag("--postcodes-io", postcodes_io, "run the postcodes.io stand-in (knows every well-formed postcode)");
     app.add_option("--latency-ms", latency_ms, "postcodes.io: delay before each answer")->check(CLI::NonNegativeNumber);
     app.add_option("--threads", threads, "postcodes.io: worker threads")->check(CLI::Range(16, 1024));
+    epc::test::Listen listen;
+    int postcodes_io_port = 0;
+    std::string public_host;
+    app.add_option("--host", listen.bind, "address every server binds to (0.0.0.0: reachable from other hosts)")
+        ->capture_default_str();
+    app.add_option("--public-host", public_host,
+                   "host name in the URLs handed out (the ready line, the redirect to the S3 host); default: --host, "
+                   "or 127.0.0.1 for 0.0.0.0");
+    app.add_option("--epc-port", listen.port, "EPC service port (default: any free port)")->check(CLI::Range(0, 65535));
+    app.add_option("--s3-port", listen.s3_port, "its S3 host's port (default: any free port)")->check(CLI::Range(0, 65535));
+    app.add_option("--postcodes-io-port", postcodes_io_port, "postcodes.io port (default: any free port)")
+        ->check(CLI::Range(0, 65535));
     CLI11_PARSE(app, argc, argv);
+    listen.public_host = !public_host.empty() ? public_host : listen.bind == "0.0.0.0" ? "127.0.0.1" : listen.bind;
     if (epc_zip.empty() && !postcodes_io) {
         std::cerr << "epc-stand-ins: nothing to run; give --epc-zip FILE and/or --postcodes-io\n";
         return 2;
@@ -202,13 +218,13 @@ int main(int argc, char** argv) {
         std::unique_ptr<PostcodesIo> pio;
         nlohmann::json ready = nlohmann::json::object();
         if (!epc_zip.empty()) {
-            epc = std::make_unique<epc::test::EpcService>(read_file(epc_zip), certtype);
+            epc = std::make_unique<epc::test::EpcService>(read_file(epc_zip), certtype, listen);
             ready["epc_base_url"] = epc->base_url();
             ready["token"] = epc->token;
             ready["s3_url"] = epc->s3_url();
         }
         if (postcodes_io) {
-            pio = std::make_unique<PostcodesIo>(latency_ms, threads);
+            pio = std::make_unique<PostcodesIo>(latency_ms, threads, listen, postcodes_io_port);
             ready["postcodes_io_url"] = pio->base_url();
         }
         std::cout << ready.dump() << std::endl;
