@@ -155,7 +155,10 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive, const std::optional<Shar
         std::string status = last.text(0, 1);
         bool same_archive = last.text(0, 2) == archive.identity;
         bool owns_staging = last.text(0, 3) == "t";
-        if ((status == "loading" || status == "failed") && same_archive && owns_staging) {
+        // A shard also joins a load its siblings completed but nobody published yet: it is a late
+        // or retried array child with nothing left to do, not a new import.
+        const bool joinable = status == "loading" || status == "failed" || (shard && status == "loaded");
+        if (joinable && same_archive && owns_staging) {
             // UNLOGGED staging is emptied if the server crashed: resume only if the rows the ledger
             // says were committed are all still there.
             pg::Result counts = db_.exec(
@@ -166,8 +169,9 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive, const std::optional<Shar
                 pg::Result done = db_.exec("SELECT file_no FROM epc.import_file WHERE run_id = $1 ORDER BY file_no",
                                            {std::to_string(run_id)});
                 for (int i = 0; i < done.rows(); ++i) start.done_files.insert(static_cast<int>(done.integer(i, 0)));
-                db_.exec("UPDATE epc.import_run SET status = 'loading', error = NULL WHERE run_id = $1",
-                         {std::to_string(run_id)});
+                if (status != "loaded")
+                    db_.exec("UPDATE epc.import_run SET status = 'loading', error = NULL WHERE run_id = $1",
+                             {std::to_string(run_id)});
                 db_.exec("COMMIT");
                 start.run_id = run_id;
                 start.resumed = true;
