@@ -127,7 +127,7 @@ void Ledger::lock_shard(const Shard& shard) {
         throw Error(exit_locked, "an epc-import run for " + type + " certificates that is not a shard holds the lock" +
                                      lock_holder(db_, kLockNamespace, lock_object(type_)) +
                                      "; try again when it has finished");
-    const int object = lock_object(type_) * 100000 + shard.index;
+    const int object = shard_lock_object(type_, shard.index);
     r = db_.exec("SELECT pg_try_advisory_lock(" + std::to_string(kShardLockNamespace) + ", " + std::to_string(object) + ")");
     if (r.text(0, 0) != "t")
         throw Error(exit_locked, "shard " + std::to_string(shard.index) + " of the " + type +
@@ -183,7 +183,7 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive, const std::optional<Shar
             // Other shards of this type hold their shard locks while they load.
             pg::Result siblings = db_.exec(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
-                "AND classid = " + std::to_string(kShardLockNamespace) + " AND objid::bigint / 100000 = " +
+                "AND classid = " + std::to_string(kShardLockNamespace) + " AND objid::bigint / " + std::to_string(kShardsPerType) + " = " +
                 std::to_string(lock_object(type_)));
             if (siblings.integer(0, 0) > 0)
                 throw Error(exit_usage, "shard " + std::to_string(shard->index) + "/" + std::to_string(shard->count) +

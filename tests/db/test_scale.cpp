@@ -158,7 +158,7 @@ TEST(Shards, LocksKeepShardsAndOrdinaryRunsApart) {
     holder.exec("SELECT pg_advisory_unlock_shared(" + type_lock + ")");
 
     const std::string shard_lock = std::to_string(kShardLockNamespace) + ", " +
-                                   std::to_string(lock_object(CertType::domestic) * 100000 + 1);
+                                   std::to_string(shard_lock_object(CertType::domestic, 1));
     holder.exec("SELECT pg_advisory_lock(" + shard_lock + ")");  // shard 1 is being loaded already
     Outcome twice = run({"load", "--zip", zip, "--db", db.conninfo(), "--shard", "1/2"});
     EXPECT_EQ(twice.exit_code, 4) << twice.err;
@@ -226,7 +226,7 @@ TEST(Shards, OnOneHostTheyShareOneDownloadAndNeverMixTwoReleases) {
     const long long staged = db2.count("SELECT count(*) FROM epc.stage_domestic");
     pg::Connection sibling = db2.connect();  // shard 0 is still at work, as far as locks tell
     sibling.exec("SELECT pg_advisory_lock(" + std::to_string(kShardLockNamespace) + ", " +
-                 std::to_string(lock_object(CertType::domestic) * 100000) + ")");
+                 std::to_string(shard_lock_object(CertType::domestic, 0)) + ")");
     Outcome mixed = run({"load", "--zip", other, "--db", db2.conninfo(), "--shard", "1/2"});
     EXPECT_EQ(mixed.exit_code, 2) << mixed.err;
     EXPECT_TRUE(has(mixed.err, "different archive")) << mixed.err;

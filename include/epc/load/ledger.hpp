@@ -20,6 +20,8 @@ namespace epc {
 constexpr int kLockNamespace = 0x45504331;        // "EPC1"
 constexpr int kShardLockNamespace = 0x45504332;   // "EPC2"
 inline int lock_object(CertType type) { return static_cast<int>(type) + 1; }
+constexpr int kShardsPerType = 100000;  // shard lock objects of a type: lock_object(type) * this + index
+inline int shard_lock_object(CertType type, int index) { return lock_object(type) * kShardsPerType + index; }
 
 struct StagingTables {
     std::string rows;     // epc.stage_<type>: the loaded fields, UNLOGGED, no indexes
