@@ -249,9 +249,11 @@ int run_app(const std::vector<std::string>& args) {
         // second run started meanwhile (cron, a retried job) stops at once with exit 4 instead of
         // slipping in between two stages.
         std::optional<pg::Connection> run_lock;
+        std::optional<Ledger> run_ledger;  // destroyed first: releases the lock before the connection closes
         if (o.command == "run") {
             run_lock.emplace(conninfo, "epc-import " + std::string(cert_type_name(o.type)) + " run");
-            Ledger(*run_lock, o.type).lock();
+            run_ledger.emplace(*run_lock, o.type);
+            run_ledger->lock();
         }
         const bool locked = run_lock.has_value();
         bool nothing_new = false;

@@ -22,6 +22,17 @@ StagingTables staging_tables(CertType type) {
 Ledger::Ledger(pg::Connection& control, CertType type)
     : db_(control), type_(type), tables_(staging_tables(type)) {}
 
+Ledger::~Ledger() {
+    for (auto sql = unlock_sql_.rbegin(); sql != unlock_sql_.rend(); ++sql) {
+        try {
+            db_.exec(*sql);
+        } catch (const std::exception& e) {
+            // A lost connection has released its locks with its backend; nothing else can fail here.
+            spdlog::debug("releasing a lock: {}", e.what());
+        }
+    }
+}
+
 void Ledger::ensure_schema() {
     db_.exec("BEGIN");
     // CREATE ... IF NOT EXISTS still races when two runs (of different types) start together.
@@ -113,7 +124,10 @@ std::string lock_holder(pg::Connection& db, int ns, int object) {
 void Ledger::lock() {
     const std::string key = std::to_string(kLockNamespace) + ", " + std::to_string(lock_object(type_));
     pg::Result r = db_.exec("SELECT pg_try_advisory_lock(" + key + ")");
-    if (r.text(0, 0) == "t") return;
+    if (r.text(0, 0) == "t") {
+        unlock_sql_.push_back("SELECT pg_advisory_unlock(" + key + ")");
+        return;
+    }
     throw Error(exit_locked, "another epc-import run for " + std::string(cert_type_name(type_)) +
                                  " certificates holds the lock" + lock_holder(db_, kLockNamespace, lock_object(type_)) +
                                  "; try again when it has finished");
@@ -121,18 +135,21 @@ void Ledger::lock() {
 
 void Ledger::lock_shard(const Shard& shard) {
     const std::string type(cert_type_name(type_));
-    pg::Result r = db_.exec("SELECT pg_try_advisory_lock_shared(" + std::to_string(kLockNamespace) + ", " +
-                            std::to_string(lock_object(type_)) + ")");
+    const std::string type_key = std::to_string(kLockNamespace) + ", " + std::to_string(lock_object(type_));
+    pg::Result r = db_.exec("SELECT pg_try_advisory_lock_shared(" + type_key + ")");
     if (r.text(0, 0) != "t")
         throw Error(exit_locked, "an epc-import run for " + type + " certificates that is not a shard holds the lock" +
                                      lock_holder(db_, kLockNamespace, lock_object(type_)) +
                                      "; try again when it has finished");
+    unlock_sql_.push_back("SELECT pg_advisory_unlock_shared(" + type_key + ")");
     const int object = shard_lock_object(type_, shard.index);
-    r = db_.exec("SELECT pg_try_advisory_lock(" + std::to_string(kShardLockNamespace) + ", " + std::to_string(object) + ")");
+    const std::string shard_key = std::to_string(kShardLockNamespace) + ", " + std::to_string(object);
+    r = db_.exec("SELECT pg_try_advisory_lock(" + shard_key + ")");
     if (r.text(0, 0) != "t")
         throw Error(exit_locked, "shard " + std::to_string(shard.index) + " of the " + type +
                                      " load is already being loaded by another process" +
                                      lock_holder(db_, kShardLockNamespace, object));
+    unlock_sql_.push_back("SELECT pg_advisory_unlock(" + shard_key + ")");
 }
 
 void Ledger::serialise_in_transaction() {

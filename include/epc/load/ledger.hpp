@@ -7,6 +7,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "epc/common/types.hpp"
 #include "epc/extract/archive.hpp"
@@ -40,6 +41,12 @@ class Ledger {
 public:
     // `control` stays open for the whole run: it holds the session-level advisory lock.
     Ledger(pg::Connection& control, CertType type);
+    // Releases the locks this ledger took, explicitly: a closed connection's backend lets go of
+    // its locks only once it has exited, which can be after the next stage (or the next process,
+    // `load && publish`) asked for the same lock and was refused.
+    ~Ledger();
+    Ledger(const Ledger&) = delete;
+    Ledger& operator=(const Ledger&) = delete;
 
     // Creates the schema and bookkeeping tables if missing (safe to run concurrently).
     void ensure_schema();
@@ -61,6 +68,7 @@ private:
     pg::Connection& db_;
     CertType type_;
     StagingTables tables_;
+    std::vector<std::string> unlock_sql_;  // what releases each lock taken, newest last
 };
 
 }  // namespace epc
