@@ -8,10 +8,11 @@
 #include <cstring>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "epc/load/ledger.hpp"
-#include "epc/load/pg.hpp"
+#include "epc/db/copy.hpp"
+#include "epc/db/transaction.hpp"
 #include "epc/transform/csv.hpp"
 #include "epc/transform/fields.hpp"
 
@@ -60,14 +61,14 @@ Reference reference_for(const std::string& provider) {
 
 // Loads an offline reference file (OS Open UPRN: UPRN, LATITUDE, LONGITUDE; ONSPD: pcds, lat, long)
 // into its table with COPY, unless this very file (name, size, mtime) was loaded before.
-void load_reference(pg::Connection& db, const ChainLink& link) {
+void load_reference(db::Connection& db, const ChainLink& link) {
     namespace fs = std::filesystem;
     struct stat st {};
     if (stat(link.file.c_str(), &st) != 0) throw Error(exit_usage, "geocoder file " + link.file + " does not exist");
     const std::string identity = fs::path(link.file).filename().string() + ":" + std::to_string(st.st_size) + ":" +
                                  std::to_string(st.st_mtime);
     const Reference ref = reference_for(link.provider);
-    pg::Result known = db.exec("SELECT file_identity FROM epc.reference_file WHERE provider = $1", {link.provider});
+    db::Result known = db.exec("SELECT file_identity FROM epc.reference_file WHERE provider = $1", {link.provider});
     if (known.rows() == 1 && known.text(0, 0) == identity && db.exec(std::string("SELECT to_regclass('") + ref.table + "') IS NOT NULL").text(0, 0) == "t") {
         spdlog::info("geocode: {} reference already loaded from {}", link.provider, link.file);
         return;
@@ -85,11 +86,11 @@ void load_reference(pg::Connection& db, const ChainLink& link) {
         throw Error(exit_usage, "geocoder file " + link.file + ": header lacks " +
                                     (uprn ? "UPRN, LATITUDE, LONGITUDE" : "pcds, lat, long") + " columns");
 
-    db.exec("BEGIN");
+    db::Transaction tx(db);
     db.exec(std::string("DROP TABLE IF EXISTS ") + ref.table);
     db.exec(std::string("CREATE TABLE ") + ref.table + " (key " + ref.key_type +
             " NOT NULL, latitude double precision NOT NULL, longitude double precision NOT NULL)");
-    db.copy_start(std::string("COPY ") + ref.table + " FROM STDIN");
+    db::CopyIn copy(db, ref.table, "key, latitude, longitude", db::CopyFormat::text);
     std::string buf;
     std::uint64_t rows = 0, skipped = 0;
     const int width = std::max({key, lat, lon}) + 1;
@@ -113,12 +114,12 @@ void load_reference(pg::Connection& db, const ChainLink& link) {
         buf += '\n';
         ++rows;
         if (buf.size() > (1 << 20)) {
-            db.copy_put(buf.data(), buf.size());
+            copy.put(buf);
             buf.clear();
         }
     }
-    db.copy_put(buf.data(), buf.size());
-    db.copy_end();
+    copy.put(buf);
+    copy.finish();
     // Terminated and live postcodes can share a display form; keep one row per key.
     db.exec(std::string("DELETE FROM ") + ref.table + " a USING " + ref.table +
             " b WHERE a.key = b.key AND a.ctid > b.ctid");
@@ -126,8 +127,8 @@ void load_reference(pg::Connection& db, const ChainLink& link) {
     db.exec("INSERT INTO epc.reference_file (provider, file_identity, rows, loaded_at) VALUES ($1, $2, $3, now()) "
             "ON CONFLICT (provider) DO UPDATE SET file_identity = EXCLUDED.file_identity, rows = EXCLUDED.rows, "
             "loaded_at = now()",
-            {link.provider, identity, std::to_string(rows)});
-    db.exec("COMMIT");
+            {link.provider, identity, rows});
+    tx.commit();
     db.exec(std::string("ANALYZE ") + ref.table);
     spdlog::info("geocode: {} rows of {} loaded ({} without a location skipped) in {:.1f} s", rows, link.provider,
                  skipped, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
@@ -143,7 +144,7 @@ struct Final {
 // loses at most one batch and a re-run asks only for what is not cached.
 class CacheWriter {
 public:
-    CacheWriter(pg::Connection& db, std::size_t batch) : db_(db), batch_(batch) {
+    CacheWriter(db::Connection& db, std::size_t batch) : db_(db), batch_(batch) {
         db_.exec("CREATE TEMP TABLE epc_geocode_batch (address_key text, status text, latitude double precision, "
                  "longitude double precision, provider text, precision text) ON COMMIT DELETE ROWS");
     }
@@ -166,30 +167,31 @@ public:
     }
     void flush() {
         if (pending_ == 0) return;
-        db_.exec("BEGIN");
-        db_.copy_start("COPY epc_geocode_batch FROM STDIN");
-        db_.copy_put(buf_.data(), buf_.size());
-        db_.copy_end();
+        db::Transaction tx(db_);
+        db::CopyIn copy(db_, "epc_geocode_batch", "address_key, status, latitude, longitude, provider, precision",
+                        db::CopyFormat::text);
+        copy.put(buf_);
+        copy.finish();
         db_.exec("INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, "
                  "checked_at) SELECT DISTINCT ON (address_key) address_key, status, latitude, longitude, provider, "
                  "precision, now() FROM epc_geocode_batch "
                  "ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
                  "longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, precision = EXCLUDED.precision, "
                  "checked_at = EXCLUDED.checked_at");
-        db_.exec("COMMIT");
+        tx.commit();
         buf_.clear();
         pending_ = 0;
     }
 
 private:
-    pg::Connection& db_;
+    db::Connection& db_;
     std::size_t batch_;
     std::string buf_;
     std::size_t pending_ = 0;
 };
 
 // Looks queries up in an offline reference table; returns index -> coordinates for those found.
-std::map<std::size_t, std::pair<double, double>> lookup_reference(pg::Connection& db, const std::string& provider,
+std::map<std::size_t, std::pair<double, double>> lookup_reference(db::Connection& db, const std::string& provider,
                                                                   const std::vector<GeocodeQuery>& queries,
                                                                   const std::vector<std::size_t>& indexes) {
     const Reference ref = reference_for(provider);
@@ -214,7 +216,7 @@ std::map<std::size_t, std::pair<double, double>> lookup_reference(pg::Connection
     if (!any) return found;
     keys += '}';
     idx += '}';
-    pg::Result r = db.exec(std::string("SELECT q.i, r.latitude, r.longitude FROM unnest($1::") + ref.key_type +
+    db::Result r = db.exec(std::string("SELECT q.i, r.latitude, r.longitude FROM unnest($1::") + ref.key_type +
                                "[], $2::int[]) AS q(key, i) JOIN " + ref.table + " r USING (key)",
                            {keys, idx});
     for (int row = 0; row < r.rows(); ++row)
@@ -258,143 +260,193 @@ std::vector<ChainLink> parse_chain(const std::string& chain) {
     return links;
 }
 
-GeocodeSummary geocode(const GeocodeOptions& options) {
-    const auto started = std::chrono::steady_clock::now();
-    const std::string type(cert_type_name(options.type));
-    const StagingTables staging = staging_tables(options.type);
-    GeocodeSummary summary;
+namespace {
 
-    pg::Connection db(options.conninfo, "epc-import " + type + " geocode");
-    pg::Connection writer_db(options.conninfo, "epc-import " + type + " geocode writer");
-    Ledger ledger(db, options.type);
-    ledger.ensure_schema();
-    if (!options.locked_by_caller) ledger.lock();
-    pg::Result owner = db.exec("SELECT r.run_id, r.status FROM epc.staging_owner o JOIN epc.import_run r USING (run_id) "
-                               "WHERE o.cert_type = $1",
-                               {type});
-    if (owner.rows() == 0 || (owner.text(0, 1) != "loaded" && owner.text(0, 1) != "published"))
-        throw Error(exit_usage, "nothing to geocode for " + type + ": no completely loaded run in staging (run 'load' first)");
-    const std::string run = owner.text(0, 0);
+// The run whose staging is to be located: it must have finished loading.
+long long staged_run(db::Session& session) {
+    const std::optional<db::StagingOwner> owner = session.staging_owner();
+    if (!owner || (owner->status != db::RunStatus::loaded && owner->status != db::RunStatus::published))
+        throw Error(exit_usage, "nothing to geocode for " + std::string(cert_type_name(session.type())) +
+                                    ": no completely loaded run in staging (run 'load' first)");
+    return owner->run_id;
+}
 
-    for (const ChainLink& link : options.chain)
-        if (!link.file.empty()) load_reference(db, link);
+// One HTTP client per HTTP link of the chain (nullptr for offline links), with its API key.
+std::vector<std::unique_ptr<HttpGeocoder>> make_http_geocoders(const GeocodeOptions& options) {
     std::vector<std::unique_ptr<HttpGeocoder>> http(options.chain.size());
     for (std::size_t i = 0; i < options.chain.size(); ++i) {
-        if (!options.chain[i].file.empty()) continue;
+        const ChainLink& link = options.chain[i];
+        if (!link.file.empty()) continue;
         HttpGeocoderOptions ho = options.http;
-        ho.base_url = options.chain[i].base_url;
+        ho.base_url = link.base_url;
         ho.rate = options.rate;
-        const char* key_var = options.chain[i].provider == "google"      ? "GOOGLE_API_KEY"
-                              : options.chain[i].provider == "os-places" ? "OS_PLACES_API_KEY"
-                                                                         : nullptr;
+        const char* key_var = link.provider == "google"      ? "GOOGLE_API_KEY"
+                              : link.provider == "os-places" ? "OS_PLACES_API_KEY"
+                                                             : nullptr;
         if (key_var) {
             const char* key = std::getenv(key_var);
-            if (!key || !*key)
-                throw Error(exit_usage, "--geocoder " + options.chain[i].provider + " needs the " + key_var + " variable");
+            if (!key || !*key) throw Error(exit_usage, "--geocoder " + link.provider + " needs the " + key_var + " variable");
             ho.api_key = key;
         }
-        http[i] = make_http_geocoder(options.chain[i].provider, ho);
-        if (!http[i]) throw Error(exit_usage, "geocoder " + options.chain[i].provider + " is not available");
+        http[i] = make_http_geocoder(link.provider, ho);
+        if (!http[i]) throw Error(exit_usage, "geocoder " + link.provider + " is not available");
     }
+    return http;
+}
 
-    // Distinct keys of this release, found in PostgreSQL; then drop those the cache answers.
-    db.exec("BEGIN");
+// epc_geocode_todo: the distinct address keys of this release that the cache does not answer,
+// behind the cursor epc_todo. Runs inside the caller's transaction.
+void find_addresses_to_locate(db::Session& session, const GeocodeOptions& options, GeocodeSummary& summary) {
+    db::Connection& db = session.db();
     db.exec("SET LOCAL work_mem = '256MB'");
     db.exec("SET LOCAL jit = off");
     db.exec("CREATE TEMP TABLE epc_geocode_todo ON COMMIT DROP AS SELECT address_key, min(address) AS address, "
-            "min(uprn) AS uprn FROM " + staging.rows + " WHERE address_key IS NOT NULL GROUP BY address_key");
+            "min(uprn) AS uprn FROM " + session.staging().rows + " WHERE address_key IS NOT NULL GROUP BY address_key");
     summary.distinct_addresses = static_cast<std::uint64_t>(db.exec("SELECT count(*) FROM epc_geocode_todo").integer(0, 0));
-    pg::Result hits = db.exec(
+    db::Result hits = db.exec(
         "DELETE FROM epc_geocode_todo t USING epc.geocode_cache c WHERE c.address_key = t.address_key AND "
         "(c.status = 'found' OR c.checked_at > now() - make_interval(days => $1))",
-        {std::to_string(options.retry_not_found_days)});
+        {options.retry_not_found_days});
     summary.cache_hits = std::stoull(hits.affected());
     spdlog::info("geocode: {} distinct addresses, {} already in the cache, {} to locate", summary.distinct_addresses,
                  summary.cache_hits, summary.distinct_addresses - summary.cache_hits);
     db.exec("DECLARE epc_todo NO SCROLL CURSOR FOR SELECT address_key, coalesce(address, ''), uprn "
             "FROM epc_geocode_todo ORDER BY address_key");
+}
 
-    CacheWriter writer(writer_db, options.batch);
-    for (;;) {
-        pg::Result chunk = db.exec("FETCH " + std::to_string(kChunk) + " FROM epc_todo");
-        if (chunk.rows() == 0) break;
-        std::vector<GeocodeQuery> queries(static_cast<std::size_t>(chunk.rows()));
-        for (int i = 0; i < chunk.rows(); ++i) {
-            GeocodeQuery& q = queries[static_cast<std::size_t>(i)];
-            q.key = chunk.text(i, 0);
-            q.address = chunk.text(i, 1);
-            q.postcode = q.key.substr(q.key.find('|') + 1);
-            if (!chunk.is_null(i, 2)) q.uprn = static_cast<std::uint64_t>(chunk.integer(i, 2));
-        }
-        summary.sent += queries.size();
-        // Each query walks the chain until a provider finds it; a transient failure stops it there
-        // (a later, coarser provider must not answer for a better one that was merely down).
+std::vector<GeocodeQuery> next_queries(db::Connection& db) {
+    db::Result chunk = db.exec("FETCH " + std::to_string(kChunk) + " FROM epc_todo");
+    std::vector<GeocodeQuery> queries(static_cast<std::size_t>(chunk.rows()));
+    for (int i = 0; i < chunk.rows(); ++i) {
+        GeocodeQuery& q = queries[static_cast<std::size_t>(i)];
+        q.key = chunk.text(i, 0);
+        q.address = chunk.text(i, 1);
+        q.postcode = q.key.substr(q.key.find('|') + 1);
+        if (!chunk.is_null(i, 2)) q.uprn = static_cast<std::uint64_t>(chunk.integer(i, 2));
+    }
+    return queries;
+}
+
+// Walks one chunk of queries along the chain: each query stops at the first provider that finds
+// it; a transient failure stops it there too (a later, coarser provider must not answer for a
+// better one that was merely down); what nobody found is cached as not found.
+class ChainWalk {
+public:
+    ChainWalk(db::Connection& db, const GeocodeOptions& options, std::vector<std::unique_ptr<HttpGeocoder>>& http,
+              CacheWriter& writer, GeocodeSummary& summary)
+        : db_(db), options_(options), http_(http), writer_(writer), summary_(summary) {}
+
+    void locate(const std::vector<GeocodeQuery>& queries) {
+        summary_.sent += queries.size();
         std::vector<std::size_t> remaining(queries.size());
         for (std::size_t i = 0; i < remaining.size(); ++i) remaining[i] = i;
-        for (std::size_t l = 0; l < options.chain.size() && !remaining.empty(); ++l) {
-            const ChainLink& link = options.chain[l];
-            std::vector<std::size_t> next;
-            if (!link.file.empty()) {
-                auto found = lookup_reference(db, link.provider, queries, remaining);
-                for (std::size_t i : remaining) {
-                    auto it = found.find(i);
-                    if (it == found.end()) {
-                        next.push_back(i);
-                        continue;
-                    }
-                    GeocodeResult r;
-                    r.status = GeocodeResult::Status::found;
-                    r.latitude = it->second.first;
-                    r.longitude = it->second.second;
-                    r.precision = reference_for(link.provider).precision;
-                    writer.add(queries[i].key, r, link.provider);
-                    ++summary.found;
-                    ++summary.found_by_provider[link.provider];
-                }
-            } else {
-                std::vector<GeocodeQuery> subset;
-                for (std::size_t i : remaining) subset.push_back(queries[i]);
-                HttpGeocodeStats stats = http[l]->geocode(subset, [&](std::size_t k, const GeocodeResult& r) {
-                    std::size_t i = remaining[k];
-                    if (r.status == GeocodeResult::Status::found) {
-                        writer.add(queries[i].key, r, link.provider);
-                        ++summary.found;
-                        ++summary.found_by_provider[link.provider];
-                    } else if (r.status == GeocodeResult::Status::not_found) {
-                        next.push_back(i);
-                    } else {
-                        ++summary.failed;
-                    }
-                });
-                summary.http_requests += stats.requests;
-                summary.http_429 += stats.http_429;
-            }
-            remaining = std::move(next);
-        }
+        for (std::size_t l = 0; l < options_.chain.size() && !remaining.empty(); ++l)
+            remaining = options_.chain[l].file.empty() ? ask_http(l, queries, remaining)
+                                                        : look_up_reference(l, queries, remaining);
         GeocodeResult nobody_found;
         nobody_found.status = GeocodeResult::Status::not_found;
         for (std::size_t i : remaining) {
-            writer.add(queries[i].key, nobody_found, "chain");
-            ++summary.not_found;
+            writer_.add(queries[i].key, nobody_found, "chain");
+            ++summary_.not_found;
         }
     }
-    writer.flush();
-    db.exec("COMMIT");
 
-    summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    db.exec("UPDATE epc.import_run SET geocode = $2 WHERE run_id = $1",
-            {run, "{\"distinct_addresses\": " + std::to_string(summary.distinct_addresses) +
-                      ", \"cache_hits\": " + std::to_string(summary.cache_hits) + ", \"sent\": " +
-                      std::to_string(summary.sent) + ", \"found\": " + std::to_string(summary.found) +
-                      ", \"not_found\": " + std::to_string(summary.not_found) + ", \"failed\": " +
-                      std::to_string(summary.failed) + ", \"http_requests\": " + std::to_string(summary.http_requests) +
-                      ", \"http_429\": " + std::to_string(summary.http_429) + "}"});
+private:
+    void found(const GeocodeQuery& q, const GeocodeResult& r, const std::string& provider) {
+        writer_.add(q.key, r, provider);
+        ++summary_.found;
+        ++summary_.found_by_provider[provider];
+    }
+
+    // Returns the queries the reference table does not know.
+    std::vector<std::size_t> look_up_reference(std::size_t link, const std::vector<GeocodeQuery>& queries,
+                                               const std::vector<std::size_t>& remaining) {
+        const std::string& provider = options_.chain[link].provider;
+        const auto located = lookup_reference(db_, provider, queries, remaining);
+        std::vector<std::size_t> next;
+        for (std::size_t i : remaining) {
+            auto it = located.find(i);
+            if (it == located.end()) {
+                next.push_back(i);
+                continue;
+            }
+            GeocodeResult r;
+            r.status = GeocodeResult::Status::found;
+            r.latitude = it->second.first;
+            r.longitude = it->second.second;
+            r.precision = reference_for(provider).precision;
+            found(queries[i], r, provider);
+        }
+        return next;
+    }
+
+    // Returns the queries the provider answered "not found" (failures are not passed on).
+    std::vector<std::size_t> ask_http(std::size_t link, const std::vector<GeocodeQuery>& queries,
+                                      const std::vector<std::size_t>& remaining) {
+        std::vector<GeocodeQuery> subset;
+        for (std::size_t i : remaining) subset.push_back(queries[i]);
+        std::vector<std::size_t> next;
+        const std::string& provider = options_.chain[link].provider;
+        HttpGeocodeStats stats = http_[link]->geocode(subset, [&](std::size_t k, const GeocodeResult& r) {
+            const std::size_t i = remaining[k];
+            if (r.status == GeocodeResult::Status::found) found(queries[i], r, provider);
+            else if (r.status == GeocodeResult::Status::not_found) next.push_back(i);
+            else ++summary_.failed;
+        });
+        summary_.http_requests += stats.requests;
+        summary_.http_429 += stats.http_429;
+        return next;
+    }
+
+    db::Connection& db_;
+    const GeocodeOptions& options_;
+    std::vector<std::unique_ptr<HttpGeocoder>>& http_;
+    CacheWriter& writer_;
+    GeocodeSummary& summary_;
+};
+
+void record_summary(db::Session& session, long long run_id, const GeocodeSummary& summary) {
+    const nlohmann::json counters = {{"distinct_addresses", summary.distinct_addresses},
+                                     {"cache_hits", summary.cache_hits},
+                                     {"sent", summary.sent},
+                                     {"found", summary.found},
+                                     {"not_found", summary.not_found},
+                                     {"failed", summary.failed},
+                                     {"http_requests", summary.http_requests},
+                                     {"http_429", summary.http_429}};
+    session.db().exec("UPDATE epc.import_run SET geocode = $2 WHERE run_id = $1", {run_id, counters.dump()});
     spdlog::info("geocode: {} sent, {} found, {} not found, {} failed (asked again next run); {} HTTP requests "
                  "({:.1f}/s), {} answered 429, in {:.1f} s ({:.0f} addresses/s)",
                  summary.sent, summary.found, summary.not_found, summary.failed, summary.http_requests,
                  summary.seconds > 0 ? static_cast<double>(summary.http_requests) / summary.seconds : 0.0,
                  summary.http_429, summary.seconds,
                  summary.seconds > 0 ? static_cast<double>(summary.sent) / summary.seconds : 0.0);
+}
+
+}  // namespace
+
+GeocodeSummary geocode(db::Session& session, const GeocodeOptions& options) {
+    const auto started = std::chrono::steady_clock::now();
+    session.prepare_schema();
+    session.lock();
+    const long long run_id = staged_run(session);
+    for (const ChainLink& link : options.chain)
+        if (!link.file.empty()) load_reference(session.db(), link);
+    std::vector<std::unique_ptr<HttpGeocoder>> http = make_http_geocoders(options);
+
+    GeocodeSummary summary;
+    db::Connection writer_db = session.connect("geocode writer");
+    CacheWriter writer(writer_db, options.batch);
+    ChainWalk walk(session.db(), options, http, writer, summary);
+    db::Transaction tx(session.db());  // holds the cursor
+    find_addresses_to_locate(session, options, summary);
+    for (auto queries = next_queries(session.db()); !queries.empty(); queries = next_queries(session.db()))
+        walk.locate(queries);
+    writer.flush();
+    tx.commit();
+
+    summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    record_summary(session, run_id, summary);
     return summary;
 }
 

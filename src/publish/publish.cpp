@@ -4,63 +4,65 @@
 
 #include <spdlog/spdlog.h>
 
-#include "epc/load/ledger.hpp"
-#include "epc/load/pg.hpp"
+#include "epc/db/transaction.hpp"
 #include "epc/transform/fields.hpp"
 
 namespace epc {
 
-std::string production_table(CertType type) { return "epc." + std::string(cert_type_sql(type)) + "_certificates"; }
+namespace {
 
-PublishSummary publish(const PublishOptions& options) {
-    const auto started = std::chrono::steady_clock::now();
-    const std::string type(cert_type_name(options.type));
-    const StagingTables staging = staging_tables(options.type);
-    const std::string table = production_table(options.type);
-    const std::string bare = std::string(cert_type_sql(options.type)) + "_certificates";
+// The names one publish works with: production, the new release built beside it, and the retired one.
+struct ReleaseTables {
+    std::string production;  // epc.<type>_certificates
+    std::string bare;        // <type>_certificates, for RENAME TO
+    std::string fresh_name;  // <type>_certificates_r<run>
+    std::string fresh;       // epc.<type>_certificates_r<run>
+    std::string retired_name;
+};
 
-    pg::Connection db(options.conninfo, "epc-import " + type + " publish");
-    spdlog::info("publish: database {}", db.describe());
-    Ledger ledger(db, options.type);
-    ledger.ensure_schema();
-    if (!options.locked_by_caller) ledger.lock();
+ReleaseTables release_tables(CertType type, long long run_id) {
+    const std::string bare = std::string(cert_type_sql(type)) + "_certificates";
+    const std::string run = std::to_string(run_id);
+    return {"epc." + bare, bare, bare + "_r" + run, "epc." + bare + "_r" + run, bare + "_retired_r" + run};
+}
 
-    // Which run owns staging, and is it complete?
-    pg::Result owner = db.exec(
-        "SELECT r.run_id, r.status, r.rows_loaded FROM epc.staging_owner o JOIN epc.import_run r USING (run_id) "
-        "WHERE o.cert_type = $1",
-        {type});
-    if (owner.rows() == 0)
+// The run in staging, if it can be published; nullopt when it already is. Refuses (exit_usage)
+// a run whose load is not complete and a staging table that does not hold what the run loaded.
+std::optional<db::StagingOwner> publishable_run(db::Session& session, PublishSummary& summary) {
+    const std::string type(cert_type_name(session.type()));
+    const std::optional<db::StagingOwner> owner = session.staging_owner();
+    if (!owner)
         throw Error(exit_usage, "nothing to publish for " + type + ": no run has loaded staging yet (run 'load' first)");
-    PublishSummary summary;
-    summary.run_id = owner.integer(0, 0);
-    const std::string status = owner.text(0, 1);
-    const std::string run = std::to_string(summary.run_id);
-    if (status == "published") {
-        spdlog::info("publish: run {} is already in {}; nothing to do", run, table);
+    summary.run_id = owner->run_id;
+    const std::string run = std::to_string(owner->run_id);
+    if (owner->status == db::RunStatus::published) {
+        spdlog::info("publish: run {} is already in {}; nothing to do", run, production_table(session.type()));
         summary.already_published = true;
-        summary.rows = static_cast<std::uint64_t>(owner.integer(0, 2));
-        return summary;
+        summary.rows = static_cast<std::uint64_t>(owner->rows_loaded);
+        return std::nullopt;
     }
-    if (status != "loaded")
+    if (owner->status != db::RunStatus::loaded)
         throw Error(exit_usage, "refusing to publish " + type + ": staging belongs to run " + run + ", whose load is '" +
-                                    status + "', not complete; re-run 'load' first");
-    const long long staged = db.exec("SELECT count(*) FROM " + staging.rows).integer(0, 0);
+                                    std::string(db::run_status_name(owner->status)) + "', not complete; re-run 'load' first");
+    const long long staged = session.db().exec("SELECT count(*) FROM " + session.staging().rows).integer(0, 0);
     if (staged == 0)
         throw Error(exit_usage, "refusing to publish " + type + ": staging of run " + run +
                                     " holds no certificates; an empty release would empty production");
-    if (staged != owner.integer(0, 2))
+    if (staged != owner->rows_loaded)
         throw Error(exit_usage, "refusing to publish " + type + ": staging holds " + std::to_string(staged) +
-                                    " rows but run " + run + " loaded " + std::to_string(owner.integer(0, 2)) +
+                                    " rows but run " + run + " loaded " + std::to_string(owner->rows_loaded) +
                                     " (changed since the load?); re-run 'load'");
+    return owner;
+}
 
-    // Build the new release beside the current one. A leftover from an interrupted publish of
-    // this run is dropped first.
-    const std::string fresh_name = bare + "_r" + run;
-    const std::string fresh = "epc." + fresh_name;
-    db.exec("DROP TABLE IF EXISTS " + fresh);
-    spdlog::info("publish: building {} from {} ({} rows)", fresh, staging.rows, staged);
-    db.exec("CREATE TABLE " + fresh + " (" + kCertificateColumnsDdl + R"(
+// Builds the new release beside the current one: filled bare, then indexed and analysed, which
+// is several times faster than inserting into an indexed table. A leftover from an interrupted
+// publish of this run is dropped first.
+void build_release(db::Session& session, const ReleaseTables& t, long long run_id) {
+    db::Connection& db = session.db();
+    db.exec("DROP TABLE IF EXISTS " + t.fresh);
+    spdlog::info("publish: building {} from {}", t.fresh, session.staging().rows);
+    db.exec("CREATE TABLE " + t.fresh + " (" + kCertificateColumnsDdl + R"(
     latitude          double precision,  -- from epc.geocode_cache: NULL when not located
     longitude         double precision,
     geocode_provider  text,
@@ -68,54 +70,85 @@ PublishSummary publish(const PublishOptions& options) {
     run_id            bigint NOT NULL    -- the import_run that published the row
 ))");
     // The two staging sides meet here: certificates, and the coordinates found for their addresses.
-    db.exec("INSERT INTO " + fresh +
-            " (cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, local_authority, "
-            "latitude, longitude, geocode_provider, geocode_precision, run_id) "
-            "SELECT s.cert_key, s.lodgement_date, s.transaction_type, s.total_floor_area, s.address, s.postcode, "
-            "s.uprn, s.local_authority, g.latitude, g.longitude, g.provider, g.precision, $1 FROM " + staging.rows +
+    db.exec("INSERT INTO " + t.fresh +
+                " (cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, "
+                "local_authority, latitude, longitude, geocode_provider, geocode_precision, run_id) "
+                "SELECT s.cert_key, s.lodgement_date, s.transaction_type, s.total_floor_area, s.address, s.postcode, "
+                "s.uprn, s.local_authority, g.latitude, g.longitude, g.provider, g.precision, $1 FROM " +
+                session.staging().rows +
                 " s LEFT JOIN epc.geocode_cache g ON g.address_key = s.address_key AND g.status = 'found'",
-            {run});
-    // Index after filling: several times faster than inserting into an indexed table (design.md).
+            {run_id});
     db.exec("SET maintenance_work_mem = '512MB'");
-    db.exec("ALTER TABLE " + fresh + " ADD CONSTRAINT " + fresh_name + "_pkey PRIMARY KEY (cert_key)");
-    db.exec("CREATE INDEX " + fresh_name + "_postcode ON " + fresh + " (postcode)");
-    db.exec("CREATE INDEX " + fresh_name + "_lodgement_date ON " + fresh + " (lodgement_date)");
+    db.exec("ALTER TABLE " + t.fresh + " ADD CONSTRAINT " + t.fresh_name + "_pkey PRIMARY KEY (cert_key)");
+    db.exec("CREATE INDEX " + t.fresh_name + "_postcode ON " + t.fresh + " (postcode)");
+    db.exec("CREATE INDEX " + t.fresh_name + "_lodgement_date ON " + t.fresh + " (lodgement_date)");
     db.exec("RESET maintenance_work_mem");
-    db.exec("ANALYZE " + fresh);
+    db.exec("ANALYZE " + t.fresh);
+}
 
-    // Compare with the release readers see now, then swap in one transaction.
-    const bool exists = db.exec("SELECT to_regclass($1) IS NOT NULL", {table}).text(0, 0) == "t";
-    summary.rows = static_cast<std::uint64_t>(staged);
-    if (exists) {
-        summary.added = db.exec("SELECT count(*) FROM " + fresh + " n WHERE NOT EXISTS (SELECT 1 FROM " + table +
-                                " o WHERE o.cert_key = n.cert_key)")
-                            .integer(0, 0);
-        summary.disappeared = db.exec("SELECT count(*) FROM " + table + " o WHERE NOT EXISTS (SELECT 1 FROM " + fresh +
-                                      " n WHERE n.cert_key = o.cert_key)")
-                                  .integer(0, 0);
-    } else {
+// What appeared and disappeared since the release readers see now.
+void compare_with_production(db::Connection& db, const ReleaseTables& t, bool exists, PublishSummary& summary) {
+    if (!exists) {
         summary.added = summary.rows;
+        return;
     }
-    const std::string retired_name = bare + "_retired_r" + run;
-    db.exec("BEGIN");
-    if (exists) db.exec("ALTER TABLE " + table + " RENAME TO " + retired_name);
-    db.exec("ALTER TABLE " + fresh + " RENAME TO " + bare);
-    db.exec("UPDATE epc.import_run SET status = 'published', published_at = now(), rows_published = $2, "
-            "rows_added = $3, rows_disappeared = $4 WHERE run_id = $1",
-            {run, std::to_string(summary.rows), std::to_string(summary.added), std::to_string(summary.disappeared)});
-    db.exec("COMMIT");
-    if (exists) {
-        try {
-            db.exec("DROP TABLE epc." + retired_name);
-        } catch (const Error& e) {
-            // Typically a user's view still points at the old table; leave it rather than CASCADE.
-            spdlog::warn("publish: kept the previous release as epc.{}: {}", retired_name, e.what());
-        }
+    summary.added = static_cast<std::uint64_t>(
+        db.exec("SELECT count(*) FROM " + t.fresh + " n WHERE NOT EXISTS (SELECT 1 FROM " + t.production +
+                " o WHERE o.cert_key = n.cert_key)")
+            .integer(0, 0));
+    summary.disappeared = static_cast<std::uint64_t>(
+        db.exec("SELECT count(*) FROM " + t.production + " o WHERE NOT EXISTS (SELECT 1 FROM " + t.fresh +
+                " n WHERE n.cert_key = o.cert_key)")
+            .integer(0, 0));
+}
+
+// One transaction: readers see the previous release or the new one, never a mix.
+void swap_in(db::Connection& db, const ReleaseTables& t, bool exists, const PublishSummary& summary) {
+    db::Transaction tx(db);
+    if (exists) db.exec("ALTER TABLE " + t.production + " RENAME TO " + t.retired_name);
+    db.exec("ALTER TABLE " + t.fresh + " RENAME TO " + t.bare);
+    db.exec("UPDATE epc.import_run SET status = $2, published_at = now(), rows_published = $3, "
+            "rows_added = $4, rows_disappeared = $5 WHERE run_id = $1",
+            {summary.run_id, db::run_status_name(db::RunStatus::published), summary.rows, summary.added,
+             summary.disappeared});
+    tx.commit();
+}
+
+void drop_retired(db::Connection& db, const ReleaseTables& t) {
+    try {
+        db.exec("DROP TABLE epc." + t.retired_name);
+    } catch (const Error& e) {
+        // Typically a user's view still points at the old table; leave it rather than CASCADE.
+        spdlog::warn("publish: kept the previous release as epc.{}: {}", t.retired_name, e.what());
     }
+}
+
+}  // namespace
+
+std::string production_table(CertType type) { return "epc." + std::string(cert_type_sql(type)) + "_certificates"; }
+
+PublishSummary publish(db::Session& session) {
+    const auto started = std::chrono::steady_clock::now();
+    spdlog::info("publish: database {}", session.db().describe());
+    session.prepare_schema();
+    session.lock();
+    PublishSummary summary;
+    const std::optional<db::StagingOwner> run = publishable_run(session, summary);
+    if (!run) return summary;
+    summary.rows = static_cast<std::uint64_t>(run->rows_loaded);
+
+    const ReleaseTables t = release_tables(session.type(), run->run_id);
+    db::Connection& db = session.db();
+    build_release(session, t, run->run_id);
+    const bool exists = db.exec("SELECT to_regclass($1) IS NOT NULL", {t.production}).boolean(0, 0);
+    compare_with_production(db, t, exists, summary);
+    swap_in(db, t, exists, summary);
+    if (exists) drop_retired(db, t);
+
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     spdlog::info("publish: {} now holds run {}: {} certificates, {} new, {} gone since the previous release, in "
                  "{:.1f} s ({:.0f} rows/s)",
-                 table, run, summary.rows, summary.added, summary.disappeared, summary.seconds,
+                 t.production, run->run_id, summary.rows, summary.added, summary.disappeared, summary.seconds,
                  summary.seconds > 0 ? static_cast<double>(summary.rows) / summary.seconds : 0.0);
     return summary;
 }

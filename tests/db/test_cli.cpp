@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "epc/load/ledger.hpp"
+#include "epc/db/locks.hpp"
 #include "fixture/fixture.hpp"
 #include "support/epc_service.hpp"
 #include "support/geocoder_stand_ins.hpp"
@@ -198,9 +198,9 @@ TEST(Cli, LockHeldExitsFourAndTooManyRejectsExitsSix) {
     EXPECT_EQ(budget.exit_code, 6) << budget.err;
     EXPECT_TRUE(has(budget.err, "--max-rejects")) << budget.err;
 
-    pg::Connection holder = db.connect();
-    holder.exec("SELECT pg_advisory_lock(" + std::to_string(kLockNamespace) + ", " +
-                std::to_string(lock_object(CertType::domestic)) + ")");
+    db::Connection holder = db.connect();
+    holder.exec("SELECT pg_advisory_lock(" + std::to_string(db::kLockNamespace) + ", " +
+                std::to_string(db::lock_object(CertType::domestic)) + ")");
     Outcome locked = run({"load", "--zip", zip, "--db", db.conninfo()});
     EXPECT_EQ(locked.exit_code, 4) << locked.err;
     EXPECT_TRUE(has(locked.err, "holds the lock")) << locked.err;
@@ -217,7 +217,7 @@ TEST(Cli, KilledRunStartedAgainFinishesWithExactlyTheRightRows) {
     std::string zip = make_zip(fo, "cli-kill", &e, &rows);
     TestDatabase db;
     pid_t pid = start({"load", "--zip", zip, "--db", db.conninfo(), "--jobs", "2"}, "cli-kill");
-    pg::Connection c = db.connect();
+    db::Connection c = db.connect();
     bool killed = epc::test::wait_for_count(c, "SELECT count(*) FROM epc.import_file", 3, std::chrono::seconds(60));
     if (killed) kill(pid, SIGKILL);
     Outcome first = finish(pid, "cli-kill");
@@ -301,8 +301,8 @@ TEST(Cli, RunDownloadsTheReleaseAndCheckReleaseTellsWhenThereIsANewOne) {
     ASSERT_EQ(first.exit_code, 0) << first.err;
     EXPECT_FALSE(has(first.err, svc.token));
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates"), static_cast<long long>(e.rows_loaded));
-    pg::Connection c = db.connect();
-    pg::Result r = c.exec("SELECT source, release_last_updated, archive_sha256, archive_bytes FROM epc.import_run");
+    db::Connection c = db.connect();
+    db::Result r = c.exec("SELECT source, release_last_updated, archive_sha256, archive_bytes FROM epc.import_run");
     EXPECT_EQ(r.text(0, 0), "current");
     EXPECT_EQ(r.text(0, 1), svc.last_updated);
     EXPECT_EQ(r.text(0, 2).size(), 64u);
@@ -357,8 +357,8 @@ TEST(Cli, GeocodeKilledMidwayThenRerunAsksOnlyForTheRest) {
     TestDatabase db;
     ASSERT_EQ(run({"load", "--zip", zip, "--db", db.conninfo()}).exit_code, 0);
     epc::test::GeocoderStandIn postcodes(epc::test::GeocoderStandIn::Kind::postcodes_io);
-    pg::Connection c = db.connect();
-    pg::Result pcs = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
+    db::Connection c = db.connect();
+    db::Result pcs = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
                             "WHERE split_part(address_key, '|', 2) <> ''");
     for (int i = 0; i < pcs.rows(); ++i) postcodes.add(pcs.text(i, 0), 52.5, -1.25);
     postcodes.set_latency(std::chrono::milliseconds(40));
@@ -376,7 +376,7 @@ TEST(Cli, GeocodeKilledMidwayThenRerunAsksOnlyForTheRest) {
 
     // The re-run asks only for what the cache does not hold yet.
     std::set<std::string> allowed;  // postcodes of keys not cached when the run was killed
-    pg::Result open = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic s "
+    db::Result open = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic s "
                              "WHERE address_key IS NOT NULL AND NOT EXISTS "
                              "(SELECT 1 FROM epc.geocode_cache g WHERE g.address_key = s.address_key)");
     for (int i = 0; i < open.rows(); ++i) allowed.insert(open.text(i, 0));

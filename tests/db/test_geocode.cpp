@@ -38,15 +38,14 @@ void prepare(Loaded& t, const std::string& name) {
     std::string zip = testing::TempDir() + name + ".zip";
     fixture::write_zip(zip, fo);
     ArchiveInfo archive = inspect_archive(zip, {});
-    LoadOptions lo;
-    lo.conninfo = t.db.conninfo();
-    load_archive(archive, lo);
+    db::Session session = t.db.session();
+    load_archive(session, archive, LoadOptions());
 
-    pg::Connection c = t.db.connect();
+    db::Connection c = t.db.connect();
     t.uprn_file = testing::TempDir() + name + "-uprn.csv";
     std::ofstream uprn(t.uprn_file, std::ios::binary);
     uprn << "\xEF\xBB\xBFUPRN,X_COORDINATE,Y_COORDINATE,LATITUDE,LONGITUDE\r\n";  // ships with a BOM
-    pg::Result u = c.exec("SELECT DISTINCT uprn FROM epc.stage_domestic WHERE uprn IS NOT NULL AND uprn % 2 = 0");
+    db::Result u = c.exec("SELECT DISTINCT uprn FROM epc.stage_domestic WHERE uprn IS NOT NULL AND uprn % 2 = 0");
     for (int i = 0; i < u.rows(); ++i) {
         long long v = u.integer(i, 0);
         uprn << v << ",400000,300000," << 51.0 + (v % 1000) / 10000.0 << "," << -1.0 - (v % 997) / 10000.0 << "\r\n";
@@ -54,7 +53,7 @@ void prepare(Loaded& t, const std::string& name) {
     t.onspd_file = testing::TempDir() + name + "-onspd.csv";
     std::ofstream onspd(t.onspd_file, std::ios::binary);
     onspd << "pcd,pcd2,pcds,doterm,lat,long\n";
-    pg::Result p = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
+    db::Result p = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
                           "WHERE split_part(address_key, '|', 2) <> '' ORDER BY 1");
     for (int i = 0; i < p.rows(); ++i) {
         std::string pc = p.text(i, 0);
@@ -69,13 +68,13 @@ void prepare(Loaded& t, const std::string& name) {
 
 GeocodeSummary run_geocode(Loaded& t, const std::string& chain) {
     GeocodeOptions o;
-    o.conninfo = t.db.conninfo();
     o.chain = parse_chain(chain);
     o.batch = 300;
     o.http.max_attempts = 2;  // a provider that is down fails fast here
     o.http.max_backoff_seconds = 0.05;
     o.http.breaker_open_seconds = 0.2;
-    return geocode(o);
+    db::Session session = t.db.session();
+    return geocode(session, o);
 }
 
 }  // namespace
@@ -86,7 +85,7 @@ TEST(Geocode, ChainLocatesEachDistinctAddressOnceWithPrecedence) {
     GeocodeSummary s = run_geocode(t, "uprn:" + t.uprn_file + ",onspd:" + t.onspd_file);
 
     // Expectations computed from the reference files the test wrote, independently of the stage.
-    pg::Connection c = t.db.connect();
+    db::Connection c = t.db.connect();
     c.exec("CREATE TEMP TABLE want AS SELECT address_key, min(uprn) AS uprn, split_part(address_key, '|', 2) AS pc "
            "FROM epc.stage_domestic WHERE address_key IS NOT NULL GROUP BY address_key");
     const long long distinct = c.exec("SELECT count(*) FROM want").integer(0, 0);
@@ -106,7 +105,8 @@ TEST(Geocode, ChainLocatesEachDistinctAddressOnceWithPrecedence) {
     EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache WHERE latitude > 90"), 0);
 
     // Publish joins the coordinates onto every certificate of a located address.
-    publish({CertType::domestic, t.db.conninfo()});
+    db::Session session = t.db.session();
+    publish(session);
     EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.domestic_certificates WHERE latitude IS NOT NULL"),
               t.db.count("SELECT count(*) FROM epc.stage_domestic s JOIN epc.geocode_cache g USING (address_key) "
                          "WHERE g.status = 'found'"));
@@ -153,8 +153,8 @@ TEST(Geocode, OnlyDistinctUncachedPostcodesReachTheHttpGeocoder) {
     Loaded t;
     prepare(t, "geo-http");
     epc::test::GeocoderStandIn postcodes(epc::test::GeocoderStandIn::Kind::postcodes_io);
-    pg::Connection c = t.db.connect();
-    pg::Result pcs = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
+    db::Connection c = t.db.connect();
+    db::Result pcs = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
                             "WHERE split_part(address_key, '|', 2) <> '' ORDER BY 1");
     for (int i = 0; i < pcs.rows(); i += 2) postcodes.add(pcs.text(i, 0), 53.0 + i / 1e5, -1.5);
     // UPRNs first: whatever they locate must not be asked of postcodes.io.

@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "epc/extract/archive.hpp"
-#include "epc/load/ledger.hpp"
+#include "epc/db/locks.hpp"
 #include "epc/load/loader.hpp"
 #include "fixture/fixture.hpp"
 #include "support/pg_test.hpp"
@@ -38,18 +38,17 @@ LoadSummary load(const Generated& g, TestDatabase& db, CertType type, unsigned j
     ArchiveInfo archive = inspect_archive(g.zip, {type, std::nullopt});
     EXPECT_TRUE(archive.problems.empty()) << archive.problems.front();
     LoadOptions o;
-    o.type = type;
-    o.conninfo = db.conninfo();
     o.jobs = jobs;
     o.max_rejects = max_rejects;
     o.interrupted = stop;
-    return load_archive(archive, o);
+    db::Session session = db.session(type);
+    return load_archive(session, archive, o);
 }
 
 // Everything a load must get right, checked against the generator's account.
 void expect_matches_fixture(TestDatabase& db, CertType type, const Generated& g, const LoadSummary& s) {
     const fixture::Expected& e = g.expected;
-    const StagingTables t = staging_tables(type);
+    const db::StagingTables t = db::staging_tables(type);
     EXPECT_EQ(s.rows_read, e.rows_read);
     EXPECT_EQ(s.rows_loaded, e.rows_loaded);
     EXPECT_EQ(s.rows_rejected, e.rows_rejected);
@@ -60,10 +59,10 @@ void expect_matches_fixture(TestDatabase& db, CertType type, const Generated& g,
         EXPECT_EQ(s.rejects_by_reason.count(reason) ? s.rejects_by_reason.at(reason) : 0, n) << reason;
 
     // Per file, in the database ledger.
-    pg::Connection c = db.connect();
+    db::Connection c = db.connect();
     ASSERT_EQ(s.files.size(), e.files.size());
     for (std::size_t i = 0; i < e.files.size(); ++i) {
-        pg::Result f = c.exec("SELECT rows_read, rows_loaded, rows_rejected FROM epc.import_file "
+        db::Result f = c.exec("SELECT rows_read, rows_loaded, rows_rejected FROM epc.import_file "
                               "WHERE run_id = $1 AND file_name = $2",
                               {std::to_string(s.run_id), e.files[i].name});
         ASSERT_EQ(f.rows(), 1) << e.files[i].name;
@@ -71,7 +70,7 @@ void expect_matches_fixture(TestDatabase& db, CertType type, const Generated& g,
         EXPECT_EQ(f.integer(0, 1), static_cast<long long>(e.files[i].rows_loaded)) << e.files[i].name;
         EXPECT_EQ(f.integer(0, 2), static_cast<long long>(e.files[i].rows_rejected)) << e.files[i].name;
     }
-    pg::Result run = c.exec("SELECT status, rows_read, rows_loaded, rows_rejected FROM epc.import_run WHERE run_id = $1",
+    db::Result run = c.exec("SELECT status, rows_read, rows_loaded, rows_rejected FROM epc.import_run WHERE run_id = $1",
                             {std::to_string(s.run_id)});
     EXPECT_EQ(run.text(0, 0), "loaded");
     EXPECT_EQ(run.integer(0, 1), static_cast<long long>(e.rows_read));
@@ -88,9 +87,9 @@ void expect_matches_fixture(TestDatabase& db, CertType type, const Generated& g,
     c.exec("CREATE TEMP TABLE expected_rejects (file_name text, line_no bigint, reason text)");
     std::string rejects;
     for (const auto& r : e.rejected) rejects += r.file + "\t" + std::to_string(r.line) + "\t" + r.reason + "\n";
-    c.copy_start("COPY expected_rejects FROM STDIN");
-    c.copy_put(rejects.data(), rejects.size());
-    c.copy_end();
+    db::CopyIn copy(c, "expected_rejects", "file_name, line_no, reason", db::CopyFormat::text);
+    copy.put(rejects);
+    copy.finish();
     const std::string got = "(SELECT file_name, line_no, reason FROM " + t.rejects + ") g";
     EXPECT_EQ(c.exec("SELECT count(*) FROM (SELECT * FROM expected_rejects EXCEPT ALL SELECT * FROM " + got + ") d")
                   .integer(0, 0),
@@ -211,7 +210,7 @@ TEST(Load, InterruptedRunResumesAndEndsWithExactlyTheRightRows) {
     TestDatabase db;
     std::atomic<bool> stop{false};
     std::thread watcher([&] {
-        pg::Connection c = db.connect();
+        db::Connection c = db.connect();
         if (epc::test::wait_for_count(c, "SELECT count(*) FROM epc.import_file", 2, std::chrono::seconds(40), &stop))
             stop = true;
     });
@@ -266,9 +265,9 @@ TEST(Load, AnotherRunHoldingTheLockIsRefused) {
     Generated g = generate(o, "lock");
     TestDatabase db;
     load(g, db, CertType::domestic);  // creates the schema
-    pg::Connection holder = db.connect();
-    holder.exec("SELECT pg_advisory_lock(" + std::to_string(kLockNamespace) + ", " +
-                std::to_string(lock_object(CertType::domestic)) + ")");
+    db::Connection holder = db.connect();
+    holder.exec("SELECT pg_advisory_lock(" + std::to_string(db::kLockNamespace) + ", " +
+                std::to_string(db::lock_object(CertType::domestic)) + ")");
     try {
         load(g, db, CertType::domestic);
         FAIL() << "lock ignored";

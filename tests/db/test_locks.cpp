@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "epc/extract/archive.hpp"
-#include "epc/load/ledger.hpp"
+#include "epc/db/locks.hpp"
 #include "epc/load/loader.hpp"
 #include "epc/publish/publish.hpp"
 #include "support/pg_test.hpp"
@@ -26,14 +26,15 @@ std::string small_release(const std::string& name) {
         csv += std::to_string(k) + "," + std::to_string(k) + " Low Road,AB1 2CD,2022-01-0" + std::to_string(1 + k % 9) +
                ",rental,70,," + "E06000001\n";
     std::string path = testing::TempDir() + name + ".zip";
-    epc::test::write_zip(path, {{"domestic-E06000001-Hartlepool/certificates.csv", csv}});
+    epc::test::write_zip(path, {{"domestic-E06000001-Hartlepool/certificates.csv", csv},
+                                {"domestic-E06000001-Hartlepool/recommendations.csv", "LMK_KEY\n"}});
     return path;
 }
 
 // Whether another session can take the domestic lock right now (and gives it back at once).
 bool type_lock_is_free(TestDatabase& db) {
-    pg::Connection c = db.connect();
-    const std::string key = std::to_string(kLockNamespace) + ", " + std::to_string(lock_object(CertType::domestic));
+    db::Connection c = db.connect();
+    const std::string key = std::to_string(db::kLockNamespace) + ", " + std::to_string(db::lock_object(CertType::domestic));
     const bool got = c.exec("SELECT pg_try_advisory_lock(" + key + ")").text(0, 0) == "t";
     if (got) c.exec("SELECT pg_advisory_unlock(" + key + ")");
     return got;
@@ -46,11 +47,16 @@ TEST(Locks, EachStageReleasesTheTypeLockBeforeItReturns) {
     const std::string zip = small_release("locks-in-process");
     const ArchiveInfo archive = inspect_archive(zip, {CertType::domestic, std::nullopt});
     for (int i = 0; i < kInProcessHandOvers; ++i) {
-        LoadOptions lo;
-        lo.conninfo = db.conninfo();
-        LoadSummary loaded = load_archive(archive, lo);
+        // One session per stage, as `epc-import load` and `epc-import publish` each make one.
+        const LoadSummary loaded = [&] {
+            db::Session session = db.session();
+            return load_archive(session, archive, LoadOptions());
+        }();
         ASSERT_TRUE(type_lock_is_free(db)) << "after load " << i;
-        PublishSummary published = publish({CertType::domestic, db.conninfo()});
+        const PublishSummary published = [&] {
+            db::Session session = db.session();
+            return publish(session);
+        }();
         ASSERT_TRUE(type_lock_is_free(db)) << "after publish " << i;
         ASSERT_EQ(published.run_id, loaded.run_id);
         ASSERT_EQ(published.rows, 20u);
@@ -64,7 +70,8 @@ TEST(Locks, LoadThenPublishAsTwoProcessesNeverFindsTheLockHeld) {
     const std::string log = testing::TempDir() + "locks-processes";
     for (int i = 0; i < kCrossProcessHandOvers; ++i) {
         epc::test::Outcome load =
-            epc::test::Process({EPC_IMPORT_BIN, "load", "--zip", zip, "--db", db.conninfo(), "--log-format", "json"},
+            epc::test::Process({EPC_IMPORT_BIN, "load", "--zip", zip, "--db", db.conninfo(), "--log-format", "json", "--work-dir",
+                                testing::TempDir() + "locks-work"},
                                log + "-load")
                 .wait();
         ASSERT_EQ(load.exit_code, 0) << load.err;

@@ -23,12 +23,15 @@ LoadSummary load_zip(const std::string& zip, TestDatabase& db, std::optional<std
     ArchiveInfo archive = inspect_archive(zip, {CertType::domestic, std::nullopt});
     EXPECT_TRUE(archive.problems.empty());
     LoadOptions o;
-    o.conninfo = db.conninfo();
     o.max_rejects = max_rejects;
-    return load_archive(archive, o);
+    db::Session session = db.session();
+    return load_archive(session, archive, o);
 }
 
-PublishSummary publish_to(TestDatabase& db) { return publish({CertType::domestic, db.conninfo()}); }
+PublishSummary publish_to(TestDatabase& db) {
+    db::Session session = db.session();
+    return publish(session);
+}
 
 // A one-directory legacy archive holding exactly these keys.
 std::string release(const std::string& name, std::initializer_list<int> keys) {
@@ -61,7 +64,7 @@ TEST(Publish, ProductionHoldsExactlyTheStagedReleaseWithItsIndexes) {
     EXPECT_EQ(p.added, e.rows_loaded);
     EXPECT_EQ(p.disappeared, 0u);
 
-    pg::Connection c = db.connect();
+    db::Connection c = db.connect();
     epc::test::load_expected(c, "expected_rows", rows.str());
     EXPECT_EQ(epc::test::rows_missing(c, "expected_rows", "epc.domestic_certificates"), 0);
     EXPECT_EQ(epc::test::rows_missing(c, "epc.domestic_certificates", "expected_rows"), 0);
@@ -69,14 +72,14 @@ TEST(Publish, ProductionHoldsExactlyTheStagedReleaseWithItsIndexes) {
                      {std::to_string(loaded.run_id)})
                   .integer(0, 0),
               0);
-    pg::Result idx = c.exec("SELECT string_agg(indexdef, '; ' ORDER BY indexdef) FROM pg_indexes "
+    db::Result idx = c.exec("SELECT string_agg(indexdef, '; ' ORDER BY indexdef) FROM pg_indexes "
                             "WHERE schemaname = 'epc' AND tablename = 'domestic_certificates'");
     std::string defs = idx.text(0, 0);
     EXPECT_NE(defs.find("UNIQUE INDEX"), std::string::npos) << defs;
     EXPECT_NE(defs.find("(cert_key)"), std::string::npos) << defs;
     EXPECT_NE(defs.find("(postcode)"), std::string::npos) << defs;
     EXPECT_NE(defs.find("(lodgement_date)"), std::string::npos) << defs;
-    pg::Result run = c.exec("SELECT status, rows_published, rows_added, rows_disappeared FROM epc.import_run "
+    db::Result run = c.exec("SELECT status, rows_published, rows_added, rows_disappeared FROM epc.import_run "
                             "WHERE run_id = $1",
                             {std::to_string(loaded.run_id)});
     EXPECT_EQ(run.text(0, 0), "published");
@@ -151,9 +154,9 @@ TEST(Publish, ReadersSeeTheOldReleaseOrTheNewNeverAMix) {
     std::atomic<bool> stop{false};
     std::vector<std::tuple<long long, long long, long long>> seen;  // rows, min run, max run
     std::thread reader([&] {
-        pg::Connection c = db.connect();
+        db::Connection c = db.connect();
         while (!stop) {
-            pg::Result r = c.exec("SELECT count(*), min(run_id), max(run_id) FROM epc.domestic_certificates");
+            db::Result r = c.exec("SELECT count(*), min(run_id), max(run_id) FROM epc.domestic_certificates");
             seen.emplace_back(r.integer(0, 0), r.integer(0, 1), r.integer(0, 2));
         }
     });

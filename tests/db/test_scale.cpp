@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "epc/load/ledger.hpp"
+#include "epc/db/locks.hpp"
 #include "fixture/fixture.hpp"
 #include "support/epc_service.hpp"
 #include "support/geocoder_stand_ins.hpp"
@@ -51,8 +51,8 @@ std::string make_zip(fixture::Options o, const std::string& name, fixture::Expec
 
 // Every row of a query of `columns` columns as text, one line per row, for comparing two databases.
 std::string dump(TestDatabase& db, const std::string& sql, int columns) {
-    pg::Connection c = db.connect();
-    pg::Result r = c.exec(sql);
+    db::Connection c = db.connect();
+    db::Result r = c.exec(sql);
     std::string out;
     for (int i = 0; i < r.rows(); ++i) {
         for (int j = 0; j < columns; ++j) out += (r.is_null(i, j) ? "\\N" : r.text(i, j)) + "|";
@@ -140,8 +140,8 @@ TEST(Shards, LocksKeepShardsAndOrdinaryRunsApart) {
     fo.files = 4;
     const std::string zip = make_zip(fo, "shard-locks");
     TestDatabase db;
-    pg::Connection holder = db.connect();
-    const std::string type_lock = std::to_string(kLockNamespace) + ", " + std::to_string(lock_object(CertType::domestic));
+    db::Connection holder = db.connect();
+    const std::string type_lock = std::to_string(db::kLockNamespace) + ", " + std::to_string(db::lock_object(CertType::domestic));
 
     holder.exec("SELECT pg_advisory_lock(" + type_lock + ")");  // an ordinary run is going on
     Outcome shard = run({"load", "--zip", zip, "--db", db.conninfo(), "--shard", "0/2"});
@@ -157,8 +157,8 @@ TEST(Shards, LocksKeepShardsAndOrdinaryRunsApart) {
     EXPECT_EQ(publish.exit_code, 4) << publish.err;
     holder.exec("SELECT pg_advisory_unlock_shared(" + type_lock + ")");
 
-    const std::string shard_lock = std::to_string(kShardLockNamespace) + ", " +
-                                   std::to_string(shard_lock_object(CertType::domestic, 1));
+    const std::string shard_lock = std::to_string(db::kShardLockNamespace) + ", " +
+                                   std::to_string(db::shard_lock_object(CertType::domestic, 1));
     holder.exec("SELECT pg_advisory_lock(" + shard_lock + ")");  // shard 1 is being loaded already
     Outcome twice = run({"load", "--zip", zip, "--db", db.conninfo(), "--shard", "1/2"});
     EXPECT_EQ(twice.exit_code, 4) << twice.err;
@@ -224,9 +224,9 @@ TEST(Shards, OnOneHostTheyShareOneDownloadAndNeverMixTwoReleases) {
     TestDatabase db2;
     ASSERT_EQ(run({"load", "--zip", zip, "--db", db2.conninfo(), "--shard", "0/2"}).exit_code, 0);
     const long long staged = db2.count("SELECT count(*) FROM epc.stage_domestic");
-    pg::Connection sibling = db2.connect();  // shard 0 is still at work, as far as locks tell
-    sibling.exec("SELECT pg_advisory_lock(" + std::to_string(kShardLockNamespace) + ", " +
-                 std::to_string(shard_lock_object(CertType::domestic, 0)) + ")");
+    db::Connection sibling = db2.connect();  // shard 0 is still at work, as far as locks tell
+    sibling.exec("SELECT pg_advisory_lock(" + std::to_string(db::kShardLockNamespace) + ", " +
+                 std::to_string(db::shard_lock_object(CertType::domestic, 0)) + ")");
     Outcome mixed = run({"load", "--zip", other, "--db", db2.conninfo(), "--shard", "1/2"});
     EXPECT_EQ(mixed.exit_code, 2) << mixed.err;
     EXPECT_TRUE(has(mixed.err, "different archive")) << mixed.err;

@@ -12,7 +12,9 @@
 #include <sstream>
 #include <string>
 
-#include "epc/load/pg.hpp"
+#include "epc/db/connection.hpp"
+#include "epc/db/copy.hpp"
+#include "epc/db/session.hpp"
 
 namespace epc::test {
 
@@ -21,14 +23,14 @@ public:
     TestDatabase() {
         static std::atomic<int> counter{0};
         name_ = "epc_test_" + std::to_string(getpid()) + "_" + std::to_string(counter++);
-        pg::Connection admin("", "epc-import tests");
+        db::Connection admin("", "epc-import tests");
         admin.exec("DROP DATABASE IF EXISTS " + name_);
         admin.exec("CREATE DATABASE " + name_ + " ENCODING 'UTF8' TEMPLATE template0");
         conninfo_ = "dbname=" + name_;
     }
     ~TestDatabase() {
         try {
-            pg::Connection admin("", "epc-import tests");
+            db::Connection admin("", "epc-import tests");
             admin.exec("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
         } catch (...) {
         }
@@ -38,11 +40,13 @@ public:
 
     const std::string& conninfo() const { return conninfo_; }
     const std::string& name() const { return name_; }
-    pg::Connection connect() { return pg::Connection(conninfo_, "epc-import tests"); }
+    db::Connection connect() { return db::Connection(conninfo_, "epc-import tests"); }
+    // A session as the app makes one per command; stages take the type's lock through it.
+    db::Session session(CertType type = CertType::domestic) const { return db::Session(conninfo_, type, "tests"); }
 
     std::string scalar(const std::string& sql) {
-        pg::Connection c = connect();
-        pg::Result r = c.exec(sql);
+        db::Connection c = connect();
+        db::Result r = c.exec(sql);
         return r.rows() ? r.text(0, 0) : std::string();
     }
     long long count(const std::string& sql) { return std::stoll(scalar(sql)); }
@@ -54,27 +58,27 @@ private:
 
 // Loads `copy_text` (COPY text format) into a new temporary table on `db` shaped like staging's
 // loaded columns, so it can be compared with EXCEPT ALL.
-inline void load_expected(pg::Connection& db, const std::string& table, const std::string& copy_text) {
+inline void load_expected(db::Connection& db, const std::string& table, const std::string& copy_text) {
     db.exec("CREATE TEMP TABLE " + table +
             " (cert_key text, lodgement_date date, transaction_type text, total_floor_area numeric, address text, "
             "postcode text, uprn bigint, local_authority text)");
-    db.copy_start("COPY " + table + " FROM STDIN");
-    db.copy_put(copy_text.data(), copy_text.size());
-    db.copy_end();
+    db::CopyIn copy(db, table, "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, local_authority", db::CopyFormat::text);
+    copy.put(copy_text);
+    copy.finish();
 }
 
 // Rows in `a` but not in `b`, as multisets.
-inline long long rows_missing(pg::Connection& db, const std::string& a, const std::string& b) {
+inline long long rows_missing(db::Connection& db, const std::string& a, const std::string& b) {
     const std::string cols =
         "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, local_authority";
-    pg::Result r = db.exec("SELECT count(*) FROM (SELECT " + cols + " FROM " + a + " EXCEPT ALL SELECT " + cols +
+    db::Result r = db.exec("SELECT count(*) FROM (SELECT " + cols + " FROM " + a + " EXCEPT ALL SELECT " + cols +
                            " FROM " + b + ") d");
     return r.integer(0, 0);
 }
 
 // Polls `count_sql` (its table may not exist yet) until the count reaches `at_least`; gives up
 // after `timeout` or once `give_up` is set. Returns whether the count was reached.
-inline bool wait_for_count(pg::Connection& c, const std::string& count_sql, long long at_least,
+inline bool wait_for_count(db::Connection& c, const std::string& count_sql, long long at_least,
                            std::chrono::milliseconds timeout, const std::atomic<bool>* give_up = nullptr) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline && !(give_up && *give_up)) {

@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <fstream>
 
-#include "epc/common/options.hpp"
+#include "epc/app/options.hpp"
 
 using namespace epc;
 
@@ -25,7 +25,7 @@ ParseResult parse(std::vector<std::string> args) {
 TEST(Options, DefaultsToRunDomestic) {
     ParseResult r = parse({});
     ASSERT_TRUE(r.options);
-    EXPECT_EQ(r.options->command, "run");
+    EXPECT_EQ(r.options->command, Command::run);
     EXPECT_EQ(r.options->type, CertType::domestic);
     EXPECT_GE(r.options->jobs, 1u);
     EXPECT_TRUE(r.options->backslash_escapes);
@@ -34,7 +34,7 @@ TEST(Options, DefaultsToRunDomestic) {
 TEST(Options, SubcommandAndOptionsInAnyOrder) {
     ParseResult r = parse({"--certtype", "non-domestic", "load", "--zip", "a.zip", "--jobs", "3", "--max-rejects", "10"});
     ASSERT_TRUE(r.options);
-    EXPECT_EQ(r.options->command, "load");
+    EXPECT_EQ(r.options->command, Command::load);
     EXPECT_EQ(r.options->type, CertType::non_domestic);
     EXPECT_EQ(*r.options->zip, "a.zip");
     EXPECT_EQ(r.options->jobs, 3u);
@@ -61,10 +61,10 @@ TEST(Options, HelpAndVersionExitZero) {
 TEST(Options, CheckOptionsExplainsWhatIsWrong) {
     Options o;
     EXPECT_NO_THROW(check_options(o));  // no --zip: the release is downloaded
-    o.command = "publish";
+    o.command = Command::publish;
     o.zip = "a.zip";
     EXPECT_THROW(check_options(o), Error);  // publish works on staging, not on an archive
-    o.command = "geocode";
+    o.command = Command::geocode;
     o.zip.reset();
     EXPECT_THROW(check_options(o), Error);  // geocode needs --geocoder
     o.geocoder = "postcodes-io,bogus";
@@ -74,7 +74,7 @@ TEST(Options, CheckOptionsExplainsWhatIsWrong) {
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("'bogus'"), std::string::npos) << e.what();
     }
-    o.command = "run";
+    o.command = Command::run;
     o.geocoder.clear();
     o.zip = "/nonexistent/a.zip";
     try {

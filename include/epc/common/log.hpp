@@ -6,9 +6,10 @@
 
 #include <spdlog/formatter.h>
 
-#include "epc/common/options.hpp"
-
 namespace epc {
+
+// automatic: text on a terminal, json otherwise.
+enum class LogFormat { automatic, text, json };
 
 class JsonFormatter : public spdlog::formatter {
 public:

@@ -8,25 +8,16 @@
 
 #include <nlohmann/json.hpp>
 
-#include "epc/common/options.hpp"
+#include "epc/app/options.hpp"
 #include "epc/common/types.hpp"
+#include "epc/db/session.hpp"
 #include "epc/extract/download.hpp"
 
 namespace epc {
 
-// What the last successfully published run of a type imported (from epc.import_run).
-struct ImportedRelease {
-    long long run_id = 0;
-    std::string source;        // current | legacy | file
-    std::string last_updated;  // current service: lastUpdated
-    std::uint64_t size = 0;    // bytes of the zip
-};
-// None when nothing was ever published (or the schema does not exist yet).
-std::optional<ImportedRelease> last_published_release(const std::string& conninfo, CertType type);
-
 // The current service is identified by lastUpdated (it rebuilds its zips monthly) and size; the
 // legacy one only lists sizes.
-bool is_new_release(const ReleaseInfo& offered, Source source, const std::optional<ImportedRelease>& imported);
+bool is_new_release(const ReleaseInfo& offered, Source source, const std::optional<db::ImportedRelease>& imported);
 
 // Where --archive-to / --failed-to put archives: a local directory, or `s3://BUCKET/PREFIX`, which
 // goes through the AWS CLI (`aws s3 cp`: multipart uploads, the usual credential chain) so that no

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "epc/common/types.hpp"
+#include "epc/db/session.hpp"
 #include "epc/geocode/geocoder.hpp"
 
 namespace epc {
@@ -30,14 +31,11 @@ struct ChainLink {
 std::vector<ChainLink> parse_chain(const std::string& chain);
 
 struct GeocodeOptions {
-    CertType type = CertType::domestic;
-    std::string conninfo;
     std::vector<ChainLink> chain;
     double rate = 0;              // --geocode-rate: requests per second per HTTP provider (0: documented limit)
     int retry_not_found_days = 90;  // cached "not found" answers older than this are asked again
     std::size_t batch = 1000;     // results per cache write
     HttpGeocoderOptions http;     // retry, breaker and concurrency settings for every HTTP provider
-    bool locked_by_caller = false;  // the caller holds the type's lock for the whole run
 };
 
 struct GeocodeSummary {
@@ -53,6 +51,8 @@ struct GeocodeSummary {
     double seconds = 0;
 };
 
-GeocodeSummary geocode(const GeocodeOptions& options);
+// Locates the addresses of the run in the session's staging, taking the type's lock unless the
+// session holds it already.
+GeocodeSummary geocode(db::Session& session, const GeocodeOptions& options);
 
 }  // namespace epc

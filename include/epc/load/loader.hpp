@@ -10,19 +10,17 @@
 #include <string>
 #include <vector>
 
+#include "epc/db/session.hpp"
 #include "epc/extract/archive.hpp"
 
 namespace epc {
 
 struct LoadOptions {
-    CertType type = CertType::domestic;
-    std::string conninfo;                    // libpq conninfo / URI; empty = libpq defaults
     unsigned jobs = 2;                       // parallel pipelines, each with its own connection
     std::optional<std::uint64_t> max_rejects;  // fail the run when more rows than this are rejected
     bool backslash_escapes = true;           // \" inside quotes is a quote (pre-2026-04-29 files)
     const std::atomic<bool>* interrupted = nullptr;  // set by SIGINT/SIGTERM: stop cleanly
     std::optional<Shard> shard;              // load only this share of the files (--shard)
-    bool locked_by_caller = false;           // the caller holds the type's lock for the whole run
 };
 
 // invalid_* count values in rows that passed the per-row checks, duplicate-key rejects included
@@ -56,8 +54,10 @@ struct LoadSummary {
     double seconds = 0;
 };
 
-// Throws Error: exit_locked (another run), exit_transient (database), exit_invalid_archive
-// (corrupt entry found while inflating), exit_too_many_rejects, exit_internal.
-LoadSummary load_archive(const ArchiveInfo& archive, const LoadOptions& options);
+// Loads into the session's staging, taking the session's lock for the type (or, with a shard,
+// its shard lock) unless it holds it already. Throws Error: exit_locked (another run),
+// exit_transient (database), exit_invalid_archive (corrupt entry found while inflating),
+// exit_too_many_rejects, exit_internal.
+LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const LoadOptions& options);
 
 }  // namespace epc

@@ -9,14 +9,9 @@
 #include <string>
 
 #include "epc/common/types.hpp"
+#include "epc/db/session.hpp"
 
 namespace epc {
-
-struct PublishOptions {
-    CertType type = CertType::domestic;
-    std::string conninfo;
-    bool locked_by_caller = false;  // the caller holds the type's lock for the whole run
-};
 
 struct PublishSummary {
     long long run_id = 0;
@@ -30,8 +25,9 @@ struct PublishSummary {
 // The production table of a type, e.g. epc.domestic_certificates.
 std::string production_table(CertType type);
 
-// Publishes the run that owns the staging tables. Refuses (exit_usage) when there is nothing to
-// publish: no loaded run, a run whose load failed or never finished, or an empty staging table.
-PublishSummary publish(const PublishOptions& options);
+// Publishes the run that owns the session's staging tables, taking the type's lock unless the
+// session holds it already. Refuses (exit_usage) when there is nothing to publish: no loaded run,
+// a run whose load failed or never finished, or an empty staging table.
+PublishSummary publish(db::Session& session);
 
 }  // namespace epc

@@ -1,4 +1,4 @@
-// The command line (shared/cli.md is the contract): parsed into one plain struct, validated in two
+// The command line (docs/cli.md is the contract): parsed into one plain struct, validated in two
 // layers (CLI11 validators for form, check_options() for meaning) with messages an operator can act on.
 #pragma once
 
@@ -7,13 +7,13 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "epc/common/log.hpp"
 #include "epc/common/types.hpp"
 
 namespace epc {
-
-enum class LogFormat { automatic, text, json };
 
 // check-release --submit-queue: what to submit to AWS Batch when there is a new release.
 struct SubmitOptions {
@@ -25,8 +25,14 @@ struct SubmitOptions {
     std::string endpoint_url;        // --batch-endpoint-url: aws --endpoint-url (tests)
 };
 
+// The subcommands; what each one runs is the app's stage table (src/app/app.cpp).
+enum class Command { run, extract, load, geocode, publish, check_release };
+inline constexpr Command kCommands[] = {Command::run,     Command::extract, Command::load,
+                                        Command::geocode, Command::publish, Command::check_release};
+std::string_view command_name(Command command);  // as typed on the command line: check-release
+
 struct Options {
-    std::string command = "run";              // run | extract | load | geocode | publish | check-release
+    Command command = Command::run;           // the subcommand (run when none is given)
     CertType type = CertType::domestic;       // --certtype
     std::optional<std::string> zip;           // --zip: local archive instead of a download
     std::string source = "current";           // --source: current | legacy publisher service
@@ -47,6 +53,7 @@ struct Options {
     int geocode_retry_days = 90;              // --geocode-retry-days: ask again about "not found" after this
     LogFormat log_format = LogFormat::automatic;  // --log-format
     bool verbose = false;                     // --verbose: per-file detail
+    bool log_sql = false;                     // --log-sql: every SQL statement with its duration
     std::optional<std::string> report;        // --report: run summary as JSON
     std::optional<Shard> shard;               // --shard I/N, or AWS_BATCH_JOB_ARRAY_INDEX/_SIZE
     std::optional<SubmitOptions> submit;      // check-release --submit-queue ...

@@ -1,4 +1,4 @@
-#include "epc/common/options.hpp"
+#include "epc/app/options.hpp"
 
 #include <filesystem>
 #include <iostream>
@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "epc/geocode/geocode.hpp"
-#include "epc/load/pg.hpp"
+#include "epc/db/connection.hpp"
 
 namespace epc {
 
@@ -95,6 +95,7 @@ void add_common_options(CLI::App& app, Options& o, RawOptions& raw) {
     app.add_option("--log-format", raw.log_format, "text | json (default: text on a terminal, json otherwise)")
         ->check(CLI::IsMember({"text", "json"}));
     app.add_flag("-v,--verbose", o.verbose, "log per-file detail");
+    app.add_flag("--log-sql", o.log_sql, "log every SQL statement the importer sends, with its duration (not its values)");
     app.add_option("--report", o.report, "write the run summary as JSON to this file");
     app.add_option("--shard", raw.shard,
                    "load: load only share I of N of the archive's files (I counts from 0); each share is loaded by "
@@ -158,6 +159,28 @@ std::optional<Shard> parse_shard(const std::string& text) {
     return Shard{*index, *count};
 }
 
+std::string_view command_name(Command command) {
+    switch (command) {
+        case Command::run: return "run";
+        case Command::extract: return "extract";
+        case Command::load: return "load";
+        case Command::geocode: return "geocode";
+        case Command::publish: return "publish";
+        case Command::check_release: return "check-release";
+    }
+    return "?";
+}
+
+namespace {
+
+std::optional<Command> parse_command(std::string_view name) {
+    for (Command c : kCommands)
+        if (command_name(c) == name) return c;
+    return std::nullopt;
+}
+
+}  // namespace
+
 ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup& env) {
     Options o;
     RawOptions raw;
@@ -189,7 +212,7 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
         return {std::nullopt, app.exit(e) == 0 ? exit_ok : exit_usage};
     }
     for (CLI::App* sub : {run, extract, load, geocode, publish, check})
-        if (sub->parsed()) o.command = sub->get_name();
+        if (sub->parsed()) o.command = *parse_command(sub->get_name());
     o.type = *parse_cert_type(raw.certtype);
     o.log_format = raw.log_format == "json"   ? LogFormat::json
                    : raw.log_format == "text" ? LogFormat::text
@@ -198,7 +221,7 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
     if (o.jobs == 0) o.jobs = std::max(1u, std::thread::hardware_concurrency());
     try {
         // The array variables only mean something to the commands that load.
-        if (!raw.shard.empty() || o.command == "load" || o.command == "run") o.shard = shard_from(raw.shard, env);
+        if (!raw.shard.empty() || o.command == Command::load || o.command == Command::run) o.shard = shard_from(raw.shard, env);
     } catch (const Error& e) {
         std::cerr << e.what() << "\n";
         return {std::nullopt, exit_usage};
@@ -213,22 +236,23 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
 void check_options(const Options& o) {
     namespace fs = std::filesystem;
     std::error_code ec;
-    if (o.command == "publish" || o.command == "geocode" || o.command == "check-release") {
-        if (o.zip) throw Error(exit_usage, o.command + " takes no --zip");
-        if (o.command == "geocode" && o.geocoder.empty())
+    const std::string command(command_name(o.command));
+    if (o.command == Command::publish || o.command == Command::geocode || o.command == Command::check_release) {
+        if (o.zip) throw Error(exit_usage, command + " takes no --zip");
+        if (o.command == Command::geocode && o.geocoder.empty())
             throw Error(exit_usage, "geocode needs --geocoder, e.g. --geocoder uprn:OS_OPEN_UPRN.csv,postcodes-io");
     } else if (o.zip) {
         if (!fs::exists(*o.zip, ec)) throw Error(exit_usage, "--zip " + *o.zip + ": no such file");
         if (fs::is_directory(*o.zip, ec))
             throw Error(exit_usage, "--zip " + *o.zip + " is a directory; give the .zip file itself");
     }
-    if (o.shard && o.command != "load")
+    if (o.shard && o.command != Command::load)
         throw Error(exit_usage, "--shard " + std::to_string(o.shard->index) + "/" + std::to_string(o.shard->count) +
                                     " (or AWS_BATCH_JOB_ARRAY_INDEX/_SIZE) splits a load: run `epc-import load` in "
-                                    "each shard, then `epc-import publish` once; `" + o.command + "` cannot be split");
+                                    "each shard, then `epc-import publish` once; `" + command + "` cannot be split");
     if (o.submit) {
         const SubmitOptions& s = *o.submit;
-        if (o.command != "check-release") throw Error(exit_usage, "--submit-* options belong to check-release");
+        if (o.command != Command::check_release) throw Error(exit_usage, "--submit-* options belong to check-release");
         if (s.queue.empty()) throw Error(exit_usage, "--submit-* options need --submit-queue, the AWS Batch job queue");
         if (s.shards == 1 && s.run_definition.empty())
             throw Error(exit_usage, "--submit-queue with --submit-shards 1 needs --submit-run-definition");
@@ -237,7 +261,7 @@ void check_options(const Options& o) {
                                         " needs --submit-load-definition (the array job) and "
                                         "--submit-publish-definition (the job that runs after it)");
     }
-    if (auto problem = pg::conninfo_error(o.db)) throw Error(exit_usage, "--db is " + *problem);
+    if (auto problem = db::conninfo_error(o.db)) throw Error(exit_usage, "--db is " + *problem);
     if (!o.geocoder.empty()) parse_chain(o.geocoder);  // throws what is wrong with it
     if (o.report) {
         fs::path parent = fs::path(*o.report).parent_path();
@@ -249,7 +273,7 @@ void check_options(const Options& o) {
 std::string describe_options(const Options& o) {
     auto optional = [](const std::optional<std::string>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
     nlohmann::json j = {
-        {"command", o.command},
+        {"command", command_name(o.command)},
         {"cert_type", cert_type_name(o.type)},
         {"zip", optional(o.zip)},
         {"source", o.source},

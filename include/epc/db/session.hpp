@@ -1,0 +1,114 @@
+// One importer process's hold on the database for one certificate type: the control connection,
+// the schema, the type's locks, and the bookkeeping every stage shares (runs, which run owns
+// staging). The app makes one and hands it to each stage; a lock taken is held until the session
+// ends, and released explicitly then (see ~Session).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "epc/common/types.hpp"
+#include "epc/db/connection.hpp"
+#include "epc/db/runs.hpp"
+
+namespace epc::db {
+
+struct StagingTables {
+    std::string rows;     // epc.stage_<type>: the loaded fields, UNLOGGED, no indexes
+    std::string rejects;  // epc.reject_<type>: rows that could not be loaded, with why and where
+};
+StagingTables staging_tables(CertType type);
+
+// The archive a run loads, as its import_run row records it.
+struct RunArchive {
+    std::string path;
+    std::string identity;          // fingerprint of the entries: the same archive, whatever its name
+    std::uint64_t bytes = 0;
+    Layout layout = Layout::legacy;
+    std::size_t files = 0;         // certificates files
+    std::string source = "file";   // current | legacy | file (--zip)
+    std::string release_last_updated;
+    std::string sha256;
+};
+
+// Where a load starts from: a new run, or an interrupted run of the same archive.
+struct RunStart {
+    long long run_id = 0;
+    bool resumed = false;
+    std::set<int> done_files;  // file_no of files whose ledger row committed
+};
+
+// The run whose rows are in staging.
+struct StagingOwner {
+    long long run_id = 0;
+    RunStatus status = RunStatus::loading;
+    long long rows_loaded = 0;
+};
+
+// What the last published import of a type came from, to tell whether a release is new.
+struct ImportedRelease {
+    long long run_id = 0;
+    std::string source;        // current | legacy | file
+    std::string last_updated;  // current service: lastUpdated
+    std::uint64_t size = 0;    // bytes of the zip
+};
+
+class Session {
+public:
+    // Connects as "epc-import <type> <role>" (pg_stat_activity). The schema is not touched until
+    // prepare_schema(): check-release only reads.
+    Session(std::string conninfo, CertType type, const std::string& role);
+    // Releases every lock taken, newest first, before the connection closes: a closed
+    // connection's backend lets go of its locks only once it has exited, which can be after the
+    // next stage or process (`load && publish`) asked for the same lock and was refused.
+    ~Session();
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+
+    Connection& db() { return db_; }
+    CertType type() const { return type_; }
+    const StagingTables& staging() const { return staging_; }
+    // Another connection to the same database, e.g. for a loader pipeline: "epc-import <type> <role>".
+    Connection connect(const std::string& role) const;
+
+    // Creates or upgrades the schema (once per session).
+    void prepare_schema();
+    // Takes this type's lock exclusively, unless this session holds it already; throws
+    // Error(exit_locked) naming the holder.
+    void lock();
+    // For one shard of a split load: the type's lock shared, and the shard's own exclusively.
+    void lock_shard(const Shard& shard);
+
+    // Resumes the latest run of this type when it was interrupted while loading this same archive
+    // and its staging rows are intact (for a shard: joins the run its sibling shards started);
+    // otherwise starts a new run and rebuilds staging. Serialised between processes, so that of
+    // shards starting together exactly one creates the run and the others join it. A shard never
+    // replaces a run that sibling shards are still loading from another archive.
+    RunStart begin_load(const RunArchive& archive, const std::optional<Shard>& shard);
+    // Serialises the decisions of concurrent loads of this type until the transaction ends.
+    void serialise_in_transaction();
+    void mark_failed(long long run_id, const std::string& error);
+    std::optional<StagingOwner> staging_owner();
+    // nullopt when nothing was published yet (or there is no epc schema at all).
+    std::optional<ImportedRelease> last_published_release();
+
+private:
+    std::optional<RunStart> resume_load(const RunArchive& archive, const std::optional<Shard>& shard);
+    void refuse_foreign_archive(long long run_id, const RunArchive& archive, const Shard& shard);
+    long long start_run(const RunArchive& archive);
+    void rebuild_staging(long long run_id);
+    bool try_lock(const std::string& lock_sql, const std::string& unlock_sql);
+
+    std::string conninfo_;
+    CertType type_;
+    StagingTables staging_;
+    Connection db_;
+    bool schema_ready_ = false;
+    bool type_locked_ = false;
+    std::vector<std::string> unlock_sql_;  // what releases each lock taken, newest last
+};
+
+}  // namespace epc::db

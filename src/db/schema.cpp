@@ -1,0 +1,170 @@
+#include "epc/db/schema.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "epc/db/locks.hpp"
+#include "epc/db/runs.hpp"
+#include "epc/db/transaction.hpp"
+
+namespace epc::db {
+
+namespace {
+
+struct Migration {
+    int version;
+    const char* summary;
+    std::string sql;
+};
+
+// Version 1: the schema of epc-import 0.1, which recorded no version. Kept verbatim (IF NOT
+// EXISTS included) so that a new database goes through the same steps as an old one did.
+const char* const kVersion1 = R"(
+CREATE SCHEMA IF NOT EXISTS epc;
+CREATE TABLE IF NOT EXISTS epc.import_run (
+    run_id              bigserial PRIMARY KEY,
+    cert_type           text NOT NULL,
+    archive_path        text,
+    archive_identity    text NOT NULL,
+    archive_bytes       bigint,
+    source              text,             -- current | legacy | file
+    release_last_updated text,            -- current service: lastUpdated of the release
+    archive_sha256      text,
+    layout              text,
+    status              text NOT NULL,    -- see epc::db::RunStatus
+    started_at          timestamptz NOT NULL DEFAULT now(),
+    finished_at         timestamptz,
+    files               int,
+    rows_read           bigint,
+    rows_loaded         bigint,
+    rows_rejected       bigint,
+    invalid_utf8_values bigint,
+    invalid_values      bigint,
+    error               text,
+    published_at        timestamptz,
+    rows_published      bigint,
+    rows_added          bigint,       -- keys not in the previous release
+    rows_disappeared    bigint,       -- keys of the previous release not in this one
+    geocode             jsonb         -- the geocode stage's counters
+);
+CREATE TABLE IF NOT EXISTS epc.import_file (
+    run_id              bigint NOT NULL REFERENCES epc.import_run ON DELETE CASCADE,
+    file_no             int NOT NULL,
+    file_name           text NOT NULL,
+    rows_read           bigint NOT NULL,
+    rows_loaded         bigint NOT NULL,
+    rows_rejected       bigint NOT NULL,
+    invalid_utf8_values bigint NOT NULL,
+    invalid_values      bigint NOT NULL,
+    loaded_at           timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, file_no)
+);
+-- Every address located so far, by address key, shared by all types and kept across releases:
+-- an address is sent to a geocoder once, ever. Transient failures are never stored.
+CREATE TABLE IF NOT EXISTS epc.geocode_cache (
+    address_key text PRIMARY KEY,
+    status      text NOT NULL,        -- found | not_found (asked again after --geocode-retry-days)
+    latitude    double precision,
+    longitude   double precision,
+    provider    text,
+    precision   text,                 -- property | street | postcode
+    checked_at  timestamptz NOT NULL
+);
+-- Which file each offline reference table (epc.ref_uprn, epc.ref_postcode) was loaded from.
+CREATE TABLE IF NOT EXISTS epc.reference_file (
+    provider      text PRIMARY KEY,
+    file_identity text NOT NULL,      -- name:size:mtime
+    rows          bigint NOT NULL,
+    loaded_at     timestamptz NOT NULL
+);
+-- Which run the staging tables of each type belong to.
+CREATE TABLE IF NOT EXISTS epc.staging_owner (
+    cert_type text PRIMARY KEY,
+    run_id    bigint NOT NULL REFERENCES epc.import_run
+);
+)";
+
+std::string run_status_list() {
+    std::string list;
+    for (RunStatus s : kRunStatuses) list += (list.empty() ? "'" : ", '") + std::string(run_status_name(s)) + "'";
+    return list;
+}
+
+// Version 2: the version is recorded; a run's status can only be one the importer knows; the
+// "latest run of a type" lookup every stage makes is indexed.
+std::string version2() {
+    return R"(
+CREATE TABLE epc.schema_version (
+    version    int PRIMARY KEY,
+    summary    text NOT NULL,
+    applied_by text NOT NULL,          -- the epc-import version that applied it
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE epc.import_run ADD CONSTRAINT import_run_status_check CHECK (status IN ()" +
+           run_status_list() + R"());
+CREATE INDEX import_run_type_run ON epc.import_run (cert_type, run_id);
+)";
+}
+
+const std::vector<Migration>& migrations() {
+    static const std::vector<Migration> list = {
+        {1, "bookkeeping tables of epc-import 0.1", kVersion1},
+        {2, "schema_version, run status check, index on import_run (cert_type, run_id)", version2()},
+    };
+    return list;
+}
+
+void record_versions(Connection& db, int found) {
+    for (const Migration& m : migrations()) {
+        if (m.version > found)
+            db.exec("INSERT INTO epc.schema_version (version, summary, applied_by) VALUES ($1, $2, $3)",
+                    {m.version, m.summary, "epc-import " EPC_VERSION});
+        else if (found < 2)  // the versions an unversioned database already had
+            db.exec("INSERT INTO epc.schema_version (version, summary, applied_by) VALUES ($1, $2, $3)",
+                    {m.version, m.summary, "found in the database (an epc-import before 0.2)"});
+    }
+}
+
+Error newer_database(int found) {
+    return Error(exit_usage, "the epc schema in this database is version " + std::to_string(found) +
+                                 ", newer than this epc-import " EPC_VERSION " knows (version " +
+                                 std::to_string(current_schema_version()) +
+                                 "); run a newer epc-import, or a database of its own; nothing was changed");
+}
+
+}  // namespace
+
+int current_schema_version() { return migrations().back().version; }
+
+int database_schema_version(Connection& db) {
+    // A plain query of pg_class, not to_regclass(): the latter reads the session's catalog cache,
+    // which an advisory lock does not refresh, so after waiting for another importer's upgrade it
+    // could still miss the tables that upgrade created.
+    Result tables = db.exec(
+        "SELECT bool_or(c.relname = 'schema_version'), bool_or(c.relname = 'import_run') FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'epc' AND c.relkind = 'r'");
+    if (tables.boolean(0, 0)) return static_cast<int>(db.exec("SELECT max(version) FROM epc.schema_version").integer(0, 0));
+    return tables.boolean(0, 1) ? 1 : 0;
+}
+
+void migrate_schema(Connection& db) {
+    const int current = current_schema_version();
+    int found = database_schema_version(db);
+    if (found == current) return;  // the common case: no lock needed
+    if (found > current) throw newer_database(found);
+
+    Transaction tx(db);
+    // Two importers (of different types, or of two releases) can start together: one upgrades,
+    // the other then finds the work done.
+    db.exec("SELECT pg_advisory_xact_lock($1, $2)", {kLockNamespace, kSchemaLock});
+    found = database_schema_version(db);
+    if (found > current) throw newer_database(found);
+    for (const Migration& m : migrations()) {
+        if (m.version <= found) continue;
+        spdlog::info("database: upgrading the epc schema to version {}: {}", m.version, m.summary);
+        db.exec(m.sql);
+    }
+    if (found < current) record_versions(db, found);
+    tx.commit();
+}
+
+}  // namespace epc::db

@@ -1,0 +1,224 @@
+#include "epc/db/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "epc/db/locks.hpp"
+#include "epc/db/schema.hpp"
+#include "epc/db/transaction.hpp"
+#include "epc/transform/fields.hpp"
+
+namespace epc::db {
+
+namespace {
+
+// Who holds an advisory lock, for the error message: an operator wants to find that process.
+std::string lock_holder(Connection& db, int ns, int object) {
+    Result holder = db.exec(
+        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), "
+        "       to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') "
+        "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 LIMIT 1",
+        {ns, object});
+    return holder.rows() > 0 ? " (PostgreSQL backend pid " + holder.text(0, 0) + ", '" + holder.text(0, 1) + "' from " +
+                                   holder.text(0, 2) + ", since " + holder.text(0, 3) + ")"
+                             : "";
+}
+
+std::string lock_key(int ns, int object) { return std::to_string(ns) + ", " + std::to_string(object); }
+
+}  // namespace
+
+StagingTables staging_tables(CertType type) {
+    std::string t(cert_type_sql(type));
+    return {"epc.stage_" + t, "epc.reject_" + t};
+}
+
+Session::Session(std::string conninfo, CertType type, const std::string& role)
+    : conninfo_(std::move(conninfo)), type_(type), staging_(staging_tables(type)),
+      db_(conninfo_, "epc-import " + std::string(cert_type_name(type)) + " " + role) {}
+
+Session::~Session() {
+    for (auto sql = unlock_sql_.rbegin(); sql != unlock_sql_.rend(); ++sql) {
+        if (!db_.ok()) return;  // a lost connection released its locks with its backend
+        try {
+            db_.exec(*sql);
+        } catch (const std::exception& e) {
+            spdlog::debug("releasing a lock: {}", e.what());
+        }
+    }
+}
+
+Connection Session::connect(const std::string& role) const {
+    return Connection(conninfo_, "epc-import " + std::string(cert_type_name(type_)) + " " + role);
+}
+
+void Session::prepare_schema() {
+    if (schema_ready_) return;
+    migrate_schema(db_);
+    schema_ready_ = true;
+}
+
+bool Session::try_lock(const std::string& lock_sql, const std::string& unlock_sql) {
+    if (!db_.exec(lock_sql).boolean(0, 0)) return false;
+    unlock_sql_.push_back(unlock_sql);
+    return true;
+}
+
+void Session::lock() {
+    if (type_locked_) return;
+    const std::string key = lock_key(kLockNamespace, lock_object(type_));
+    if (!try_lock("SELECT pg_try_advisory_lock(" + key + ")", "SELECT pg_advisory_unlock(" + key + ")"))
+        throw Error(exit_locked, "another epc-import run for " + std::string(cert_type_name(type_)) +
+                                     " certificates holds the lock" +
+                                     lock_holder(db_, kLockNamespace, lock_object(type_)) +
+                                     "; try again when it has finished");
+    type_locked_ = true;
+}
+
+void Session::lock_shard(const Shard& shard) {
+    if (type_locked_) return;
+    const std::string type(cert_type_name(type_));
+    const std::string type_key = lock_key(kLockNamespace, lock_object(type_));
+    if (!try_lock("SELECT pg_try_advisory_lock_shared(" + type_key + ")",
+                  "SELECT pg_advisory_unlock_shared(" + type_key + ")"))
+        throw Error(exit_locked, "an epc-import run for " + type + " certificates that is not a shard holds the lock" +
+                                     lock_holder(db_, kLockNamespace, lock_object(type_)) +
+                                     "; try again when it has finished");
+    const int object = shard_lock_object(type_, shard.index);
+    const std::string shard_key = lock_key(kShardLockNamespace, object);
+    if (!try_lock("SELECT pg_try_advisory_lock(" + shard_key + ")", "SELECT pg_advisory_unlock(" + shard_key + ")"))
+        throw Error(exit_locked, "shard " + std::to_string(shard.index) + " of the " + type +
+                                     " load is already being loaded by another process" +
+                                     lock_holder(db_, kShardLockNamespace, object));
+    type_locked_ = true;
+}
+
+void Session::serialise_in_transaction() {
+    db_.exec("SELECT pg_advisory_xact_lock($1, $2)", {kLockNamespace, load_decision_lock(type_)});
+}
+
+RunStart Session::begin_load(const RunArchive& archive, const std::optional<Shard>& shard) {
+    prepare_schema();
+    Transaction tx(db_);
+    serialise_in_transaction();
+    if (std::optional<RunStart> resumed = resume_load(archive, shard)) {
+        tx.commit();
+        return *resumed;
+    }
+    RunStart start;
+    start.run_id = start_run(archive);
+    rebuild_staging(start.run_id);
+    tx.commit();
+    return start;
+}
+
+// The latest run of this type, if this load can carry it on: same archive, staging still its own
+// and intact. A shard also joins a load its siblings completed but nobody published yet: it is a
+// late or retried array child with nothing left to do, not a new import.
+std::optional<RunStart> Session::resume_load(const RunArchive& archive, const std::optional<Shard>& shard) {
+    Result last = db_.exec(
+        "SELECT r.run_id, r.status, r.archive_identity = $2, (o.run_id IS NOT NULL) "
+        "FROM epc.import_run r LEFT JOIN epc.staging_owner o ON o.cert_type = r.cert_type AND o.run_id = r.run_id "
+        "WHERE r.cert_type = $1 ORDER BY r.run_id DESC LIMIT 1",
+        {cert_type_name(type_), archive.identity});
+    if (last.rows() == 0) return std::nullopt;
+    const long long run_id = last.integer(0, 0);
+    const RunStatus status = parse_run_status(last.text(0, 1)).value_or(RunStatus::abandoned);
+    const bool same_archive = last.boolean(0, 2);
+    const bool joinable = status == RunStatus::loading || status == RunStatus::failed ||
+                          (shard && status == RunStatus::loaded);
+    if (shard && status == RunStatus::loading && !same_archive) refuse_foreign_archive(run_id, archive, *shard);
+    if (!joinable || !same_archive || !last.boolean(0, 3)) return std::nullopt;
+    // UNLOGGED staging is emptied if the server crashed: resume only if the rows the ledger says
+    // were committed are all still there.
+    Result counts = db_.exec("SELECT (SELECT count(*) FROM " + staging_.rows + "), "
+                             "(SELECT coalesce(sum(rows_loaded), 0) FROM epc.import_file WHERE run_id = $1)",
+                             {run_id});
+    if (counts.integer(0, 0) != counts.integer(0, 1)) {
+        spdlog::warn("staging of run {} lost rows (server restart?); starting the load again", run_id);
+        return std::nullopt;
+    }
+    RunStart start{run_id, true, {}};
+    Result done = db_.exec("SELECT file_no FROM epc.import_file WHERE run_id = $1 ORDER BY file_no", {run_id});
+    for (int i = 0; i < done.rows(); ++i) start.done_files.insert(static_cast<int>(done.integer(i, 0)));
+    if (status != RunStatus::loaded)
+        db_.exec("UPDATE epc.import_run SET status = $2, error = NULL WHERE run_id = $1",
+                 {run_id, run_status_name(RunStatus::loading)});
+    return start;
+}
+
+// Other shards of this type hold their shard locks while they load: a shard that got another
+// archive (the publisher released mid-job) must leave their rows alone.
+void Session::refuse_foreign_archive(long long run_id, const RunArchive& archive, const Shard& shard) {
+    Result siblings = db_.exec(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+        "AND classid = $1 AND objid::bigint / $2 = $3",
+        {kShardLockNamespace, kShardsPerType, lock_object(type_)});
+    if (siblings.integer(0, 0) == 0) return;
+    throw Error(exit_usage, "shard " + std::to_string(shard.index) + "/" + std::to_string(shard.count) +
+                                " got a different archive (" + archive.identity.substr(0, 16) +
+                                "...) from the one its sibling shards are loading in run " + std::to_string(run_id) +
+                                " (did the publisher release mid-job?); every shard must load the same "
+                                "archive: give them the same --zip, or run the split load again");
+}
+
+long long Session::start_run(const RunArchive& archive) {
+    db_.exec("UPDATE epc.import_run SET status = $2, finished_at = now() WHERE cert_type = $1 AND status = $3",
+             {cert_type_name(type_), run_status_name(RunStatus::abandoned), run_status_name(RunStatus::loading)});
+    return db_
+        .exec("INSERT INTO epc.import_run (cert_type, archive_path, archive_identity, archive_bytes, layout, status, "
+              "files, source, release_last_updated, archive_sha256) "
+              "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULLIF($9, ''), NULLIF($10, '')) RETURNING run_id",
+              {cert_type_name(type_), archive.path, archive.identity, archive.bytes, layout_name(archive.layout),
+               run_status_name(RunStatus::loading), archive.files, archive.source, archive.release_last_updated,
+               archive.sha256})
+        .integer(0, 0);
+}
+
+// A new run starts from empty staging: no indexes, UNLOGGED (a crash is covered by the row-count
+// check in resume_load), rebuilt rather than truncated so column changes take effect.
+void Session::rebuild_staging(long long run_id) {
+    db_.exec("DROP TABLE IF EXISTS " + staging_.rows + ", " + staging_.rejects);
+    db_.exec("CREATE UNLOGGED TABLE " + staging_.rows + " (" + kCertificateColumnsDdl + R"(
+    file_no          int NOT NULL,     -- import_file.file_no of the file the row came from
+    line_no          bigint NOT NULL,  -- physical line where the record starts (header = 1)
+    address_key      text              -- what the geocode stage locates (see address_key())
+) WITH (autovacuum_enabled = off))");  // the loader ANALYZEs it; autovacuum would only compete
+    db_.exec("CREATE TABLE " + staging_.rejects + R"( (
+    file_no   int NOT NULL,
+    file_name text NOT NULL,
+    line_no   bigint NOT NULL,
+    reason    text NOT NULL,   -- field_count | missing_key | missing_date | bad_date | duplicate_key
+    detail    text,
+    raw       text             -- the record as in the file (invalid UTF-8 replaced)
+))");
+    db_.exec("INSERT INTO epc.staging_owner (cert_type, run_id) VALUES ($1, $2) "
+             "ON CONFLICT (cert_type) DO UPDATE SET run_id = EXCLUDED.run_id",
+             {cert_type_name(type_), run_id});
+}
+
+void Session::mark_failed(long long run_id, const std::string& error) {
+    db_.exec("UPDATE epc.import_run SET status = $2, finished_at = now(), error = $3 WHERE run_id = $1",
+             {run_id, run_status_name(RunStatus::failed), error});
+}
+
+std::optional<StagingOwner> Session::staging_owner() {
+    Result owner = db_.exec("SELECT r.run_id, r.status, r.rows_loaded FROM epc.staging_owner o "
+                            "JOIN epc.import_run r USING (run_id) WHERE o.cert_type = $1",
+                            {cert_type_name(type_)});
+    if (owner.rows() == 0) return std::nullopt;
+    return StagingOwner{owner.integer(0, 0), parse_run_status(owner.text(0, 1)).value_or(RunStatus::abandoned),
+                        owner.integer(0, 2)};
+}
+
+std::optional<ImportedRelease> Session::last_published_release() {
+    if (!db_.exec("SELECT to_regclass('epc.import_run') IS NOT NULL").boolean(0, 0)) return std::nullopt;
+    Result r = db_.exec("SELECT run_id, coalesce(source, 'file'), coalesce(release_last_updated, ''), "
+                        "coalesce(archive_bytes, 0) FROM epc.import_run WHERE cert_type = $1 AND status = $2 "
+                        "ORDER BY run_id DESC LIMIT 1",
+                        {cert_type_name(type_), run_status_name(RunStatus::published)});
+    if (r.rows() == 0) return std::nullopt;
+    return ImportedRelease{r.integer(0, 0), r.text(0, 1), r.text(0, 2), static_cast<std::uint64_t>(r.integer(0, 3))};
+}
+
+}  // namespace epc::db
