@@ -24,8 +24,6 @@ std::string lock_holder(Connection& db, int ns, int object) {
                              : "";
 }
 
-std::string lock_key(int ns, int object) { return std::to_string(ns) + ", " + std::to_string(object); }
-
 }  // namespace
 
 StagingTables staging_tables(CertType type) {
@@ -38,10 +36,10 @@ Session::Session(std::string conninfo, CertType type, const std::string& role)
       db_(conninfo_, "epc-import " + std::string(cert_type_name(type)) + " " + role) {}
 
 Session::~Session() {
-    for (auto sql = unlock_sql_.rbegin(); sql != unlock_sql_.rend(); ++sql) {
+    for (auto sql = held_.rbegin(); sql != held_.rend(); ++sql) {
         if (!db_.ok()) return;  // a lost connection released its locks with its backend
         try {
-            db_.exec(*sql);
+            db_.exec("SELECT " + sql->function + "($1, $2)", {sql->ns, sql->object});
         } catch (const std::exception& e) {
             spdlog::debug("releasing a lock: {}", e.what());
         }
@@ -58,16 +56,16 @@ void Session::prepare_schema() {
     schema_ready_ = true;
 }
 
-bool Session::try_lock(const std::string& lock_sql, const std::string& unlock_sql) {
-    if (!db_.exec(lock_sql).boolean(0, 0)) return false;
-    unlock_sql_.push_back(unlock_sql);
+bool Session::try_lock(bool shared, int ns, int object) {
+    const std::string kind = shared ? "_shared" : "";
+    if (!db_.exec("SELECT pg_try_advisory_lock" + kind + "($1, $2)", {ns, object}).boolean(0, 0)) return false;
+    held_.push_back({"pg_advisory_unlock" + kind, ns, object});
     return true;
 }
 
 void Session::lock() {
     if (type_locked_) return;
-    const std::string key = lock_key(kLockNamespace, lock_object(type_));
-    if (!try_lock("SELECT pg_try_advisory_lock(" + key + ")", "SELECT pg_advisory_unlock(" + key + ")"))
+    if (!try_lock(false, kLockNamespace, lock_object(type_)))
         throw Error(exit_locked, "another epc-import run for " + std::string(cert_type_name(type_)) +
                                      " certificates holds the lock" +
                                      lock_holder(db_, kLockNamespace, lock_object(type_)) +
@@ -78,15 +76,12 @@ void Session::lock() {
 void Session::lock_shard(const Shard& shard) {
     if (type_locked_) return;
     const std::string type(cert_type_name(type_));
-    const std::string type_key = lock_key(kLockNamespace, lock_object(type_));
-    if (!try_lock("SELECT pg_try_advisory_lock_shared(" + type_key + ")",
-                  "SELECT pg_advisory_unlock_shared(" + type_key + ")"))
+    if (!try_lock(true, kLockNamespace, lock_object(type_)))
         throw Error(exit_locked, "an epc-import run for " + type + " certificates that is not a shard holds the lock" +
                                      lock_holder(db_, kLockNamespace, lock_object(type_)) +
                                      "; try again when it has finished");
     const int object = shard_lock_object(type_, shard.index);
-    const std::string shard_key = lock_key(kShardLockNamespace, object);
-    if (!try_lock("SELECT pg_try_advisory_lock(" + shard_key + ")", "SELECT pg_advisory_unlock(" + shard_key + ")"))
+    if (!try_lock(false, kShardLockNamespace, object))
         throw Error(exit_locked, "shard " + std::to_string(shard.index) + " of the " + type +
                                      " load is already being loaded by another process" +
                                      lock_holder(db_, kShardLockNamespace, object));

@@ -129,6 +129,70 @@ inline const char* next_comma(const char* from, const char* end) {
 
 }  // namespace
 
+// Reads the quoted field that starts at p (*p == '"'); returns where it ends: at its comma, or end.
+// A field without escapes or quoted newlines is a view into the line; the others are unquoted into
+// scratch_.
+const char* RecordSplitter::split_quoted(const char* p, const char* end, std::vector<Field>& fields,
+                                         std::size_t& lines) {
+    const char* q = p + 1;
+    const char* seg = q;  // start of the not-yet-copied run
+    bool copied = false;
+    const std::size_t out_start = scratch_.size();
+    auto copy_run = [&](const char* to) {
+        scratch_.append(seg, to);
+        copied = true;
+    };
+    bool closed = false;
+    while (q < end) {
+        const char c = *q;
+        if (c == '"') {
+            if (backslash_escapes_ && q - 1 > p && q[-1] == '\\') {
+                copy_run(q - 1);  // drop the backslash, keep the quote
+                seg = q;
+                ++q;
+                continue;
+            }
+            if (q + 1 < end && q[1] == '"') {
+                copy_run(q + 1);  // keep one of the two quotes
+                q += 2;
+                seg = q;
+                continue;
+            }
+            closed = true;
+            break;
+        }
+        if (c == kQuotedNewline) {
+            copy_run(q);
+            scratch_.push_back('\n');
+            ++lines;
+            seg = ++q;
+            continue;
+        }
+        ++q;
+    }
+    if (!copied && !closed) {  // unterminated: the rest of the record
+        fields.emplace_back(p + 1, static_cast<std::size_t>(end - (p + 1)));
+        return end;
+    }
+    if (!copied) {
+        ++q;  // past the closing quote
+        if (q == end || *q == ',') {
+            fields.emplace_back(p + 1, static_cast<std::size_t>(q - 1 - (p + 1)));
+            return q;
+        }
+        // Text after the closing quote: keep it, tolerantly, as part of the field.
+        scratch_.append(p + 1, q - 1);
+    } else {
+        copy_run(q);
+        if (closed) ++q;
+    }
+    // The rest up to the next comma (only non-empty after a stray closing quote).
+    const char* stop = next_comma(q, end);
+    scratch_.append(q, stop);
+    fields.emplace_back(scratch_.data() + out_start, scratch_.size() - out_start);
+    return stop;
+}
+
 std::size_t RecordSplitter::split(const char* line, std::size_t len, std::vector<Field>& fields) {
     fields.clear();
     scratch_.clear();
@@ -139,78 +203,12 @@ std::size_t RecordSplitter::split(const char* line, std::size_t len, std::vector
     const char* const end = line + len;
     for (;;) {
         if (p < end && *p == '"') {
-            const char* q = p + 1;
-            const char* seg = q;  // start of the not-yet-copied run
-            bool copied = false;
-            const std::size_t out_start = scratch_.size();
-            auto copy_run = [&](const char* to) {
-                scratch_.append(seg, to);
-                copied = true;
-            };
-            bool closed = false;
-            while (q < end) {
-                char c = *q;
-                if (c == '"') {
-                    if (backslash_escapes_ && q - 1 > p && q[-1] == '\\') {
-                        copy_run(q - 1);  // drop the backslash, keep the quote
-                        seg = q;
-                        ++q;
-                        continue;
-                    }
-                    if (q + 1 < end && q[1] == '"') {
-                        copy_run(q + 1);  // keep one of the two quotes
-                        q += 2;
-                        seg = q;
-                        continue;
-                    }
-                    closed = true;
-                    break;
-                }
-                if (c == kQuotedNewline) {
-                    copy_run(q);
-                    scratch_.push_back('\n');
-                    ++lines;
-                    ++q;
-                    seg = q;
-                    continue;
-                }
-                ++q;
-            }
-            if (!copied) {
-                if (closed) {
-                    ++q;  // past the closing quote
-                    if (q == end || *q == ',') {
-                        fields.emplace_back(p + 1, static_cast<std::size_t>(q - 1 - (p + 1)));
-                        p = q;
-                        goto next_field;
-                    }
-                    // Text after the closing quote: keep it, tolerantly, as part of the field.
-                    scratch_.append(p + 1, q - 1);
-                    seg = q;
-                    copied = true;
-                } else {
-                    fields.emplace_back(p + 1, static_cast<std::size_t>(end - (p + 1)));
-                    p = end;
-                    goto next_field;
-                }
-            } else {
-                copy_run(q);
-                if (closed) ++q;
-                seg = q;
-            }
-            // Copy mode: the rest up to the next comma (only non-empty after a stray closing quote).
-            {
-                const char* stop = next_comma(q, end);
-                scratch_.append(seg, stop);
-                fields.emplace_back(scratch_.data() + out_start, scratch_.size() - out_start);
-                p = stop;
-            }
+            p = split_quoted(p, end, fields, lines);
         } else {
             const char* stop = next_comma(p, end);
             fields.emplace_back(p, static_cast<std::size_t>(stop - p));
             p = stop;
         }
-    next_field:
         if (p >= end) break;
         ++p;  // past the comma; a trailing comma yields a last, empty field
         if (p == end) {

@@ -100,7 +100,8 @@ private:
     void refuse_foreign_archive(long long run_id, const RunArchive& archive, const Shard& shard);
     long long start_run(const RunArchive& archive);
     void rebuild_staging(long long run_id);
-    bool try_lock(const std::string& lock_sql, const std::string& unlock_sql);
+    // Takes an advisory lock without waiting; remembers how to release it.
+    bool try_lock(bool shared, int ns, int object);
 
     std::string conninfo_;
     CertType type_;
@@ -108,7 +109,12 @@ private:
     Connection db_;
     bool schema_ready_ = false;
     bool type_locked_ = false;
-    std::vector<std::string> unlock_sql_;  // what releases each lock taken, newest last
+    struct HeldLock {
+        std::string function;  // what releases it: pg_advisory_unlock or pg_advisory_unlock_shared
+        int ns;
+        int object;
+    };
+    std::vector<HeldLock> held_;  // newest last
 };
 
 }  // namespace epc::db

@@ -58,6 +58,8 @@ public:
     std::size_t split(const char* line, std::size_t len, std::vector<Field>& fields);
 
 private:
+    const char* split_quoted(const char* p, const char* end, std::vector<Field>& fields, std::size_t& lines);
+
     bool backslash_escapes_;
     std::string scratch_;
 };
