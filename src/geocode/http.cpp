@@ -456,9 +456,14 @@ private:
     void fail_job(Run& run, std::size_t job, const std::string& why);
     void start(Run& run, std::size_t job, bool probe);
     void finish(Run& run, std::unique_ptr<Attempt> attempt, CURLcode code);
+    void transfer_failed(Run& run, const Attempt& attempt, CURLcode code);
+    void refused(Run& run, const Attempt& attempt, long status);  // a status other than 2xx
+    void read_reply(Run& run, const Attempt& attempt);
     void retry_later(Run& run, const Attempt& attempt, const std::string& why, std::optional<double> wait);
     void request_failed(Run& run, bool probe);
     void request_succeeded(bool probe);
+    void update_breaker(Run& run, Clock::time_point now);
+    double send_what_is_allowed(Run& run, Clock::time_point now);  // returns seconds until more may go
     std::size_t collect(Run& run);  // handles finished transfers; returns how many
     void abandon_in_flight(Run& run);
     std::string clean(const std::string& text) const { return redact_(text); }
@@ -563,66 +568,70 @@ void Engine::retry_later(Run& run, const Attempt& attempt, const std::string& wh
 }
 
 void Engine::finish(Run& run, std::unique_ptr<Attempt> a, CURLcode code) {
-    const std::string who = provider_->name();
-    if (code != CURLE_OK) {
-        std::string why = who + ": " + a->transfer.error_text(code);
-        if (permanent(code)) {
-            request_failed(run, a->probe);
-            fail_job(run, a->job, why);
-        } else {
-            retry_later(run, *a, why, std::nullopt);
-        }
-        return;
+    long status = code == CURLE_OK ? a->transfer.status() : 0;
+    if (code != CURLE_OK) transfer_failed(run, *a, code);
+    else if (status < 200 || status >= 300) refused(run, *a, status);
+    else read_reply(run, *a);
+}
+
+void Engine::transfer_failed(Run& run, const Attempt& a, CURLcode code) {
+    std::string why = name() + ": " + a.transfer.error_text(code);
+    if (permanent(code)) {
+        request_failed(run, a.probe);
+        fail_job(run, a.job, why);
+    } else {
+        retry_later(run, a, why, std::nullopt);
     }
-    long status = a->transfer.status();
-    std::string http = who + ": HTTP " + std::to_string(status);
+}
+
+void Engine::refused(Run& run, const Attempt& a, long status) {
+    std::string what = name() + ": HTTP " + std::to_string(status);
     if (status == 429 || status == 503) {
         if (status == 429) ++run.stats.http_429;
-        auto wait = http::parse_retry_after(a->transfer.headers().retry_after);
+        auto wait = http::parse_retry_after(a.transfer.headers().retry_after);
         if (wait && *wait > options_.max_retry_after_seconds) {
-            request_failed(run, a->probe);
-            fail_job(run, a->job, http + " with Retry-After " + std::to_string(static_cast<long long>(*wait)) +
-                                      " s, longer than the " + std::to_string(static_cast<long long>(options_.max_retry_after_seconds)) +
-                                      " s we wait");
+            auto seconds = [](double s) { return std::to_string(static_cast<long long>(s)); };
+            request_failed(run, a.probe);
+            fail_job(run, a.job, what + " with Retry-After " + seconds(*wait) + " s, longer than the " +
+                                     seconds(options_.max_retry_after_seconds) + " s we wait");
             return;
         }
         // A 429 without Retry-After still says "slow down": pause every request, not just this one.
-        if (!wait && status == 429) wait = backoff_.wait(run.attempts[a->job]);
-        retry_later(run, *a, http, wait);
-        return;
+        if (!wait && status == 429) wait = backoff_.wait(run.attempts[a.job]);
+        retry_later(run, a, what, wait);
+    } else if (status >= 500) {
+        retry_later(run, a, what, std::nullopt);
+    } else {
+        request_failed(run, a.probe);
+        fail_job(run, a.job, what + " (not retried)");
     }
-    if (status >= 500) {
-        retry_later(run, *a, http, std::nullopt);
-        return;
-    }
-    if (status < 200 || status >= 300) {
-        request_failed(run, a->probe);
-        fail_job(run, a->job, http + " (not retried)");
-        return;
-    }
-    Reply reply = provider_->read(run.jobs[a->job], run.queries, a->transfer.body());
+}
+
+void Engine::read_reply(Run& run, const Attempt& a) {
+    const std::string who = name();
+    Reply reply = provider_->read(run.jobs[a.job], run.queries, a.transfer.body());
     switch (reply.kind) {
         case Reply::Kind::answered: {
-            request_succeeded(a->probe);
-            const auto& qs = run.jobs[a->job].queries;
+            request_succeeded(a.probe);
+            const auto& qs = run.jobs[a.job].queries;
             for (std::size_t k = 0; k < qs.size() && k < reply.results.size(); ++k) deliver(run, qs[k], reply.results[k]);
             return;
         }
         case Reply::Kind::rate_limited:
             ++run.stats.http_429;
-            retry_later(run, *a, who + ": " + reply.error, backoff_.wait(run.attempts[a->job]));
+            retry_later(run, a, who + ": " + reply.error, backoff_.wait(run.attempts[a.job]));
             return;
         case Reply::Kind::retry:
-            retry_later(run, *a, who + ": " + reply.error, std::nullopt);
+            retry_later(run, a, who + ": " + reply.error, std::nullopt);
             return;
         case Reply::Kind::malformed:
             ++run.stats.malformed;
-            request_failed(run, a->probe);
-            fail_job(run, a->job, who + ": malformed answer (" + reply.error + ")");
+            request_failed(run, a.probe);
+            fail_job(run, a.job, who + ": malformed answer (" + reply.error + ")");
             return;
         case Reply::Kind::failed:
-            request_failed(run, a->probe);
-            fail_job(run, a->job, who + ": " + reply.error);
+            request_failed(run, a.probe);
+            fail_job(run, a.job, who + ": " + reply.error);
             return;
     }
 }
@@ -652,6 +661,56 @@ void Engine::abandon_in_flight(Run& run) {
     probe_in_flight_ = false;
 }
 
+void Engine::update_breaker(Run& run, Clock::time_point now) {
+    if (breaker_ == Breaker::open && now >= open_until_) {
+        breaker_ = Breaker::half_open;
+        spdlog::info("{}: circuit half-open; sending one probe request", name());
+    }
+    if (breaker_ != Breaker::open) return;
+    // Waiting out the open period would stall the run; these end as failed (a later run retries
+    // them), and the server gets no more traffic from us.
+    run.stats.circuit_opened = true;
+    std::string why = name() + ": circuit open after " + std::to_string(consecutive_failures_) +
+                      " consecutive failed requests; not sent";
+    for (std::size_t j : run.fresh) fail_job(run, j, why);
+    run.fresh.clear();
+    for (; !run.retry.empty(); run.retry.pop()) fail_job(run, run.retry.top().second, why);
+}
+
+double Engine::send_what_is_allowed(Run& run, Clock::time_point now) {
+    const auto max_in_flight = static_cast<std::size_t>(std::max(1, options_.max_in_flight));
+    double wait = 1;
+    while (run.in_flight.size() < max_in_flight && breaker_ != Breaker::open) {
+        if (breaker_ == Breaker::half_open && probe_in_flight_) break;
+        bool retry_due = !run.retry.empty() && run.retry.top().first <= now;
+        if (!retry_due && run.fresh.empty()) {
+            if (!run.retry.empty()) wait = std::min(wait, seconds_between(now, run.retry.top().first));
+            break;
+        }
+        if (now < pause_until_) {
+            wait = std::min(wait, seconds_between(now, pause_until_));
+            break;
+        }
+        double token = bucket_.wait(now);
+        if (token > 0) {
+            wait = std::min(wait, token);
+            break;
+        }
+        bucket_.take();
+        std::size_t job;
+        if (retry_due) {
+            job = run.retry.top().second;
+            run.retry.pop();
+        } else {
+            job = run.fresh.front();
+            run.fresh.pop_front();
+        }
+        start(run, job, breaker_ == Breaker::half_open);
+    }
+    if (breaker_ == Breaker::open) wait = std::min(wait, seconds_between(now, open_until_));
+    return wait;
+}
+
 HttpGeocodeStats Engine::geocode(const std::vector<GeocodeQuery>& queries,
                                  const std::function<void(std::size_t, const GeocodeResult&)>& done) {
     const auto started = Clock::now();
@@ -660,7 +719,6 @@ HttpGeocodeStats Engine::geocode(const std::vector<GeocodeQuery>& queries,
                     [&](std::size_t q, const GeocodeResult& r) { deliver(run, q, r); });
     run.attempts.assign(run.jobs.size(), 0);
     for (std::size_t j = 0; j < run.jobs.size(); ++j) run.fresh.push_back(j);
-    const auto max_in_flight = static_cast<std::size_t>(std::max(1, options_.max_in_flight));
 
     // The callback may throw: take our handles back out of the multi handle on the way out.
     struct Guard {
@@ -671,52 +729,8 @@ HttpGeocodeStats Engine::geocode(const std::vector<GeocodeQuery>& queries,
 
     while (true) {
         auto now = Clock::now();
-        if (breaker_ == Breaker::open && now >= open_until_) {
-            breaker_ = Breaker::half_open;
-            spdlog::info("{}: circuit half-open; sending one probe request", name());
-        }
-        if (breaker_ == Breaker::open) {
-            // Waiting out the open period would stall the run; these end as failed (a later run
-            // retries them), and the server gets no more traffic from us.
-            run.stats.circuit_opened = true;
-            std::string why = name() + ": circuit open after " + std::to_string(consecutive_failures_) +
-                              " consecutive failed requests; not sent";
-            for (std::size_t j : run.fresh) fail_job(run, j, why);
-            run.fresh.clear();
-            for (; !run.retry.empty(); run.retry.pop()) fail_job(run, run.retry.top().second, why);
-        }
-
-        // Send what pacing, bounds and the breaker allow.
-        double wait = 1;  // seconds until sending may become possible
-        while (run.in_flight.size() < max_in_flight && breaker_ != Breaker::open) {
-            if (breaker_ == Breaker::half_open && probe_in_flight_) break;
-            bool retry_due = !run.retry.empty() && run.retry.top().first <= now;
-            if (!retry_due && run.fresh.empty()) {
-                if (!run.retry.empty()) wait = std::min(wait, seconds_between(now, run.retry.top().first));
-                break;
-            }
-            if (now < pause_until_) {
-                wait = std::min(wait, seconds_between(now, pause_until_));
-                break;
-            }
-            double token = bucket_.wait(now);
-            if (token > 0) {
-                wait = std::min(wait, token);
-                break;
-            }
-            bucket_.take();
-            std::size_t job;
-            if (retry_due) {
-                job = run.retry.top().second;
-                run.retry.pop();
-            } else {
-                job = run.fresh.front();
-                run.fresh.pop_front();
-            }
-            start(run, job, breaker_ == Breaker::half_open);
-        }
-        if (breaker_ == Breaker::open) wait = std::min(wait, seconds_between(now, open_until_));
-
+        update_breaker(run, now);
+        double wait = send_what_is_allowed(run, now);
         if (run.in_flight.empty() && run.fresh.empty() && run.retry.empty()) break;
 
         int running = 0;
