@@ -18,6 +18,7 @@
 #include "epc/common/log.hpp"
 #include "epc/common/options.hpp"
 #include "epc/extract/archive.hpp"
+#include "epc/extract/credentials.hpp"
 #include "epc/extract/download.hpp"
 #include "epc/extract/release.hpp"
 #include "epc/geocode/geocode.hpp"

@@ -852,47 +852,6 @@ std::string_view default_base_url(Source source) {
                                      : "https://epc.opendatacommunities.org";
 }
 
-Credentials credentials_from_env() {
-    auto get = [](const char* name) {
-        const char* v = std::getenv(name);
-        return std::string(v ? v : "");
-    };
-    return Credentials{get("EPC_TOKEN"), get("EPC_API_EMAIL"), get("EPC_API_KEY"), get("EPC_LOGIN_TOKEN")};
-}
-
-Credentials credentials_from_file(const std::string& path) {
-    std::ifstream in(path);
-    if (!in) throw Error(exit_usage, "cannot read the credentials file " + path + ": " + std::strerror(errno));
-    Credentials c;
-    std::string line;
-    for (int number = 1; std::getline(in, line); ++number) {
-        std::string text = trim(line);
-        if (text.empty() || text[0] == '#') continue;
-        if (text.rfind("export ", 0) == 0) text = trim(text.substr(7));
-        std::size_t eq = text.find('=');
-        if (eq == std::string::npos)
-            throw Error(exit_usage, "credentials file " + path + ", line " + std::to_string(number) +
-                                        ": expected KEY=VALUE");
-        std::string key = trim(text.substr(0, eq));
-        std::string value = trim(text.substr(eq + 1));
-        if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') && value.back() == value.front())
-            value = value.substr(1, value.size() - 2);
-        if (key == "EPC_TOKEN") c.token = value;
-        else if (key == "EPC_API_EMAIL") c.email = value;
-        else if (key == "EPC_API_KEY") c.api_key = value;
-        else if (key == "EPC_LOGIN_TOKEN") c.login_token = value;
-    }
-    return c;
-}
-
-Credentials merge_credentials(Credentials base, const Credentials& overrides) {
-    if (!overrides.token.empty()) base.token = overrides.token;
-    if (!overrides.email.empty()) base.email = overrides.email;
-    if (!overrides.api_key.empty()) base.api_key = overrides.api_key;
-    if (!overrides.login_token.empty()) base.login_token = overrides.login_token;
-    return base;
-}
-
 std::string download_path(const DownloadOptions& options) {
     return (fs::path(options.work_dir) /
             (std::string(cert_type_name(options.type)) + "-" + std::string(source_name(options.source)) + ".zip"))

@@ -15,6 +15,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "epc/extract/credentials.hpp"
 #include "epc/extract/download.hpp"
 #include "epc/extract/sha256.hpp"
 #include "support/epc_service.hpp"
