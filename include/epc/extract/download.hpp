@@ -5,7 +5,8 @@
 // renamed to <type>-<source>.zip only once its size matches what the service advertised. Cut
 // transfers resume with a Range request on a freshly requested URL (a presigned URL is single-use
 // in practice and expires after ~30 s). Secrets (token, API key, a presigned URL's query string)
-// never appear in log lines or error messages.
+// never appear in log lines or error messages. The files this leaves in the work directory are
+// described in download_files.hpp; the HTTP plumbing is common/http.hpp.
 #pragma once
 
 #include <cstdint>
@@ -80,10 +81,6 @@ namespace detail {
 // unconfirmed, so this accepts the map at the top level or under one key ("files", "data", …),
 // with sizes as numbers, numeric strings or objects holding "size"/"fileSize".
 std::optional<std::uint64_t> legacy_listed_size(const nlohmann::json& listing, const std::string& name);
-// Seconds to wait for a Retry-After value (delta-seconds or an HTTP-date); nullopt if unparsable.
-std::optional<double> parse_retry_after(const std::string& value);
-// scheme://host[:port]/path of a URL: no user info, query or fragment (for logs).
-std::string redact_url(const std::string& url);
 }  // namespace detail
 
 }  // namespace epc
