@@ -18,6 +18,8 @@
 #include "epc/common/log.hpp"
 #include "epc/common/options.hpp"
 #include "epc/extract/archive.hpp"
+#include "epc/extract/archive_store.hpp"
+#include "epc/extract/batch_submit.hpp"
 #include "epc/extract/credentials.hpp"
 #include "epc/extract/download.hpp"
 #include "epc/extract/release.hpp"
