@@ -15,6 +15,7 @@
 
 #include "epc/load/ledger.hpp"
 #include "epc/load/pg.hpp"
+#include "epc/load/shards.hpp"
 #include "epc/transform/csv.hpp"
 #include "epc/transform/fields.hpp"
 
