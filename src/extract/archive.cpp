@@ -76,6 +76,207 @@ struct Entry {
     std::uint64_t comp_size;
 };
 
+// The current layout's files at the archive root: certificates-YYYY.csv and recommendations-YYYY.csv.
+const std::regex& year_file() {
+    static const std::regex pattern(R"((certificates|recommendations)-(\d{4})\.csv)");
+    return pattern;
+}
+
+// The central directory's entries, less those refused outright (a path that escapes the archive,
+// a likely zip bomb), which go to info.problems. Every entry goes into info.identity.
+std::vector<Entry> read_entries(zip_t* zip, ArchiveInfo& info) {
+    std::vector<Entry> entries;
+    Fingerprint fingerprint;
+    zip_int64_t count = zip_get_num_entries(zip, 0);
+    for (zip_int64_t i = 0; i < count; ++i) {
+        zip_stat_t st;
+        if (zip_stat_index(zip, static_cast<zip_uint64_t>(i), 0, &st) != 0) {
+            info.problems.push_back("entry #" + std::to_string(i) + ": " + zip_strerror(zip));
+            continue;
+        }
+        Entry e{static_cast<zip_uint64_t>(i), st.name ? st.name : "", st.size, st.comp_size};
+        fingerprint.add(e.name.data(), e.name.size() + 1);
+        fingerprint.add(&st.size, sizeof st.size);
+        fingerprint.add(&st.crc, sizeof st.crc);
+        if (escapes_archive(e.name)) {
+            info.problems.push_back("entry '" + e.name + "' has a path that escapes the archive");
+            continue;
+        }
+        if (e.size > (1u << 20) && e.size / std::max<std::uint64_t>(e.comp_size, 1) > kMaxCompressionRatio) {
+            info.problems.push_back("entry '" + e.name + "' inflates from " + std::to_string(e.comp_size) + " to " +
+                                    std::to_string(e.size) + " bytes, beyond a sane ratio (" +
+                                    std::to_string(kMaxCompressionRatio) + ":1): refusing a likely zip bomb");
+            continue;
+        }
+        entries.push_back(std::move(e));
+    }
+    fingerprint.add(&info.bytes, sizeof info.bytes);
+    info.identity = fingerprint.hex();
+    return entries;
+}
+
+// The entries at the root, and those one directory down by directory (sorted for stable reporting).
+struct Tree {
+    std::vector<const Entry*> root_files;
+    std::map<std::string, std::vector<const Entry*>> dirs;
+};
+
+Tree group_by_directory(const std::vector<Entry>& entries, ArchiveInfo& info) {
+    Tree tree;
+    for (const Entry& e : entries) {
+        std::size_t slash = e.name.find('/');
+        if (slash == std::string::npos) {
+            tree.root_files.push_back(&e);
+            continue;
+        }
+        std::string dir = e.name.substr(0, slash);
+        std::string rest = e.name.substr(slash + 1);
+        auto& list = tree.dirs[dir];
+        if (rest.empty()) continue;  // the directory's own entry
+        if (rest.find('/') != std::string::npos && rest.find('/') + 1 != rest.size()) {
+            info.problems.push_back("entry '" + e.name + "' is nested deeper than one directory");
+            continue;
+        }
+        list.push_back(&e);
+    }
+    return tree;
+}
+
+// The root files that tell the layout apart.
+struct RootFiles {
+    std::map<std::string, std::set<std::string>> years;  // year -> which of the pair exist
+    const Entry* single = nullptr;                       // certificates.csv
+};
+
+RootFiles classify_root_files(const Tree& tree, ArchiveInfo& info) {
+    RootFiles root;
+    for (const Entry* e : tree.root_files) {
+        std::smatch m;
+        if (std::regex_match(e->name, m, year_file())) {
+            root.years[m[2]].insert(m[1]);
+        } else if (e->name == "certificates.csv") {
+            root.single = e;
+        } else if (e->name != "LICENCE.txt" && e->name != "recommendations.csv" && e->name != "schema.json" &&
+                   e->name != "columns.csv") {
+            info.warnings.push_back("unexpected file at the archive root: " + e->name);
+        }
+    }
+    return root;
+}
+
+// What the layout says to check further: the certificates files to load, and every CSV that must
+// not be empty.
+struct Selection {
+    std::vector<const Entry*> certificates;
+    std::vector<const Entry*> csvs;
+};
+
+Selection select_yearly_files(const Tree& tree, const RootFiles& root, ArchiveInfo& info) {
+    info.layout = Layout::current;
+    if (!tree.dirs.empty())
+        info.problems.push_back("archive mixes yearly files with " + std::to_string(tree.dirs.size()) +
+                                " directories; cannot tell its layout");
+    for (const auto& [year, kinds] : root.years)
+        for (const char* kind : {"certificates", "recommendations"})
+            if (!kinds.count(kind))
+                info.problems.push_back(std::string(kind) + "-" + year + ".csv is missing (its pair " +
+                                        (kinds.count("certificates") ? "certificates" : "recommendations") + "-" +
+                                        year + ".csv is present)");
+    Selection selected;
+    for (const Entry* e : tree.root_files)
+        if (std::regex_match(e->name, year_file())) {
+            selected.csvs.push_back(e);
+            if (e->name.rfind("certificates-", 0) == 0) selected.certificates.push_back(e);
+        }
+    return selected;
+}
+
+// One <type>-<GSS code>-<name>/ directory of the legacy layout, with its certificates.csv and
+// recommendations.csv. False when the directory's name does not fit.
+bool select_la_directory(const std::string& dir, const std::vector<const Entry*>& files, const std::string& type_name,
+                         Selection& selected, ArchiveInfo& info) {
+    static const std::regex kLaDir(R"((domestic|non-domestic|display)-((E0[6-9]|W06)\d{6})-([A-Za-z0-9][A-Za-z0-9-]*))");
+    static const std::regex kUnknownDir(
+        R"((domestic|non-domestic|display)-_unknown_local_authority--Unknown-Local-Authority-)");
+    std::smatch m;
+    if (!std::regex_match(dir, m, kLaDir) && !std::regex_match(dir, m, kUnknownDir)) {
+        info.problems.push_back("directory '" + dir + "/' does not match " + type_name +
+                                "-<GSS code E06/E07/E08/E09/W06 + 6 digits>-<name>");
+        return false;
+    }
+    if (m[1] != type_name)
+        info.problems.push_back("directory '" + dir + "/' holds " + m[1].str() + " certificates, not " + type_name +
+                                " (check --certtype)");
+    const Entry* certs = nullptr;
+    const Entry* recs = nullptr;
+    for (const Entry* e : files) {
+        std::string base = e->name.substr(dir.size() + 1);
+        if (base == "certificates.csv") certs = e;
+        else if (base == "recommendations.csv") recs = e;
+        else info.warnings.push_back("unexpected file " + e->name);
+    }
+    if (!certs) info.problems.push_back("directory '" + dir + "/' has no certificates.csv");
+    if (!recs) info.problems.push_back("directory '" + dir + "/' has no recommendations.csv");
+    if (certs) selected.certificates.push_back(certs), selected.csvs.push_back(certs);
+    if (recs) selected.csvs.push_back(recs);
+    return true;
+}
+
+Selection select_la_directories(const Tree& tree, const ValidationOptions& options, ArchiveInfo& info) {
+    info.layout = Layout::legacy;
+    const std::string type_name(cert_type_name(options.type));
+    Selection selected;
+    for (const auto& [dir, files] : tree.dirs)
+        if (select_la_directory(dir, files, type_name, selected, info)) ++info.directories;
+    if (options.expect_dirs && static_cast<int>(info.directories) != *options.expect_dirs)
+        info.problems.push_back("found " + std::to_string(info.directories) +
+                                " Local Authority directories, expected " + std::to_string(*options.expect_dirs) +
+                                " (--expect-dirs)");
+    return selected;
+}
+
+// Tells the layout (epc-data.md §2) and selects its files; what does not fit goes to info.problems.
+Selection select_files(const Tree& tree, const ValidationOptions& options, ArchiveInfo& info) {
+    RootFiles root = classify_root_files(tree, info);
+    if (!root.years.empty()) return select_yearly_files(tree, root, info);
+    if (root.single) {
+        info.layout = Layout::single;
+        return {{root.single}, {root.single}};
+    }
+    if (!tree.dirs.empty()) return select_la_directories(tree, options, info);
+    info.problems.push_back("no certificates CSV found (neither <type>-<LA>/certificates.csv, "
+                            "certificates-YYYY.csv nor certificates.csv)");
+    return {};
+}
+
+void check_not_empty(const Selection& selected, ArchiveInfo& info) {
+    for (const Entry* e : selected.csvs)
+        if (e->size == 0) info.problems.push_back(e->name + " is empty");
+}
+
+// Each certificates header must name the columns a row cannot be loaded without. The files that
+// pass go to info.files, in archive order.
+void check_headers(zip_t* zip, std::vector<const Entry*> certificates, CertType type, ArchiveInfo& info) {
+    std::map<std::string, int> missing_optional;  // column -> files lacking it (one warning each)
+    std::sort(certificates.begin(), certificates.end(),
+              [](const Entry* a, const Entry* b) { return a->index < b->index; });
+    RecordSplitter splitter(true);
+    std::vector<Field> header;
+    for (const Entry* e : certificates) {
+        if (e->size == 0) continue;
+        std::string line = read_first_line(zip, e->index);
+        splitter.split(line.data(), line.size(), header);
+        FieldMap map = map_header(header, type);
+        for (const std::string& column : map.missing_required)
+            info.problems.push_back(e->name + ": header has no " + column + " column");
+        for (const std::string& column : map.missing_optional) ++missing_optional[column];
+        info.files.push_back(CertFile{static_cast<int>(info.files.size()), e->index, e->name, e->size});
+    }
+    for (const auto& [column, files] : missing_optional)
+        info.warnings.push_back(std::to_string(files) + " certificates file(s) have no " + column +
+                                " column; it will be NULL");
+}
+
 }  // namespace
 
 ZipHandle open_zip(const std::string& path) {
@@ -101,153 +302,10 @@ ArchiveInfo inspect_archive(const std::string& path, const ValidationOptions& op
     std::error_code ec;
     info.bytes = std::filesystem::file_size(path, ec);
     ZipHandle zip = open_zip(path);
-
-    const std::string type_name(cert_type_name(options.type));
-    std::vector<Entry> entries;
-    Fingerprint fingerprint;
-    zip_int64_t count = zip_get_num_entries(zip.get(), 0);
-    for (zip_int64_t i = 0; i < count; ++i) {
-        zip_stat_t st;
-        if (zip_stat_index(zip.get(), static_cast<zip_uint64_t>(i), 0, &st) != 0) {
-            info.problems.push_back("entry #" + std::to_string(i) + ": " + zip_strerror(zip.get()));
-            continue;
-        }
-        Entry e{static_cast<zip_uint64_t>(i), st.name ? st.name : "", st.size, st.comp_size};
-        fingerprint.add(e.name.data(), e.name.size() + 1);
-        fingerprint.add(&st.size, sizeof st.size);
-        fingerprint.add(&st.crc, sizeof st.crc);
-        if (escapes_archive(e.name)) {
-            info.problems.push_back("entry '" + e.name + "' has a path that escapes the archive");
-            continue;
-        }
-        if (e.size > (1u << 20) && e.size / std::max<std::uint64_t>(e.comp_size, 1) > kMaxCompressionRatio) {
-            info.problems.push_back("entry '" + e.name + "' inflates from " + std::to_string(e.comp_size) + " to " +
-                                    std::to_string(e.size) + " bytes, beyond a sane ratio (" +
-                                    std::to_string(kMaxCompressionRatio) + ":1): refusing a likely zip bomb");
-            continue;
-        }
-        entries.push_back(std::move(e));
-    }
-    fingerprint.add(&info.bytes, sizeof info.bytes);
-    info.identity = fingerprint.hex();
-
-    // Group entries: root files, and files per top-level directory.
-    std::map<std::string, std::vector<const Entry*>> dirs;  // sorted for stable reporting
-    std::vector<const Entry*> root_files;
-    for (const Entry& e : entries) {
-        std::size_t slash = e.name.find('/');
-        if (slash == std::string::npos) {
-            root_files.push_back(&e);
-            continue;
-        }
-        std::string dir = e.name.substr(0, slash);
-        std::string rest = e.name.substr(slash + 1);
-        auto& list = dirs[dir];
-        if (rest.empty()) continue;  // the directory's own entry
-        if (rest.find('/') != std::string::npos && rest.find('/') + 1 != rest.size()) {
-            info.problems.push_back("entry '" + e.name + "' is nested deeper than one directory");
-            continue;
-        }
-        list.push_back(&e);
-    }
-
-    static const std::regex kYearFile(R"((certificates|recommendations)-(\d{4})\.csv)");
-    std::map<std::string, std::set<std::string>> years;  // year -> which of the pair exist
-    const Entry* single = nullptr;
-    for (const Entry* e : root_files) {
-        std::smatch m;
-        if (std::regex_match(e->name, m, kYearFile)) {
-            years[m[2]].insert(m[1]);
-        } else if (e->name == "certificates.csv") {
-            single = e;
-        } else if (e->name != "LICENCE.txt" && e->name != "recommendations.csv" && e->name != "schema.json" &&
-                   e->name != "columns.csv") {
-            info.warnings.push_back("unexpected file at the archive root: " + e->name);
-        }
-    }
-
-    std::vector<const Entry*> cert_entries;
-    std::vector<const Entry*> csv_entries;  // every CSV that must not be empty
-    if (!years.empty()) {
-        info.layout = Layout::current;
-        if (!dirs.empty())
-            info.problems.push_back("archive mixes yearly files with " + std::to_string(dirs.size()) +
-                                    " directories; cannot tell its layout");
-        for (const auto& [year, kinds] : years)
-            for (const char* kind : {"certificates", "recommendations"})
-                if (!kinds.count(kind))
-                    info.problems.push_back(std::string(kind) + "-" + year + ".csv is missing (its pair " +
-                                            (kinds.count("certificates") ? "certificates" : "recommendations") +
-                                            "-" + year + ".csv is present)");
-        for (const Entry* e : root_files)
-            if (std::regex_match(e->name, kYearFile)) {
-                csv_entries.push_back(e);
-                if (e->name.rfind("certificates-", 0) == 0) cert_entries.push_back(e);
-            }
-    } else if (single) {
-        info.layout = Layout::single;
-        cert_entries.push_back(single);
-        csv_entries.push_back(single);
-    } else if (!dirs.empty()) {
-        info.layout = Layout::legacy;
-        static const std::regex kLaDir(R"((domestic|non-domestic|display)-((E0[6-9]|W06)\d{6})-([A-Za-z0-9][A-Za-z0-9-]*))");
-        static const std::regex kUnknownDir(
-            R"((domestic|non-domestic|display)-_unknown_local_authority--Unknown-Local-Authority-)");
-        for (const auto& [dir, files] : dirs) {
-            std::smatch m;
-            if (!std::regex_match(dir, m, kLaDir) && !std::regex_match(dir, m, kUnknownDir)) {
-                info.problems.push_back("directory '" + dir + "/' does not match " + type_name +
-                                        "-<GSS code E06/E07/E08/E09/W06 + 6 digits>-<name>");
-                continue;
-            }
-            ++info.directories;
-            if (m[1] != type_name)
-                info.problems.push_back("directory '" + dir + "/' holds " + m[1].str() + " certificates, not " +
-                                        type_name + " (check --certtype)");
-            const Entry* certs = nullptr;
-            const Entry* recs = nullptr;
-            for (const Entry* e : files) {
-                std::string base = e->name.substr(dir.size() + 1);
-                if (base == "certificates.csv") certs = e;
-                else if (base == "recommendations.csv") recs = e;
-                else info.warnings.push_back("unexpected file " + e->name);
-            }
-            if (!certs) info.problems.push_back("directory '" + dir + "/' has no certificates.csv");
-            if (!recs) info.problems.push_back("directory '" + dir + "/' has no recommendations.csv");
-            if (certs) cert_entries.push_back(certs), csv_entries.push_back(certs);
-            if (recs) csv_entries.push_back(recs);
-        }
-        if (options.expect_dirs && static_cast<int>(info.directories) != *options.expect_dirs)
-            info.problems.push_back("found " + std::to_string(info.directories) +
-                                    " Local Authority directories, expected " + std::to_string(*options.expect_dirs) +
-                                    " (--expect-dirs)");
-    } else {
-        info.problems.push_back("no certificates CSV found (neither <type>-<LA>/certificates.csv, "
-                                "certificates-YYYY.csv nor certificates.csv)");
-    }
-
-    for (const Entry* e : csv_entries)
-        if (e->size == 0) info.problems.push_back(e->name + " is empty");
-
-    // Each certificates header must name the columns a row cannot be loaded without.
-    std::map<std::string, int> missing_optional;  // column -> files lacking it (one warning each)
-    std::sort(cert_entries.begin(), cert_entries.end(),
-              [](const Entry* a, const Entry* b) { return a->index < b->index; });
-    RecordSplitter splitter(true);
-    std::vector<Field> header;
-    for (const Entry* e : cert_entries) {
-        if (e->size == 0) continue;
-        std::string line = read_first_line(zip.get(), e->index);
-        splitter.split(line.data(), line.size(), header);
-        FieldMap map = map_header(header, options.type);
-        for (const std::string& column : map.missing_required)
-            info.problems.push_back(e->name + ": header has no " + column + " column");
-        for (const std::string& column : map.missing_optional) ++missing_optional[column];
-        info.files.push_back(CertFile{static_cast<int>(info.files.size()), e->index, e->name, e->size});
-    }
-    for (const auto& [column, files] : missing_optional)
-        info.warnings.push_back(std::to_string(files) + " certificates file(s) have no " + column +
-                                " column; it will be NULL");
+    const std::vector<Entry> entries = read_entries(zip.get(), info);
+    const Selection selected = select_files(group_by_directory(entries, info), options, info);
+    check_not_empty(selected, info);
+    check_headers(zip.get(), selected.certificates, options.type, info);
     return info;
 }
 
@@ -270,20 +328,6 @@ int EntrySource::read(char* buffer, int size) {
         throw Error(exit_invalid_archive, "archive entry " + name_ + " inflates beyond its declared size of " +
                                               std::to_string(declared_) + " bytes");
     return static_cast<int>(n);
-}
-
-std::vector<int> assign_shards(const std::vector<CertFile>& files, int count) {
-    std::vector<std::size_t> order(files.size());
-    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return files[a].size > files[b].size; });
-    std::vector<std::uint64_t> bytes(static_cast<std::size_t>(std::max(count, 1)), 0);
-    std::vector<int> shard(files.size(), 0);
-    for (std::size_t i : order) {
-        auto least = std::min_element(bytes.begin(), bytes.end());  // the first of equals: lowest index
-        shard[i] = static_cast<int>(least - bytes.begin());
-        *least += files[i].size + 1;  // +1: empty files still spread out
-    }
-    return shard;
 }
 
 }  // namespace epc

@@ -9,9 +9,7 @@
 #include <cstdlib>
 #include <deque>
 #include <map>
-#include <mutex>
 #include <queue>
-#include <random>
 #include <unordered_map>
 #include <utility>
 
@@ -19,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "epc/common/http.hpp"
 #include "epc/common/types.hpp"
 #include "epc/geocode/geocoder.hpp"
 
@@ -49,52 +48,12 @@ double documented_rate(const std::string& provider) {
     return 1;
 }
 
-std::optional<double> parse_retry_after(std::string_view value, std::chrono::system_clock::time_point now) {
-    while (!value.empty() && std::isspace(static_cast<unsigned char>(value.front()))) value.remove_prefix(1);
-    while (!value.empty() && std::isspace(static_cast<unsigned char>(value.back()))) value.remove_suffix(1);
-    if (value.empty()) return std::nullopt;
-    if (std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        if (value.size() > 9) return 1e9;  // absurd, but a number: the caller's cap handles it
-        return std::stod(std::string(value));
-    }
-    std::string text(value);
-    time_t when = curl_getdate(text.c_str(), nullptr);
-    if (when == -1) return std::nullopt;
-    double seconds = std::chrono::duration<double>(std::chrono::system_clock::from_time_t(when) - now).count();
-    return std::max(0.0, seconds);
-}
-
-std::string url_encode(std::string_view text) {
-    static const char hex[] = "0123456789ABCDEF";
-    std::string out;
-    out.reserve(text.size() * 3);
-    for (char ch : text) {
-        auto c = static_cast<unsigned char>(ch);
-        if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-            out += ch;
-        } else {
-            out += '%';
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        }
-    }
-    return out;
-}
-
-std::string scrub(std::string text, const std::string& secret) {
-    if (secret.empty()) return text;
-    for (const std::string& needle : {secret, url_encode(secret)}) {
-        for (std::size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 3))
-            text.replace(at, needle.size(), "***");
-    }
-    return text;
-}
-
 }  // namespace geocode_http
 
 namespace {
 
 using namespace geocode_http;
+using http::url_encode;
 using Clock = std::chrono::steady_clock;
 using json = nlohmann::json;
 
@@ -410,19 +369,6 @@ public:
 // ---------------------------------------------------------------------------------------------
 // The engine.
 
-struct EasyDeleter {
-    void operator()(CURL* h) const { curl_easy_cleanup(h); }
-};
-struct MultiDeleter {
-    void operator()(CURLM* h) const { curl_multi_cleanup(h); }
-};
-struct SlistDeleter {
-    void operator()(curl_slist* l) const { curl_slist_free_all(l); }
-};
-using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
-using MultiPtr = std::unique_ptr<CURLM, MultiDeleter>;
-using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
-
 double seconds_between(Clock::time_point from, Clock::time_point to) {
     return std::chrono::duration<double>(to - from).count();
 }
@@ -453,48 +399,21 @@ private:
 
 // One request on the wire.
 struct Attempt {
-    std::size_t job = 0;
-    bool probe = false;  // the one request a half-open circuit lets through
-    EasyPtr easy;
-    SlistPtr headers;
-    std::string body;
-    std::string retry_after;
-    char error[CURL_ERROR_SIZE] = {};
+    Attempt(std::size_t job, bool probe, const std::string& url, const std::string& user_agent,
+            const std::vector<std::string>& headers)
+        : job(job), probe(probe), transfer(url, user_agent, headers) {}
+    std::size_t job;
+    bool probe;  // the one request a half-open circuit lets through
+    http::Transfer transfer;
 };
 
 // Responses larger than this are not geocoding answers (a batch of 100 postcodes is ~100 KB).
 constexpr std::size_t max_response_bytes = 16u << 20;
 
-std::size_t on_body(char* data, std::size_t size, std::size_t count, void* user) {
-    auto* a = static_cast<Attempt*>(user);
-    if (a->body.size() + size * count > max_response_bytes) return 0;  // aborts the transfer
-    a->body.append(data, size * count);
-    return size * count;
-}
-
-std::size_t on_header(char* data, std::size_t size, std::size_t count, void* user) {
-    auto* a = static_cast<Attempt*>(user);
-    std::string_view line(data, size * count);
-    constexpr std::string_view name = "retry-after:";
-    if (line.size() > name.size() &&
-        std::equal(name.begin(), name.end(), line.begin(),
-                   [](char x, char y) { return x == std::tolower(static_cast<unsigned char>(y)); })) {
-        line.remove_prefix(name.size());
-        while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-        a->retry_after = std::string(line);
-    }
-    return size * count;
-}
-
 // curl errors that another attempt cannot fix.
 bool permanent(CURLcode code) {
     return code == CURLE_UNSUPPORTED_PROTOCOL || code == CURLE_URL_MALFORMAT || code == CURLE_NOT_BUILT_IN ||
            code == CURLE_FILESIZE_EXCEEDED || code == CURLE_WRITE_ERROR;
-}
-
-void init_curl_once() {
-    static std::once_flag once;
-    std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
 // One per provider in the chain, used from one thread: geocode() is not reentrant. The token
@@ -506,11 +425,10 @@ public:
           options_(std::move(options)),
           base_(options_.base_url.empty() ? provider_->default_base() : options_.base_url),
           bucket_(options_.rate > 0 ? options_.rate : documented_rate(provider_->name())),
-          rng_(std::random_device{}()) {
+          backoff_(options_.backoff_base_seconds, options_.max_backoff_seconds),
+          multi_(http::new_multi()) {
         while (!base_.empty() && base_.back() == '/') base_.pop_back();
-        init_curl_once();
-        multi_.reset(curl_multi_init());
-        if (!multi_) throw Error(exit_internal, "curl_multi_init failed");
+        redact_.add(options_.api_key);
     }
 
     std::string name() const override { return provider_->name(); }
@@ -538,20 +456,25 @@ private:
     void fail_job(Run& run, std::size_t job, const std::string& why);
     void start(Run& run, std::size_t job, bool probe);
     void finish(Run& run, std::unique_ptr<Attempt> attempt, CURLcode code);
+    void transfer_failed(Run& run, const Attempt& attempt, CURLcode code);
+    void refused(Run& run, const Attempt& attempt, long status);  // a status other than 2xx
+    void read_reply(Run& run, const Attempt& attempt);
     void retry_later(Run& run, const Attempt& attempt, const std::string& why, std::optional<double> wait);
     void request_failed(Run& run, bool probe);
     void request_succeeded(bool probe);
-    double backoff(int attempt);
+    void update_breaker(Run& run, Clock::time_point now);
+    double send_what_is_allowed(Run& run, Clock::time_point now);  // returns seconds until more may go
     std::size_t collect(Run& run);  // handles finished transfers; returns how many
     void abandon_in_flight(Run& run);
-    std::string clean(const std::string& text) const { return scrub(text, options_.api_key); }
+    std::string clean(const std::string& text) const { return redact_(text); }
 
     std::unique_ptr<Provider> provider_;
     HttpGeocoderOptions options_;
     std::string base_;
     TokenBucket bucket_;
-    std::mt19937_64 rng_;
-    MultiPtr multi_;
+    http::Backoff backoff_;
+    http::Redactor redact_;
+    http::MultiHandle multi_;
     // These outlive a geocode() call: the caller feeds work in batches, and a server that asked us
     // to wait, or that is down, is no different for the next batch.
     Clock::time_point pause_until_{};
@@ -577,14 +500,6 @@ void Engine::fail_job(Run& run, std::size_t job, const std::string& why) {
     spdlog::debug("{}: {} quer{} failed: {}", name(), run.jobs[job].queries.size(),
                   run.jobs[job].queries.size() == 1 ? "y" : "ies", failed.error);
     for (std::size_t q : run.jobs[job].queries) deliver(run, q, failed);
-}
-
-double Engine::backoff(int attempt) {
-    // Full jitter (a uniform wait between 0 and the exponential ceiling) spreads retries of many
-    // requests that failed together, instead of sending them back in one wave.
-    double ceiling = std::min(options_.max_backoff_seconds,
-                              options_.backoff_base_seconds * std::pow(2.0, std::max(0, attempt - 1)));
-    return std::uniform_real_distribution<double>(0, std::max(0.0, ceiling))(rng_);
 }
 
 void Engine::request_failed(Run& run, bool probe) {
@@ -619,33 +534,16 @@ void Engine::request_succeeded(bool probe) {
 
 void Engine::start(Run& run, std::size_t job, bool probe) {
     const Job& j = run.jobs[job];
-    auto a = std::make_unique<Attempt>();
-    a->job = job;
-    a->probe = probe;
-    a->easy.reset(curl_easy_init());
-    if (!a->easy) throw Error(exit_internal, "curl_easy_init failed");
-    CURL* h = a->easy.get();
-    curl_easy_setopt(h, CURLOPT_URL, j.url.c_str());
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_USERAGENT, options_.user_agent.c_str());
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    std::vector<std::string> headers = {"Accept: application/json"};
+    if (!j.body.empty()) headers.push_back("Content-Type: application/json");
+    auto a = std::make_unique<Attempt>(job, probe, j.url, options_.user_agent, headers);
+    a->transfer.keep_body(max_response_bytes, http::BodyBuffer::Overflow::fail);
+    if (!j.body.empty()) a->transfer.post(j.body);
+    CURL* h = a->transfer.handle();
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     auto timeout_ms = static_cast<long>(options_.timeout_seconds * 1000);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, std::min(timeout_ms, 10000L));
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, a.get());
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, a.get());
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, a->error);
-    curl_slist* headers = curl_slist_append(nullptr, "Accept: application/json");
-    if (!j.body.empty()) {
-        headers = curl_slist_append(headers, "Content-Type: application/json");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, static_cast<long>(j.body.size()));
-        curl_easy_setopt(h, CURLOPT_COPYPOSTFIELDS, j.body.c_str());
-    }
-    a->headers.reset(headers);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     if (curl_multi_add_handle(multi_.get(), h) != CURLM_OK) throw Error(exit_internal, "curl_multi_add_handle failed");
     ++run.attempts[job];
     ++run.stats.requests;
@@ -661,7 +559,7 @@ void Engine::retry_later(Run& run, const Attempt& attempt, const std::string& wh
         fail_job(run, attempt.job, why + " (gave up after " + std::to_string(attempts) + " attempts)");
         return;
     }
-    double delay = wait ? *wait : backoff(attempts);
+    double delay = wait ? *wait : backoff_.wait(attempts);
     auto now = Clock::now();
     if (wait) pause_until_ = std::max(pause_until_, after(now, delay));
     ++run.stats.retries;
@@ -670,67 +568,70 @@ void Engine::retry_later(Run& run, const Attempt& attempt, const std::string& wh
 }
 
 void Engine::finish(Run& run, std::unique_ptr<Attempt> a, CURLcode code) {
-    const std::string who = provider_->name();
-    if (code != CURLE_OK) {
-        std::string why = who + ": " + (a->error[0] ? a->error : curl_easy_strerror(code));
-        if (permanent(code)) {
-            request_failed(run, a->probe);
-            fail_job(run, a->job, why);
-        } else {
-            retry_later(run, *a, why, std::nullopt);
-        }
-        return;
+    long status = code == CURLE_OK ? a->transfer.status() : 0;
+    if (code != CURLE_OK) transfer_failed(run, *a, code);
+    else if (status < 200 || status >= 300) refused(run, *a, status);
+    else read_reply(run, *a);
+}
+
+void Engine::transfer_failed(Run& run, const Attempt& a, CURLcode code) {
+    std::string why = name() + ": " + a.transfer.error_text(code);
+    if (permanent(code)) {
+        request_failed(run, a.probe);
+        fail_job(run, a.job, why);
+    } else {
+        retry_later(run, a, why, std::nullopt);
     }
-    long status = 0;
-    curl_easy_getinfo(a->easy.get(), CURLINFO_RESPONSE_CODE, &status);
-    std::string http = who + ": HTTP " + std::to_string(status);
+}
+
+void Engine::refused(Run& run, const Attempt& a, long status) {
+    std::string what = name() + ": HTTP " + std::to_string(status);
     if (status == 429 || status == 503) {
         if (status == 429) ++run.stats.http_429;
-        auto wait = parse_retry_after(a->retry_after, std::chrono::system_clock::now());
+        auto wait = http::parse_retry_after(a.transfer.headers().retry_after);
         if (wait && *wait > options_.max_retry_after_seconds) {
-            request_failed(run, a->probe);
-            fail_job(run, a->job, http + " with Retry-After " + std::to_string(static_cast<long long>(*wait)) +
-                                      " s, longer than the " + std::to_string(static_cast<long long>(options_.max_retry_after_seconds)) +
-                                      " s we wait");
+            auto seconds = [](double s) { return std::to_string(static_cast<long long>(s)); };
+            request_failed(run, a.probe);
+            fail_job(run, a.job, what + " with Retry-After " + seconds(*wait) + " s, longer than the " +
+                                     seconds(options_.max_retry_after_seconds) + " s we wait");
             return;
         }
         // A 429 without Retry-After still says "slow down": pause every request, not just this one.
-        if (!wait && status == 429) wait = backoff(run.attempts[a->job]);
-        retry_later(run, *a, http, wait);
-        return;
+        if (!wait && status == 429) wait = backoff_.wait(run.attempts[a.job]);
+        retry_later(run, a, what, wait);
+    } else if (status >= 500) {
+        retry_later(run, a, what, std::nullopt);
+    } else {
+        request_failed(run, a.probe);
+        fail_job(run, a.job, what + " (not retried)");
     }
-    if (status >= 500) {
-        retry_later(run, *a, http, std::nullopt);
-        return;
-    }
-    if (status < 200 || status >= 300) {
-        request_failed(run, a->probe);
-        fail_job(run, a->job, http + " (not retried)");
-        return;
-    }
-    Reply reply = provider_->read(run.jobs[a->job], run.queries, a->body);
+}
+
+void Engine::read_reply(Run& run, const Attempt& a) {
+    const std::string who = name();
+    Reply reply = provider_->read(run.jobs[a.job], run.queries, a.transfer.body());
     switch (reply.kind) {
         case Reply::Kind::answered: {
-            request_succeeded(a->probe);
-            const auto& qs = run.jobs[a->job].queries;
+            request_succeeded(a.probe);
+            const auto& qs = run.jobs[a.job].queries;
             for (std::size_t k = 0; k < qs.size() && k < reply.results.size(); ++k) deliver(run, qs[k], reply.results[k]);
             return;
         }
         case Reply::Kind::rate_limited:
             ++run.stats.http_429;
-            retry_later(run, *a, who + ": " + reply.error, backoff(run.attempts[a->job]));
+            retry_later(run, a, who + ": " + reply.error, backoff_.wait(run.attempts[a.job]));
             return;
         case Reply::Kind::retry:
-            retry_later(run, *a, who + ": " + reply.error, std::nullopt);
+            retry_later(run, a, who + ": " + reply.error, std::nullopt);
             return;
         case Reply::Kind::malformed:
             ++run.stats.malformed;
-            request_failed(run, a->probe);
-            fail_job(run, a->job, who + ": malformed answer (" + reply.error + ")");
+            request_failed(run, a.probe);
+            fail_job(run, a.job, who + ": malformed answer (" + reply.error + ")");
             return;
         case Reply::Kind::failed:
-            request_failed(run, a->probe);
-            fail_job(run, a->job, who + ": " + reply.error);
+            request_failed(run, a.probe);
+            fail_job(run, a.job, who + ": " + reply.error);
             return;
     }
 }
@@ -760,6 +661,56 @@ void Engine::abandon_in_flight(Run& run) {
     probe_in_flight_ = false;
 }
 
+void Engine::update_breaker(Run& run, Clock::time_point now) {
+    if (breaker_ == Breaker::open && now >= open_until_) {
+        breaker_ = Breaker::half_open;
+        spdlog::info("{}: circuit half-open; sending one probe request", name());
+    }
+    if (breaker_ != Breaker::open) return;
+    // Waiting out the open period would stall the run; these end as failed (a later run retries
+    // them), and the server gets no more traffic from us.
+    run.stats.circuit_opened = true;
+    std::string why = name() + ": circuit open after " + std::to_string(consecutive_failures_) +
+                      " consecutive failed requests; not sent";
+    for (std::size_t j : run.fresh) fail_job(run, j, why);
+    run.fresh.clear();
+    for (; !run.retry.empty(); run.retry.pop()) fail_job(run, run.retry.top().second, why);
+}
+
+double Engine::send_what_is_allowed(Run& run, Clock::time_point now) {
+    const auto max_in_flight = static_cast<std::size_t>(std::max(1, options_.max_in_flight));
+    double wait = 1;
+    while (run.in_flight.size() < max_in_flight && breaker_ != Breaker::open) {
+        if (breaker_ == Breaker::half_open && probe_in_flight_) break;
+        bool retry_due = !run.retry.empty() && run.retry.top().first <= now;
+        if (!retry_due && run.fresh.empty()) {
+            if (!run.retry.empty()) wait = std::min(wait, seconds_between(now, run.retry.top().first));
+            break;
+        }
+        if (now < pause_until_) {
+            wait = std::min(wait, seconds_between(now, pause_until_));
+            break;
+        }
+        double token = bucket_.wait(now);
+        if (token > 0) {
+            wait = std::min(wait, token);
+            break;
+        }
+        bucket_.take();
+        std::size_t job;
+        if (retry_due) {
+            job = run.retry.top().second;
+            run.retry.pop();
+        } else {
+            job = run.fresh.front();
+            run.fresh.pop_front();
+        }
+        start(run, job, breaker_ == Breaker::half_open);
+    }
+    if (breaker_ == Breaker::open) wait = std::min(wait, seconds_between(now, open_until_));
+    return wait;
+}
+
 HttpGeocodeStats Engine::geocode(const std::vector<GeocodeQuery>& queries,
                                  const std::function<void(std::size_t, const GeocodeResult&)>& done) {
     const auto started = Clock::now();
@@ -768,7 +719,6 @@ HttpGeocodeStats Engine::geocode(const std::vector<GeocodeQuery>& queries,
                     [&](std::size_t q, const GeocodeResult& r) { deliver(run, q, r); });
     run.attempts.assign(run.jobs.size(), 0);
     for (std::size_t j = 0; j < run.jobs.size(); ++j) run.fresh.push_back(j);
-    const auto max_in_flight = static_cast<std::size_t>(std::max(1, options_.max_in_flight));
 
     // The callback may throw: take our handles back out of the multi handle on the way out.
     struct Guard {
@@ -779,52 +729,8 @@ HttpGeocodeStats Engine::geocode(const std::vector<GeocodeQuery>& queries,
 
     while (true) {
         auto now = Clock::now();
-        if (breaker_ == Breaker::open && now >= open_until_) {
-            breaker_ = Breaker::half_open;
-            spdlog::info("{}: circuit half-open; sending one probe request", name());
-        }
-        if (breaker_ == Breaker::open) {
-            // Waiting out the open period would stall the run; these end as failed (a later run
-            // retries them), and the server gets no more traffic from us.
-            run.stats.circuit_opened = true;
-            std::string why = name() + ": circuit open after " + std::to_string(consecutive_failures_) +
-                              " consecutive failed requests; not sent";
-            for (std::size_t j : run.fresh) fail_job(run, j, why);
-            run.fresh.clear();
-            for (; !run.retry.empty(); run.retry.pop()) fail_job(run, run.retry.top().second, why);
-        }
-
-        // Send what pacing, bounds and the breaker allow.
-        double wait = 1;  // seconds until sending may become possible
-        while (run.in_flight.size() < max_in_flight && breaker_ != Breaker::open) {
-            if (breaker_ == Breaker::half_open && probe_in_flight_) break;
-            bool retry_due = !run.retry.empty() && run.retry.top().first <= now;
-            if (!retry_due && run.fresh.empty()) {
-                if (!run.retry.empty()) wait = std::min(wait, seconds_between(now, run.retry.top().first));
-                break;
-            }
-            if (now < pause_until_) {
-                wait = std::min(wait, seconds_between(now, pause_until_));
-                break;
-            }
-            double token = bucket_.wait(now);
-            if (token > 0) {
-                wait = std::min(wait, token);
-                break;
-            }
-            bucket_.take();
-            std::size_t job;
-            if (retry_due) {
-                job = run.retry.top().second;
-                run.retry.pop();
-            } else {
-                job = run.fresh.front();
-                run.fresh.pop_front();
-            }
-            start(run, job, breaker_ == Breaker::half_open);
-        }
-        if (breaker_ == Breaker::open) wait = std::min(wait, seconds_between(now, open_until_));
-
+        update_breaker(run, now);
+        double wait = send_what_is_allowed(run, now);
         if (run.in_flight.empty() && run.fresh.empty() && run.retry.empty()) break;
 
         int running = 0;

@@ -16,6 +16,7 @@
 #include "epc/db/copy.hpp"
 #include "epc/db/transaction.hpp"
 #include "epc/load/duplicates.hpp"
+#include "epc/load/shards.hpp"
 #include "epc/transform/csv.hpp"
 #include "epc/transform/fields.hpp"
 

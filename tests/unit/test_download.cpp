@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -15,6 +14,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "epc/extract/credentials.hpp"
 #include "epc/extract/download.hpp"
 #include "epc/extract/sha256.hpp"
 #include "support/epc_service.hpp"
@@ -584,21 +584,6 @@ TEST_F(Download, SecretsNeverReachLogsOrErrors) {
 
 // --- Pieces --------------------------------------------------------------------------------------
 
-TEST(DownloadDetail, RetryAfter) {
-    EXPECT_EQ(detail::parse_retry_after("7"), 7.0);
-    EXPECT_EQ(detail::parse_retry_after(" 0 "), 0.0);
-    EXPECT_FALSE(detail::parse_retry_after("soon"));
-    EXPECT_FALSE(detail::parse_retry_after(""));
-    char date[64];
-    std::time_t later = std::time(nullptr) + 5;
-    std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", std::gmtime(&later));
-    auto wait = detail::parse_retry_after(date);
-    ASSERT_TRUE(wait);
-    EXPECT_GE(*wait, 3.0);
-    EXPECT_LE(*wait, 6.0);
-    EXPECT_EQ(detail::parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), 0.0);  // in the past: no wait
-}
-
 TEST(DownloadDetail, LegacyListingShapes) {
     using nlohmann::json;
     const std::string name = "all-domestic-certificates.zip";
@@ -609,13 +594,6 @@ TEST(DownloadDetail, LegacyListingShapes) {
     EXPECT_FALSE(detail::legacy_listed_size(json{{"other.zip", 1}}, name));
     EXPECT_FALSE(detail::legacy_listed_size(json{{name, "big"}}, name));
     EXPECT_FALSE(detail::legacy_listed_size(json::array(), name));
-}
-
-TEST(DownloadDetail, RedactUrl) {
-    EXPECT_EQ(detail::redact_url("https://s3.example.com:9000/bucket/f.zip?X-Amz-Signature=abc&x=1#frag"),
-              "https://s3.example.com:9000/bucket/f.zip");
-    EXPECT_EQ(detail::redact_url("https://user:secret@host/path"), "https://host/path");
-    EXPECT_EQ(detail::redact_url("http://host"), "http://host");
 }
 
 TEST(DownloadCredentials, FromFileAndEnvironment) {

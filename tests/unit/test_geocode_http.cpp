@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "epc/common/http.hpp"
 #include "epc/common/types.hpp"
 #include "epc/geocode/geocoder.hpp"
 #include "epc/geocode/http.hpp"
@@ -240,17 +241,6 @@ TEST(GeocodeHttp, RetryAfterIsHonoured) {
     EXPECT_EQ(s.count(), 5u);
 }
 
-TEST(GeocodeHttp, RetryAfterParsesSecondsAndDates) {
-    using geocode_http::parse_retry_after;
-    auto now = std::chrono::system_clock::from_time_t(1445412480);  // Wed, 21 Oct 2015 07:28:00 GMT
-    EXPECT_EQ(parse_retry_after("1", now), 1.0);
-    EXPECT_EQ(parse_retry_after(" 120\r", now), 120.0);
-    EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), 30.0);
-    EXPECT_EQ(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), 0.0);
-    EXPECT_FALSE(parse_retry_after("soon", now));
-    EXPECT_FALSE(parse_retry_after("", now));
-}
-
 TEST(GeocodeHttp, ServerErrorsAreRetriedWithBackoff) {
     GeocoderStandIn s(GeocoderStandIn::Kind::postcodes_io);
     s.add("AB1 2CD", 50, -1);
@@ -420,7 +410,7 @@ TEST(GeocodeHttp, ApiKeyNeverLogged) {
 
     std::string log = captured.str();
     EXPECT_NE(log.find("key=***"), std::string::npos) << "no request was logged:\n" << log;
-    for (const std::string& secret : {kKey, geocode_http::url_encode(kKey)}) {
+    for (const std::string& secret : {kKey, http::url_encode(kKey)}) {
         EXPECT_EQ(log.find(secret), std::string::npos) << log;
         for (const auto& e : errors) EXPECT_EQ(e.find(secret), std::string::npos) << e;
     }
@@ -437,8 +427,6 @@ TEST(GeocodeHttp, FactoryAndNames) {
     EXPECT_EQ(geocode_http::documented_rate("nominatim"), 1.0);
     EXPECT_EQ(geocode_http::documented_rate("google"), 50.0);
     EXPECT_EQ(geocode_http::documented_rate("os-places"), 10.0);
-    EXPECT_EQ(geocode_http::scrub("a?key=abc&x=abc", "abc"), "a?key=***&x=***");
-    EXPECT_EQ(geocode_http::url_encode("a b/c"), "a%20b%2Fc");
 }
 
 TEST(GeocodeHttp, FastAnswersAreNotLeftWaiting) {

@@ -12,18 +12,9 @@
 
 #include "epc/common/log.hpp"
 #include "epc/common/types.hpp"
+#include "epc/extract/batch_submit.hpp"
 
 namespace epc {
-
-// check-release --submit-queue: what to submit to AWS Batch when there is a new release.
-struct SubmitOptions {
-    std::string queue;               // --submit-queue: job queue name or ARN
-    std::string run_definition;      // --submit-run-definition: one full run (shards == 1)
-    std::string load_definition;     // --submit-load-definition: the array job's children (load)
-    std::string publish_definition;  // --submit-publish-definition: after all children (publish)
-    int shards = 1;                  // --submit-shards
-    std::string endpoint_url;        // --batch-endpoint-url: aws --endpoint-url (tests)
-};
 
 // The subcommands; what each one runs is the app's stage table (src/app/app.cpp).
 enum class Command { run, extract, load, geocode, publish, check_release };

@@ -61,11 +61,6 @@ constexpr std::uint64_t kMaxCompressionRatio = 200;
 // failures are collected in ArchiveInfo::problems.
 ArchiveInfo inspect_archive(const std::string& path, const ValidationOptions& options);
 
-// Which shard loads each file (result[i] for files[i]): largest files first, each to the shard with
-// the fewest bytes so far, so shards finish together. Depends only on the archive, so every shard
-// process computes the same split, and the shards together cover every file exactly once.
-std::vector<int> assign_shards(const std::vector<CertFile>& files, int count);
-
 // Streams one entry out of the zip (no temporary files). Refuses to inflate beyond the size the
 // central directory declares, and reports CRC or inflate errors as an invalid archive.
 class EntrySource : public io::ByteSourceBase {

@@ -5,7 +5,8 @@
 // renamed to <type>-<source>.zip only once its size matches what the service advertised. Cut
 // transfers resume with a Range request on a freshly requested URL (a presigned URL is single-use
 // in practice and expires after ~30 s). Secrets (token, API key, a presigned URL's query string)
-// never appear in log lines or error messages.
+// never appear in log lines or error messages. The files this leaves in the work directory are
+// described in download_files.hpp; the HTTP plumbing is common/http.hpp.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +17,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "epc/common/types.hpp"
+#include "epc/extract/credentials.hpp"
 
 namespace epc {
 
@@ -25,25 +27,6 @@ std::string_view source_name(Source source);
 std::optional<Source> parse_source(std::string_view name);
 // The publisher's real base URL for a source (no trailing slash).
 std::string_view default_base_url(Source source);
-
-struct Credentials {
-    std::string token;    // current service: Bearer token (EPC_TOKEN)
-    std::string email;    // legacy service: account e-mail (EPC_API_EMAIL)
-    std::string api_key;  // legacy service: API key (EPC_API_KEY)
-    // legacy service, older accounts: the token of the emailed login-with-token link
-    // (EPC_LOGIN_TOKEN), exchanged for a session cookie; used when there is no API key.
-    std::string login_token;
-};
-
-// EPC_TOKEN, EPC_API_EMAIL, EPC_API_KEY, EPC_LOGIN_TOKEN; unset variables leave the field empty.
-Credentials credentials_from_env();
-// KEY=VALUE lines with the same names as the variables; blank lines and lines starting with '#'
-// are skipped, surrounding spaces and one pair of quotes around the value are removed. Unknown
-// keys are ignored. Throws Error(exit_usage) when the file cannot be read or a line has no '='
-// (the message names the line number, never its content).
-Credentials credentials_from_file(const std::string& path);
-// Fields set in `overrides` win over those in `base` (e.g. file over environment).
-Credentials merge_credentials(Credentials base, const Credentials& overrides);
 
 struct ReleaseInfo {
     std::uint64_t size = 0;     // bytes of the zip the service advertises
@@ -98,10 +81,6 @@ namespace detail {
 // unconfirmed, so this accepts the map at the top level or under one key ("files", "data", …),
 // with sizes as numbers, numeric strings or objects holding "size"/"fileSize".
 std::optional<std::uint64_t> legacy_listed_size(const nlohmann::json& listing, const std::string& name);
-// Seconds to wait for a Retry-After value (delta-seconds or an HTTP-date); nullopt if unparsable.
-std::optional<double> parse_retry_after(const std::string& value);
-// scheme://host[:port]/path of a URL: no user info, query or fragment (for logs).
-std::string redact_url(const std::string& url);
 }  // namespace detail
 
 }  // namespace epc
