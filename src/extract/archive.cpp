@@ -235,7 +235,7 @@ Selection select_la_directories(const Tree& tree, const ValidationOptions& optio
     return selected;
 }
 
-// Tells the layout (epc-data.md §2) and selects its files; what does not fit goes to info.problems.
+// Tells the layout (docs/data-formats.md §2) and selects its files; what does not fit goes to info.problems.
 Selection select_files(const Tree& tree, const ValidationOptions& options, ArchiveInfo& info) {
     RootFiles root = classify_root_files(tree, info);
     if (!root.years.empty()) return select_yearly_files(tree, root, info);

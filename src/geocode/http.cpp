@@ -38,9 +38,9 @@ double documented_rate(const std::string& provider) {
     // Nominatim's usage policy (operations.osmfoundation.org/policies/nominatim): "an absolute
     // maximum of 1 request per second".
     if (provider == "nominatim") return 1;
-    // Google Geocoding API quota: 3,000 queries per minute per project (epc-data.md §6) = 50/s.
+    // Google Geocoding API quota: 3,000 queries per minute per project (docs/data-formats.md §6) = 50/s.
     if (provider == "google") return 50;
-    // OS Data Hub plans allow 600 transactions per minute (epc-data.md §6) = 10/s.
+    // OS Data Hub plans allow 600 transactions per minute (docs/data-formats.md §6) = 10/s.
     if (provider == "os-places") return 10;
     // postcodes.io publishes no limit ("fair use"); 10 bulk requests/s is up to 1,000 postcodes/s,
     // plenty for our misses and gentle on a free service. A self-hosted copy can take a higher --rate.

@@ -1,5 +1,5 @@
 // In-process stand-ins for the four HTTP geocoders (postcodes.io, Google, Nominatim, OS Places):
-// each speaks its provider's request and answer formats (shared/epc-data.md §6) on 127.0.0.1,
+// each speaks its provider's request and answer formats (docs/data-formats.md §6) on 127.0.0.1,
 // records every request (arrival time, target, body), tracks how many run at once, and misbehaves
 // on request: latency, 429/503 with Retry-After, 5xx, malformed JSON, "no match", a connection
 // cut mid-body, or a Google status such as OVER_QUERY_LIMIT.

@@ -1,4 +1,4 @@
-// The CSV hazards of epc-data.md §4, through the real reading path (QuoteAwareSource feeding
+// The CSV hazards of docs/data-formats.md §4, through the real reading path (QuoteAwareSource feeding
 // fccp's LineReader, then RecordSplitter).
 #include <gtest/gtest.h>
 

@@ -31,7 +31,7 @@ struct Shard {
     int count = 1;
 };
 
-// Exit codes are a contract with operators' scripts and AWS Batch (shared/cli.md).
+// Exit codes are a contract with operators' scripts and AWS Batch (docs/cli.md §4).
 enum ExitCode : int {
     exit_ok = 0,
     exit_internal = 1,

@@ -57,7 +57,7 @@ struct ValidationOptions {
 constexpr std::uint64_t kMaxCompressionRatio = 200;
 
 // Reads the central directory and each certificates header (not the data) and checks the layout
-// rules of epc-data.md §2. Throws only when the file is not a readable zip at all; validation
+// rules of docs/data-formats.md §2. Throws only when the file is not a readable zip at all; validation
 // failures are collected in ArchiveInfo::problems.
 ArchiveInfo inspect_archive(const std::string& path, const ValidationOptions& options);
 

@@ -1,4 +1,4 @@
-// Downloading a release from the publisher (epc-data.md §1): the current service (Bearer token,
+// Downloading a release from the publisher (docs/data-formats.md §1): the current service (Bearer token,
 // 302 to a presigned S3 URL) or the legacy one (HTTP Basic, usually 302 to a signed URL).
 //
 // The archive streams to <work_dir>/<type>-<source>.zip.part while its SHA-256 is computed, and is

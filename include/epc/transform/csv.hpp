@@ -1,5 +1,5 @@
 // Reading EPC CSV records: fast-cpp-csv-parser's LineReader does the buffered, double-threaded
-// reading; the pieces here make it safe for the EPC dialect (epc-data.md §4).
+// reading; the pieces here make it safe for the EPC dialect (docs/data-formats.md §4).
 //
 // fccp cuts lines at every '\n' before it looks at quotes, and EPC files have newlines inside
 // quoted fields. QuoteAwareSource sits between the byte stream and the LineReader and replaces
