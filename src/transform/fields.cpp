@@ -6,17 +6,6 @@
 
 namespace epc {
 
-std::string_view reject_reason_name(RejectReason reason) {
-    switch (reason) {
-        case RejectReason::field_count: return "field_count";
-        case RejectReason::missing_key: return "missing_key";
-        case RejectReason::missing_date: return "missing_date";
-        case RejectReason::bad_date: return "bad_date";
-        case RejectReason::duplicate_key: return "duplicate_key";
-    }
-    return "?";
-}
-
 namespace {
 
 bool iequals(std::string_view a, std::string_view b) {

@@ -9,13 +9,10 @@
 #include <vector>
 
 #include "epc/common/types.hpp"
+#include "epc/db/columns.hpp"
 #include "epc/transform/csv.hpp"
 
 namespace epc {
-
-// Why a row could not be loaded. The names are stored in the rejects table.
-enum class RejectReason { field_count, missing_key, missing_date, bad_date, duplicate_key };
-std::string_view reject_reason_name(RejectReason reason);
 
 // Positions of the loaded fields in one file's header (-1 = column absent).
 struct FieldMap {
