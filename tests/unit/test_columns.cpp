@@ -4,10 +4,14 @@
 #include <set>
 
 #include "epc/db/columns.hpp"
+#include "epc/transform/fields.hpp"
+#include "fixture/fixture.hpp"
 
 using namespace epc;
 
 namespace {
+
+std::vector<Field> views(const std::vector<std::string>& v) { return {v.begin(), v.end()}; }
 
 std::vector<std::string> split_list(const std::string& list) {
     std::vector<std::string> names;
@@ -33,6 +37,7 @@ std::vector<std::string> ddl_names(const std::string& ddl) {
 }
 
 const std::vector<CertType> kTypes = {CertType::domestic, CertType::non_domestic, CertType::display};
+const std::vector<Layout> kLayouts = {Layout::legacy, Layout::current, Layout::single};
 
 }  // namespace
 
@@ -118,6 +123,10 @@ TEST(Columns, RequiredColumns) {
     EXPECT_EQ(certificate_column("cert_key").required->missing, RejectReason::missing_key);
     EXPECT_EQ(certificate_column("lodgement_date").required->missing, RejectReason::missing_date);
     EXPECT_EQ(certificate_column("lodgement_date").required->invalid, RejectReason::bad_date);
+
+    FieldMap m = map_header(views({"ADDRESS", "POSTCODE"}), CertType::domestic);
+    EXPECT_EQ(m.missing_required, (std::vector<std::string>{"LMK_KEY/certificate_number", "LODGEMENT_DATE"}));
+    EXPECT_EQ(m.key, -1);
 }
 
 TEST(Columns, HeaderNamesPerTypeAndLayout) {
@@ -145,4 +154,54 @@ TEST(Columns, HeaderNamesPerTypeAndLayout) {
     EXPECT_TRUE(expected_in(transaction, CertType::non_domestic));
     EXPECT_EQ(header_label(key), "LMK_KEY/certificate_number");
     EXPECT_EQ(header_label(area), "TOTAL_FLOOR_AREA/FLOOR_AREA");
+}
+
+// Every header the fixture writes (its model of the publisher's files) maps every column the
+// certificate type has, at the name the catalogue gives for that type and layout.
+TEST(Columns, FixtureHeadersMapPerTypeAndLayout) {
+    for (CertType type : kTypes) {
+        for (Layout layout : kLayouts) {
+            const std::vector<std::string> header = fixture::certificate_columns(type, layout);
+            const std::string where = std::string(cert_type_name(type)) + "/" + std::string(layout_name(layout));
+            FieldMap m = map_header(views(header), type);
+            EXPECT_TRUE(m.missing_required.empty()) << where;
+            EXPECT_TRUE(m.missing_optional.empty()) << where;
+            ASSERT_EQ(m.slots.size(), certificate_columns().size());
+            for (const FieldMap::Slot& slot : m.slots) {
+                const std::vector<std::string> names = header_names(*slot.column, type, layout);
+                if (names.empty()) {
+                    EXPECT_EQ(slot.position, -1) << where << " " << slot.column->name;
+                    continue;
+                }
+                ASSERT_GE(slot.position, 0) << where << " " << slot.column->name;
+                EXPECT_EQ(header[static_cast<std::size_t>(slot.position)], names.front()) << where;
+            }
+            EXPECT_EQ(m.key, m.position(kKeyColumn));
+            EXPECT_EQ(m.tuple_fields, staging_column_count());
+        }
+    }
+}
+
+TEST(Columns, AddressFromPartsWhenNoAddressColumn) {
+    FieldMap parts = map_header(views({"LMK_KEY", "LODGEMENT_DATE", "ADDRESS1", "ADDRESS2", "ADDRESS3"}),
+                                CertType::domestic);
+    const FieldMap::Slot& slot = parts.slots[parts.address_slot];
+    EXPECT_EQ(slot.column->name, "address");
+    EXPECT_EQ(slot.position, -1);
+    EXPECT_EQ(slot.parts, (std::vector<int>{2, 3, 4}));
+    EXPECT_EQ(std::count(parts.missing_optional.begin(), parts.missing_optional.end(), "ADDRESS"), 0);
+
+    // ADDRESS wins over the parts; without ADDRESS1 the address counts as missing.
+    FieldMap both = map_header(views({"LMK_KEY", "LODGEMENT_DATE", "address1", "address"}), CertType::display);
+    EXPECT_EQ(both.position("address"), 3);
+    FieldMap neither = map_header(views({"LMK_KEY", "LODGEMENT_DATE", "ADDRESS2"}), CertType::domestic);
+    EXPECT_EQ(std::count(neither.missing_optional.begin(), neither.missing_optional.end(), "ADDRESS"), 1);
+}
+
+TEST(Columns, DisplayFilesNeedNoTransactionType) {
+    const std::vector<std::string> header = {"LMK_KEY", "LODGEMENT_DATE", "TOTAL_FLOOR_AREA", "ADDRESS",
+                                             "POSTCODE", "UPRN", "LOCAL_AUTHORITY"};
+    EXPECT_TRUE(map_header(views(header), CertType::display).missing_optional.empty());
+    EXPECT_EQ(map_header(views(header), CertType::domestic).missing_optional,
+              (std::vector<std::string>{"TRANSACTION_TYPE"}));
 }
