@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "epc/db/columns.hpp"
 #include "epc/transform/fields.hpp"
 
 namespace epc {
@@ -208,10 +209,7 @@ RunStart Ledger::begin_load(const ArchiveInfo& archive, const std::optional<Shar
     // A new run starts from empty staging: no indexes, UNLOGGED (a crash is covered by the
     // row-count check above), rebuilt rather than truncated so column changes take effect.
     db_.exec("DROP TABLE IF EXISTS " + tables_.rows + ", " + tables_.rejects);
-    db_.exec("CREATE UNLOGGED TABLE " + tables_.rows + " (" + kCertificateColumnsDdl + R"(
-    file_no          int NOT NULL,     -- import_file.file_no of the file the row came from
-    line_no          bigint NOT NULL,  -- physical line where the record starts (header = 1)
-    address_key      text              -- what the geocode stage locates (see address_key())
+    db_.exec("CREATE UNLOGGED TABLE " + tables_.rows + " (" + staging_columns_ddl() + R"(
 ) WITH (autovacuum_enabled = off))");  // the loader ANALYZEs it; autovacuum would only compete
     db_.exec("CREATE TABLE " + tables_.rejects + R"( (
     file_no   int NOT NULL,

@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "epc/db/columns.hpp"
 #include "epc/load/ledger.hpp"
 #include "epc/load/pg.hpp"
 #include "epc/transform/csv.hpp"
@@ -237,7 +238,8 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
 void write_chunks(LoadJob& job, pg::Connection& db, ChunkQueue& queue) {
     enum class Target { none, rows, rejects } target = Target::none;
     bool in_transaction = false;
-    const std::string copy_rows = "COPY " + job.tables_.rows + " (" + kStagingColumns + ") FROM STDIN (FORMAT binary)";
+    const std::string copy_rows =
+        "COPY " + job.tables_.rows + " (" + staging_column_list() + ") FROM STDIN (FORMAT binary)";
     const std::string copy_rejects =
         "COPY " + job.tables_.rejects + " (file_no, file_name, line_no, reason, detail, raw) FROM STDIN";
     auto end_copy = [&] {
@@ -331,8 +333,7 @@ void move_duplicates(pg::Connection& db, const StagingTables& t, long long run_i
             " INSERT INTO " + t.rejects + " (file_no, file_name, line_no, reason, detail, raw)"
             " SELECT m.file_no, f.file_name, m.line_no, 'duplicate_key',"
             "        format('key %s was already loaded from %s line %s', m.cert_key, first.file_name, m.first_line),"
-            "        concat_ws(',', m.cert_key, m.lodgement_date, m.transaction_type, m.total_floor_area,"
-            "                  m.address, m.postcode, m.uprn, m.local_authority)"
+            "        " + concat_ws_expression("m") +
             " FROM moved m"
             " JOIN epc.import_file f ON f.run_id = $1 AND f.file_no = m.file_no"
             " JOIN epc.import_file first ON first.run_id = $1 AND first.file_no = m.first_file",

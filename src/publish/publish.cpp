@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "epc/db/columns.hpp"
 #include "epc/load/ledger.hpp"
 #include "epc/load/pg.hpp"
 #include "epc/transform/fields.hpp"
@@ -60,7 +61,7 @@ PublishSummary publish(const PublishOptions& options) {
     const std::string fresh = "epc." + fresh_name;
     db.exec("DROP TABLE IF EXISTS " + fresh);
     spdlog::info("publish: building {} from {} ({} rows)", fresh, staging.rows, staged);
-    db.exec("CREATE TABLE " + fresh + " (" + kCertificateColumnsDdl + R"(
+    db.exec("CREATE TABLE " + fresh + " (" + certificate_columns_ddl() + R"(,
     latitude          double precision,  -- from epc.geocode_cache: NULL when not located
     longitude         double precision,
     geocode_provider  text,
@@ -69,10 +70,9 @@ PublishSummary publish(const PublishOptions& options) {
 ))");
     // The two staging sides meet here: certificates, and the coordinates found for their addresses.
     db.exec("INSERT INTO " + fresh +
-            " (cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, local_authority, "
-            "latitude, longitude, geocode_provider, geocode_precision, run_id) "
-            "SELECT s.cert_key, s.lodgement_date, s.transaction_type, s.total_floor_area, s.address, s.postcode, "
-            "s.uprn, s.local_authority, g.latitude, g.longitude, g.provider, g.precision, $1 FROM " + staging.rows +
+            " (" + certificate_column_list() + ", latitude, longitude, geocode_provider, geocode_precision, run_id) "
+            "SELECT " + certificate_column_list("s") + ", g.latitude, g.longitude, g.provider, g.precision, $1 "
+            "FROM " + staging.rows +
                 " s LEFT JOIN epc.geocode_cache g ON g.address_key = s.address_key AND g.status = 'found'",
             {run});
     // Index after filling: several times faster than inserting into an indexed table (design.md).

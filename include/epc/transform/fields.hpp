@@ -40,21 +40,6 @@ struct FieldMap {
 // TRANSACTION_TYPE is optional and not even expected in display files.
 FieldMap map_header(const std::vector<Field>& header, CertType type);
 
-// Staging columns, in the order format_row writes them.
-inline constexpr const char* kStagingColumns =
-    "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, "
-    "local_authority, file_no, line_no, address_key";
-// The loaded certificate fields as staging and production tables both declare them.
-inline constexpr const char* kCertificateColumnsDdl = R"(
-    cert_key         text NOT NULL,
-    lodgement_date   date NOT NULL,
-    transaction_type text,
-    total_floor_area numeric,
-    address          text,
-    postcode         text,
-    uprn             bigint,
-    local_authority  text,)";
-
 // Rows go in PostgreSQL's binary COPY format, in the order of staging_column_list(): typed values
 // arrive ready-made, so the server parses no dates, numbers or escapes (design.md measured binary
 // COPY 1.3-1.6x faster than text). What a binary COPY stream starts with (signature, flags,
