@@ -211,7 +211,10 @@ void append_binary_numeric(std::string& out, std::string_view s) {
     std::string_view int_part = s.substr(0, dot);
     std::string_view frac_part = dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
     while (!int_part.empty() && int_part[0] == '0') int_part.remove_prefix(1);
-    std::vector<std::uint16_t> digits;
+    // On the stack: a valid decimal (at most 1000 characters) has at most 251 base-10000 digits.
+    if (int_part.size() + frac_part.size() > 1000) throw std::invalid_argument("decimal too long");
+    std::array<std::uint16_t, 252> digits;
+    std::size_t count = 0;
     const std::size_t int_groups = (int_part.size() + 3) / 4;
     std::size_t first = int_part.size() - (int_groups ? (int_groups - 1) * 4 : 0);  // digits in the first group
     std::size_t pos = 0;
@@ -219,19 +222,19 @@ void append_binary_numeric(std::string& out, std::string_view s) {
         std::size_t len = g == 0 ? first : 4;
         std::uint16_t v = 0;
         for (std::size_t k = 0; k < len; ++k) v = static_cast<std::uint16_t>(v * 10 + (int_part[pos++] - '0'));
-        digits.push_back(v);
+        digits[count++] = v;
     }
     for (std::size_t f = 0; f < frac_part.size(); f += 4) {
         std::uint16_t v = 0;
         for (std::size_t k = 0; k < 4; ++k)
             v = static_cast<std::uint16_t>(v * 10 + (f + k < frac_part.size() ? frac_part[f + k] - '0' : 0));
-        digits.push_back(v);
+        digits[count++] = v;
     }
     int weight = static_cast<int>(int_groups) - 1;
     std::size_t lead = 0;
-    while (lead < digits.size() && digits[lead] == 0) ++lead, --weight;
-    while (digits.size() > lead && digits.back() == 0) digits.pop_back();
-    const std::size_t ndigits = digits.size() - std::min(lead, digits.size());
+    while (lead < count && digits[lead] == 0) ++lead, --weight;
+    while (count > lead && digits[count - 1] == 0) --count;
+    const std::size_t ndigits = count - lead;
     if (ndigits == 0) weight = 0, negative = false;
     put32(out, static_cast<std::uint32_t>(8 + 2 * ndigits));
     put16(out, static_cast<std::uint16_t>(ndigits));

@@ -162,6 +162,18 @@ TEST(Fields, BinaryDatesAndNumerics) {
     EXPECT_EQ(numeric("+10000"), (std::vector<int>{1, 1, 0, 0, 1}));
     EXPECT_EQ(numeric("-0.0"), (std::vector<int>{0, 0, 0, 1}));
     EXPECT_EQ(numeric(".75"), (std::vector<int>{1, -1, 0, 2, 7500}));
+    // As long as is_decimal admits (1000 characters): 10 * 10000^249 + 0.1, 251 base-10000 digits.
+    std::string longest = "1" + std::string(997, '0') + ".1";
+    ASSERT_TRUE(is_decimal(longest));
+    std::vector<int> words = numeric(longest.c_str());
+    ASSERT_EQ(words.size(), 4u + 251u);
+    EXPECT_EQ(words[0], 251);
+    EXPECT_EQ(words[1], 249);
+    EXPECT_EQ(words[3], 1);
+    EXPECT_EQ(words[4], 10);
+    EXPECT_EQ(words.back(), 1000);
+    std::string out;
+    EXPECT_THROW(append_binary_numeric(out, "1" + std::string(1000, '0')), std::invalid_argument);
 }
 
 TEST(Fields, FormatRowRejections) {

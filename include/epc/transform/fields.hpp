@@ -82,7 +82,7 @@ std::string canonical_postcode(std::string_view postcode);
 std::string address_key(std::string_view address, std::string_view postcode);
 
 // Binary encodings, exposed for tests: days from 2000-01-01 of a valid YYYY-MM-DD date, and a
-// valid decimal as a length-prefixed numeric.
+// valid decimal (is_decimal) as a length-prefixed numeric; more than 1000 digits throw std::invalid_argument.
 std::int32_t days_since_2000(std::string_view date);
 void append_binary_numeric(std::string& out, std::string_view decimal);
 
