@@ -246,13 +246,20 @@ void append_binary_numeric(std::string& out, std::string_view s) {
 
 namespace {
 
-bool is_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
-char upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
+// Each byte as it appears in a key: ASCII letters upper-cased, digits kept, anything else 0.
+constexpr std::array<char, 256> make_key_char_table() {
+    std::array<char, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = static_cast<char>(c);
+    for (int c = 'A'; c <= 'Z'; ++c) t[c] = t[c + ('a' - 'A')] = static_cast<char>(c);
+    return t;
+}
+constexpr auto kKeyChar = make_key_char_table();
+char key_char(char c) { return kKeyChar[static_cast<unsigned char>(c)]; }
 
 void append_canonical_postcode(std::string& out, std::string_view postcode) {
     const std::size_t start = out.size();
     for (char c : postcode)
-        if (is_alnum(c)) out += upper(c);
+        if (char k = key_char(c)) out += k;
     const std::size_t len = out.size() - start;
     if (len >= 5 && len <= 7) out.insert(out.end() - 3, ' ');  // outward code, space, inward code
 }
@@ -262,10 +269,10 @@ bool append_address_key(std::string& out, std::string_view address, std::string_
     const std::size_t start = out.size();
     bool gap = false;
     for (char c : address) {
-        if (is_alnum(c)) {
+        if (char k = key_char(c)) {
             if (gap && out.size() > start) out += ' ';
             gap = false;
-            out += upper(c);
+            out += k;
         } else {
             gap = true;
         }
