@@ -427,11 +427,14 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
     std::string joined;
     std::string_view address, postcode;
     put16(out, map.tuple_fields);
-    for (std::size_t i = 0; i < map.slots.size(); ++i) {
-        const FieldMap::Slot& slot = map.slots[i];
+    // Locals: the compiler cannot tell that appending to `out` leaves the map alone.
+    const FieldMap::Slot* const slots = map.slots.data();
+    const std::size_t count = map.slots.size(), address_slot = map.address_slot, postcode_slot = map.postcode_slot;
+    for (std::size_t i = 0; i < count; ++i) {
+        const FieldMap::Slot& slot = slots[i];
         const std::string_view value = slot_value(slot, fields, joined);
-        if (i == map.address_slot) address = value;
-        else if (i == map.postcode_slot) postcode = value;
+        if (i == address_slot) address = value;
+        else if (i == postcode_slot) postcode = value;
         const bool missing = is_sentinel(value);
         if (!missing && put_value(out, slot.column->kind, value, row)) continue;
         if (slot.column->required) {
