@@ -2,10 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/locks.hpp"
 #include "epc/db/schema.hpp"
 #include "epc/db/transaction.hpp"
-#include "epc/transform/fields.hpp"
 
 namespace epc::db {
 
@@ -174,10 +174,7 @@ long long Session::start_run(const RunArchive& archive) {
 // check in resume_load), rebuilt rather than truncated so column changes take effect.
 void Session::rebuild_staging(long long run_id) {
     db_.exec("DROP TABLE IF EXISTS " + staging_.rows + ", " + staging_.rejects);
-    db_.exec("CREATE UNLOGGED TABLE " + staging_.rows + " (" + kCertificateColumnsDdl + R"(
-    file_no          int NOT NULL,     -- import_file.file_no of the file the row came from
-    line_no          bigint NOT NULL,  -- physical line where the record starts (header = 1)
-    address_key      text              -- what the geocode stage locates (see address_key())
+    db_.exec("CREATE UNLOGGED TABLE " + staging_.rows + " (" + staging_columns_ddl() + R"(
 ) WITH (autovacuum_enabled = off))");  // the loader ANALYZEs it; autovacuum would only compete
     db_.exec("CREATE TABLE " + staging_.rejects + R"( (
     file_no   int NOT NULL,

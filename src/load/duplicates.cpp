@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/copy.hpp"
 #include "epc/transform/fields.hpp"
 
@@ -70,8 +71,7 @@ void move_duplicates(db::Session& session, long long run_id, const std::vector<s
             " INSERT INTO " + t.rejects + " (file_no, file_name, line_no, reason, detail, raw)"
             " SELECT m.file_no, f.file_name, m.line_no, $2,"
             "        format('key %s was already loaded from %s line %s', m.cert_key, first.file_name, m.first_line),"
-            "        concat_ws(',', m.cert_key, m.lodgement_date, m.transaction_type, m.total_floor_area,"
-            "                  m.address, m.postcode, m.uprn, m.local_authority)"
+            "        " + concat_ws_expression("m") +
             " FROM moved m"
             " JOIN epc.import_file f ON f.run_id = $1 AND f.file_no = m.file_no"
             " JOIN epc.import_file first ON first.run_id = $1 AND first.file_no = m.first_file",

@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/copy.hpp"
 #include "epc/db/transaction.hpp"
 #include "epc/load/duplicates.hpp"
@@ -231,7 +232,7 @@ private:
         if (target_ != wanted) {
             end_copy();
             if (wanted == Target::rows)
-                copy_.emplace(db_, job_.tables_.rows, kStagingColumns, db::CopyFormat::binary);
+                copy_.emplace(db_, job_.tables_.rows, staging_column_list(), db::CopyFormat::binary);
             else
                 copy_.emplace(db_, job_.tables_.rejects, "file_no, file_name, line_no, reason, detail, raw",
                               db::CopyFormat::text);

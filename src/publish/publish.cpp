@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/transaction.hpp"
 #include "epc/transform/fields.hpp"
 
@@ -62,7 +63,7 @@ void build_release(db::Session& session, const ReleaseTables& t, long long run_i
     db::Connection& db = session.db();
     db.exec("DROP TABLE IF EXISTS " + t.fresh);
     spdlog::info("publish: building {} from {}", t.fresh, session.staging().rows);
-    db.exec("CREATE TABLE " + t.fresh + " (" + kCertificateColumnsDdl + R"(
+    db.exec("CREATE TABLE " + t.fresh + " (" + certificate_columns_ddl() + R"(,
     latitude          double precision,  -- from epc.geocode_cache: NULL when not located
     longitude         double precision,
     geocode_provider  text,
@@ -70,11 +71,9 @@ void build_release(db::Session& session, const ReleaseTables& t, long long run_i
     run_id            bigint NOT NULL    -- the import_run that published the row
 ))");
     // The two staging sides meet here: certificates, and the coordinates found for their addresses.
-    db.exec("INSERT INTO " + t.fresh +
-                " (cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, "
-                "local_authority, latitude, longitude, geocode_provider, geocode_precision, run_id) "
-                "SELECT s.cert_key, s.lodgement_date, s.transaction_type, s.total_floor_area, s.address, s.postcode, "
-                "s.uprn, s.local_authority, g.latitude, g.longitude, g.provider, g.precision, $1 FROM " +
+    db.exec("INSERT INTO " + t.fresh + " (" + certificate_column_list() +
+                ", latitude, longitude, geocode_provider, geocode_precision, run_id) SELECT " +
+                certificate_column_list("s") + ", g.latitude, g.longitude, g.provider, g.precision, $1 FROM " +
                 session.staging().rows +
                 " s LEFT JOIN epc.geocode_cache g ON g.address_key = s.address_key AND g.status = 'found'",
             {run_id});

@@ -2,20 +2,10 @@
 
 #include <array>
 #include <cstring>
+#include <stdexcept>
 #include <strings.h>
 
 namespace epc {
-
-std::string_view reject_reason_name(RejectReason reason) {
-    switch (reason) {
-        case RejectReason::field_count: return "field_count";
-        case RejectReason::missing_key: return "missing_key";
-        case RejectReason::missing_date: return "missing_date";
-        case RejectReason::bad_date: return "bad_date";
-        case RejectReason::duplicate_key: return "duplicate_key";
-    }
-    return "?";
-}
 
 namespace {
 
@@ -23,7 +13,7 @@ bool iequals(std::string_view a, std::string_view b) {
     return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
 }
 
-int find_column(const std::vector<Field>& header, std::initializer_list<std::string_view> names) {
+int find_column(const std::vector<Field>& header, const std::vector<std::string_view>& names) {
     for (std::string_view name : names)
         for (std::size_t i = 0; i < header.size(); ++i)
             if (iequals(trim(header[i]), name)) return static_cast<int>(i);
@@ -189,12 +179,6 @@ bool put_text(std::string& out, std::string_view value) {
     return replaced;
 }
 
-// A text value that may be a sentinel (NULL), counting invalid UTF-8.
-void put_text_value(std::string& out, std::string_view value, RowCounters& counters) {
-    if (is_sentinel(value)) put_null(out);
-    else if (put_text(out, value)) ++counters.invalid_utf8_values;
-}
-
 void put_int64(std::string& out, std::uint64_t v) {
     put32(out, 8);
     put64(out, v);
@@ -227,7 +211,10 @@ void append_binary_numeric(std::string& out, std::string_view s) {
     std::string_view int_part = s.substr(0, dot);
     std::string_view frac_part = dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
     while (!int_part.empty() && int_part[0] == '0') int_part.remove_prefix(1);
-    std::vector<std::uint16_t> digits;
+    // On the stack: a valid decimal (at most 1000 characters) has at most 251 base-10000 digits.
+    if (int_part.size() + frac_part.size() > 1000) throw std::invalid_argument("decimal too long");
+    std::array<std::uint16_t, 252> digits;
+    std::size_t count = 0;
     const std::size_t int_groups = (int_part.size() + 3) / 4;
     std::size_t first = int_part.size() - (int_groups ? (int_groups - 1) * 4 : 0);  // digits in the first group
     std::size_t pos = 0;
@@ -235,19 +222,19 @@ void append_binary_numeric(std::string& out, std::string_view s) {
         std::size_t len = g == 0 ? first : 4;
         std::uint16_t v = 0;
         for (std::size_t k = 0; k < len; ++k) v = static_cast<std::uint16_t>(v * 10 + (int_part[pos++] - '0'));
-        digits.push_back(v);
+        digits[count++] = v;
     }
     for (std::size_t f = 0; f < frac_part.size(); f += 4) {
         std::uint16_t v = 0;
         for (std::size_t k = 0; k < 4; ++k)
             v = static_cast<std::uint16_t>(v * 10 + (f + k < frac_part.size() ? frac_part[f + k] - '0' : 0));
-        digits.push_back(v);
+        digits[count++] = v;
     }
     int weight = static_cast<int>(int_groups) - 1;
     std::size_t lead = 0;
-    while (lead < digits.size() && digits[lead] == 0) ++lead, --weight;
-    while (digits.size() > lead && digits.back() == 0) digits.pop_back();
-    const std::size_t ndigits = digits.size() - std::min(lead, digits.size());
+    while (lead < count && digits[lead] == 0) ++lead, --weight;
+    while (count > lead && digits[count - 1] == 0) --count;
+    const std::size_t ndigits = count - lead;
     if (ndigits == 0) weight = 0, negative = false;
     put32(out, static_cast<std::uint32_t>(8 + 2 * ndigits));
     put16(out, static_cast<std::uint16_t>(ndigits));
@@ -259,13 +246,20 @@ void append_binary_numeric(std::string& out, std::string_view s) {
 
 namespace {
 
-bool is_alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
-char upper(char c) { return c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c; }
+// Each byte as it appears in a key: ASCII letters upper-cased, digits kept, anything else 0.
+constexpr std::array<char, 256> make_key_char_table() {
+    std::array<char, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[c] = static_cast<char>(c);
+    for (int c = 'A'; c <= 'Z'; ++c) t[c] = t[c + ('a' - 'A')] = static_cast<char>(c);
+    return t;
+}
+constexpr auto kKeyChar = make_key_char_table();
+char key_char(char c) { return kKeyChar[static_cast<unsigned char>(c)]; }
 
 void append_canonical_postcode(std::string& out, std::string_view postcode) {
     const std::size_t start = out.size();
     for (char c : postcode)
-        if (is_alnum(c)) out += upper(c);
+        if (char k = key_char(c)) out += k;
     const std::size_t len = out.size() - start;
     if (len >= 5 && len <= 7) out.insert(out.end() - 3, ' ');  // outward code, space, inward code
 }
@@ -275,10 +269,10 @@ bool append_address_key(std::string& out, std::string_view address, std::string_
     const std::size_t start = out.size();
     bool gap = false;
     for (char c : address) {
-        if (is_alnum(c)) {
+        if (char k = key_char(c)) {
             if (gap && out.size() > start) out += ' ';
             gap = false;
-            out += upper(c);
+            out += k;
         } else {
             gap = true;
         }
@@ -307,102 +301,109 @@ std::string address_key(std::string_view address, std::string_view postcode) {
     return out;
 }
 
+int FieldMap::position(std::string_view column) const {
+    for (const Slot& slot : slots)
+        if (slot.column->name == column) return slot.position;
+    return -1;
+}
+
+namespace {
+
+// Where the header has the column, and the parts it can be joined from.
+FieldMap::Slot find_slot(const std::vector<Field>& header, const Column& column, CertType type) {
+    FieldMap::Slot slot;
+    slot.column = &column;
+    slot.position = find_column(header, header_match_order(column, type));
+    for (std::string_view part : column.joined_parts) slot.parts.push_back(find_column(header, {part}));
+    return slot;
+}
+
+std::size_t slot_of(const FieldMap& map, std::string_view column) {
+    for (std::size_t i = 0; i < map.slots.size(); ++i)
+        if (map.slots[i].column->name == column) return i;
+    throw std::logic_error("the certificate columns have no " + std::string(column));
+}
+
+}  // namespace
+
 FieldMap map_header(const std::vector<Field>& header, CertType type) {
     FieldMap m;
     m.columns = header.size();
-    m.key = find_column(header, {"LMK_KEY", "certificate_number"});
-    m.lodgement_date = find_column(header, {"LODGEMENT_DATE"});
-    m.transaction_type = find_column(header, {"TRANSACTION_TYPE"});
-    // Non-domestic files call it FLOOR_AREA; the others TOTAL_FLOOR_AREA. Accept either anywhere.
-    m.floor_area = type == CertType::non_domestic ? find_column(header, {"FLOOR_AREA", "TOTAL_FLOOR_AREA"})
-                                                  : find_column(header, {"TOTAL_FLOOR_AREA", "FLOOR_AREA"});
-    m.address = find_column(header, {"ADDRESS"});
-    m.address_parts[0] = find_column(header, {"ADDRESS1"});
-    m.address_parts[1] = find_column(header, {"ADDRESS2"});
-    m.address_parts[2] = find_column(header, {"ADDRESS3"});
-    m.postcode = find_column(header, {"POSTCODE"});
-    m.uprn = find_column(header, {"UPRN"});
-    m.local_authority = find_column(header, {"LOCAL_AUTHORITY"});
-
-    if (m.key < 0) m.missing_required.push_back("LMK_KEY/certificate_number");
-    if (m.lodgement_date < 0) m.missing_required.push_back("LODGEMENT_DATE");
-    if (m.transaction_type < 0 && type != CertType::display) m.missing_optional.push_back("TRANSACTION_TYPE");
-    if (m.floor_area < 0) m.missing_optional.push_back("TOTAL_FLOOR_AREA/FLOOR_AREA");
-    if (m.address < 0 && m.address_parts[0] < 0) m.missing_optional.push_back("ADDRESS");
-    if (m.postcode < 0) m.missing_optional.push_back("POSTCODE");
-    if (m.uprn < 0) m.missing_optional.push_back("UPRN");
-    if (m.local_authority < 0) m.missing_optional.push_back("LOCAL_AUTHORITY");
+    for (const Column& column : certificate_columns()) {
+        FieldMap::Slot slot = find_slot(header, column, type);
+        const bool present = slot.position >= 0 || (!slot.parts.empty() && slot.parts.front() >= 0);
+        if (!present && column.absence == Absence::error)
+            m.missing_required.push_back(header_label(column));
+        else if (!present && expected_in(column, type))
+            m.missing_optional.push_back(header_label(column));
+        m.slots.push_back(std::move(slot));
+    }
+    m.key = m.position(kKeyColumn);
+    m.address_slot = slot_of(m, kAddressColumn);
+    m.postcode_slot = slot_of(m, kPostcodeColumn);
+    m.tuple_fields = static_cast<std::uint16_t>(m.slots.size() + bookkeeping_columns().size());
     return m;
 }
 
-std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field>& fields, int file_no,
-                                    std::uint64_t line, std::string& out, RowCounters& counters) {
-    if (fields.size() != map.columns)
-        return Rejection{RejectReason::field_count, "expected " + std::to_string(map.columns) + " fields, found " +
-                                                        std::to_string(fields.size())};
-    std::string_view key = field_at(fields, map.key);
-    if (is_sentinel(key)) return Rejection{RejectReason::missing_key, "no certificate key"};
-    std::string_view date = field_at(fields, map.lodgement_date);
-    if (is_sentinel(date)) return Rejection{RejectReason::missing_date, "no lodgement date"};
-    if (!is_valid_date(date)) {
-        std::string shown(date.substr(0, 40));
-        return Rejection{RejectReason::bad_date, "lodgement date '" + shown + "' is not a YYYY-MM-DD date"};
+namespace {
+
+// A column's value in a record, trimmed. A column without a field of its own but with parts is
+// the parts that hold a value, joined with ", " into `joined` (as the publisher builds ADDRESS).
+std::string_view slot_value(const FieldMap::Slot& slot, const std::vector<Field>& fields, std::string& joined) {
+    if (slot.position >= 0 || slot.parts.empty()) return field_at(fields, slot.position);
+    joined.clear();
+    for (int part : slot.parts) {
+        std::string_view v = field_at(fields, part);
+        if (is_sentinel(v)) continue;
+        if (!joined.empty()) joined += ", ";
+        joined.append(v);
     }
+    return joined;
+}
 
-    RowCounters row;
-    put16(out, kStagingColumnCount);
-    if (put_text(out, key)) ++row.invalid_utf8_values;
-    put32(out, 4);
-    put32(out, static_cast<std::uint32_t>(days_since_2000(date)));
-    if (map.transaction_type >= 0)
-        put_text_value(out, field_at(fields, map.transaction_type), row);
-    else
-        put_null(out);
-
-    std::string_view area = field_at(fields, map.floor_area);
-    if (is_sentinel(area)) {
-        put_null(out);
-    } else if (is_decimal(area)) {
-        append_binary_numeric(out, area);
-    } else {
-        put_null(out);
-        ++row.invalid_values;
-    }
-
-    std::string joined;
-    std::string_view address;
-    if (map.address >= 0) {
-        address = field_at(fields, map.address);
-    } else {
-        // No ADDRESS column: join the non-empty ADDRESS1..3 the way the publisher builds ADDRESS.
-        for (int part : map.address_parts) {
-            std::string_view v = field_at(fields, part);
-            if (is_sentinel(v)) continue;
-            if (!joined.empty()) joined += ", ";
-            joined.append(v);
+// Appends a value (not a sentinel) as a binary COPY field of its kind. Returns false, having
+// appended nothing, when it is not a valid value of that kind.
+bool put_value(std::string& out, ValueKind kind, std::string_view value, RowCounters& row) {
+    switch (kind) {
+        case ValueKind::text:
+            if (put_text(out, value)) ++row.invalid_utf8_values;
+            return true;
+        case ValueKind::date:
+            if (!is_valid_date(value)) return false;
+            put32(out, 4);
+            put32(out, static_cast<std::uint32_t>(days_since_2000(value)));
+            return true;
+        case ValueKind::decimal:
+            if (!is_decimal(value)) return false;
+            append_binary_numeric(out, value);
+            return true;
+        case ValueKind::uprn: {
+            if (!is_uprn(value)) return false;
+            std::uint64_t v = 0;
+            for (char c : value) v = v * 10 + static_cast<std::uint64_t>(c - '0');
+            put_int64(out, v);
+            return true;
         }
-        address = joined;
     }
-    put_text_value(out, address, row);
-    std::string_view postcode = field_at(fields, map.postcode);
-    put_text_value(out, postcode, row);
+    return false;
+}
 
-    std::string_view uprn = field_at(fields, map.uprn);
-    if (is_sentinel(uprn)) {
-        put_null(out);
-    } else if (is_uprn(uprn)) {
-        std::uint64_t v = 0;
-        for (char c : uprn) v = v * 10 + static_cast<std::uint64_t>(c - '0');
-        put_int64(out, v);
-    } else {
-        put_null(out);
-        ++row.invalid_values;
-    }
-    put_text_value(out, field_at(fields, map.local_authority), row);
+// Why a required column's value (a sentinel when `missing`, else invalid for its kind) rejects the row.
+Rejection reject_value(const Column& column, std::string_view value, bool missing) {
+    const Requirement& required = *column.required;
+    if (missing) return Rejection{required.missing, std::string(required.missing_detail)};
+    std::string detail(required.described_as);
+    detail.append(" '").append(value.substr(0, 40)).append("' is not ").append(value_kind_expectation(column.kind));
+    return Rejection{required.invalid.value_or(required.missing), std::move(detail)};
+}
+
+// The bookkeeping columns: where the row came from, and the address key (ASCII only, so no UTF-8
+// repair needed; NULL when there is nothing to key).
+void put_bookkeeping(std::string& out, int file_no, std::uint64_t line, std::string_view address,
+                     std::string_view postcode) {
     put32(out, 4);
     put32(out, static_cast<std::uint32_t>(file_no));
     put_int64(out, line);
-    // The geocoding key (ASCII only, so no UTF-8 repair needed); NULL when there is nothing to key.
     const std::size_t at = out.size();
     put32(out, 0);
     if (append_address_key(out, is_sentinel(address) ? std::string_view() : address,
@@ -412,6 +413,38 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
         out.resize(at);
         put_null(out);
     }
+}
+
+}  // namespace
+
+std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field>& fields, int file_no,
+                                    std::uint64_t line, std::string& out, RowCounters& counters) {
+    if (fields.size() != map.columns)
+        return Rejection{RejectReason::field_count, "expected " + std::to_string(map.columns) + " fields, found " +
+                                                        std::to_string(fields.size())};
+    const std::size_t start = out.size();
+    RowCounters row;
+    std::string joined;
+    std::string_view address, postcode;
+    put16(out, map.tuple_fields);
+    // Locals: the compiler cannot tell that appending to `out` leaves the map alone.
+    const FieldMap::Slot* const slots = map.slots.data();
+    const std::size_t count = map.slots.size(), address_slot = map.address_slot, postcode_slot = map.postcode_slot;
+    for (std::size_t i = 0; i < count; ++i) {
+        const FieldMap::Slot& slot = slots[i];
+        const std::string_view value = slot_value(slot, fields, joined);
+        if (i == address_slot) address = value;
+        else if (i == postcode_slot) postcode = value;
+        const bool missing = is_sentinel(value);
+        if (!missing && put_value(out, slot.column->kind, value, row)) continue;
+        if (slot.column->required) {
+            out.resize(start);
+            return reject_value(*slot.column, value, missing);
+        }
+        put_null(out);
+        if (!missing) ++row.invalid_values;
+    }
+    put_bookkeeping(out, file_no, line, address, postcode);
     counters.invalid_utf8_values += row.invalid_utf8_values;
     counters.invalid_values += row.invalid_values;
     return std::nullopt;

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/connection.hpp"
 #include "epc/db/copy.hpp"
 #include "epc/db/session.hpp"
@@ -59,18 +60,15 @@ private:
 // Loads `copy_text` (COPY text format) into a new temporary table on `db` shaped like staging's
 // loaded columns, so it can be compared with EXCEPT ALL.
 inline void load_expected(db::Connection& db, const std::string& table, const std::string& copy_text) {
-    db.exec("CREATE TEMP TABLE " + table +
-            " (cert_key text, lodgement_date date, transaction_type text, total_floor_area numeric, address text, "
-            "postcode text, uprn bigint, local_authority text)");
-    db::CopyIn copy(db, table, "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, local_authority", db::CopyFormat::text);
+    db.exec("CREATE TEMP TABLE " + table + " (" + certificate_columns_ddl() + ")");
+    db::CopyIn copy(db, table, certificate_column_list(), db::CopyFormat::text);
     copy.put(copy_text);
     copy.finish();
 }
 
 // Rows in `a` but not in `b`, as multisets.
 inline long long rows_missing(db::Connection& db, const std::string& a, const std::string& b) {
-    const std::string cols =
-        "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, local_authority";
+    const std::string cols = certificate_column_list();
     db::Result r = db.exec("SELECT count(*) FROM (SELECT " + cols + " FROM " + a + " EXCEPT ALL SELECT " + cols +
                            " FROM " + b + ") d");
     return r.integer(0, 0);

@@ -65,8 +65,8 @@ TEST(Fields, HeaderMappingIsCaseInsensitivePerType) {
                                         "floor_area",         "uprn",    "local_authority", "extra"};
     FieldMap m = map_header(views(current), CertType::non_domestic);
     EXPECT_EQ(m.key, 0);
-    EXPECT_EQ(m.floor_area, 4);
-    EXPECT_EQ(m.transaction_type, -1);
+    EXPECT_EQ(m.position("total_floor_area"), 4);
+    EXPECT_EQ(m.position("transaction_type"), -1);
     EXPECT_TRUE(m.missing_required.empty());
     EXPECT_EQ(m.missing_optional, (std::vector<std::string>{"TRANSACTION_TYPE"}));
 
@@ -116,7 +116,7 @@ TEST(Fields, FormatRowTypesAndNulls) {
                                     "NO DATA!", "about 80", "", "E06000001"};
     EXPECT_FALSE(format_row(m, views(row), 3, 17, out, c));
     auto f = decode_tuple(out);
-    ASSERT_EQ(f.size(), kStagingColumnCount);
+    ASSERT_EQ(f.size(), staging_column_count());
     EXPECT_EQ(*f[0], "123");
     EXPECT_EQ(be(*f[1]), 7306u);  // 2020-01-02 is 7306 days after 2000-01-01
     EXPECT_FALSE(f[2]);           // NO DATA!
@@ -162,6 +162,18 @@ TEST(Fields, BinaryDatesAndNumerics) {
     EXPECT_EQ(numeric("+10000"), (std::vector<int>{1, 1, 0, 0, 1}));
     EXPECT_EQ(numeric("-0.0"), (std::vector<int>{0, 0, 0, 1}));
     EXPECT_EQ(numeric(".75"), (std::vector<int>{1, -1, 0, 2, 7500}));
+    // As long as is_decimal admits (1000 characters): 10 * 10000^249 + 0.1, 251 base-10000 digits.
+    std::string longest = "1" + std::string(997, '0') + ".1";
+    ASSERT_TRUE(is_decimal(longest));
+    std::vector<int> words = numeric(longest.c_str());
+    ASSERT_EQ(words.size(), 4u + 251u);
+    EXPECT_EQ(words[0], 251);
+    EXPECT_EQ(words[1], 249);
+    EXPECT_EQ(words[3], 1);
+    EXPECT_EQ(words[4], 10);
+    EXPECT_EQ(words.back(), 1000);
+    std::string out;
+    EXPECT_THROW(append_binary_numeric(out, "1" + std::string(1000, '0')), std::invalid_argument);
 }
 
 TEST(Fields, FormatRowRejections) {

@@ -9,58 +9,47 @@
 #include <vector>
 
 #include "epc/common/types.hpp"
+#include "epc/db/columns.hpp"
 #include "epc/transform/csv.hpp"
 
 namespace epc {
 
-// Why a row could not be loaded. The names are stored in the rejects table.
-enum class RejectReason { field_count, missing_key, missing_date, bad_date, duplicate_key };
-std::string_view reject_reason_name(RejectReason reason);
-
-// Positions of the loaded fields in one file's header (-1 = column absent).
+// Where one file's header has the certificate columns (see epc/db/columns.hpp).
 struct FieldMap {
-    int key = -1;
-    int lodgement_date = -1;
-    int transaction_type = -1;
-    int floor_area = -1;
-    int address = -1;
-    int address_parts[3] = {-1, -1, -1};  // ADDRESS1..3, joined when there is no ADDRESS column
-    int postcode = -1;
-    int uprn = -1;
-    int local_authority = -1;
+    struct Slot {
+        const Column* column = nullptr;
+        int position = -1;       // the first of the column's header names found; -1 = none
+        std::vector<int> parts;  // positions of column->joined_parts (-1 = absent), used when position < 0
+    };
+    std::vector<Slot> slots;  // one per certificate column, in staging order
+    int key = -1;             // position of the certificate key (kKeyColumn)
+    std::size_t address_slot = 0;   // the slots the address key is derived from
+    std::size_t postcode_slot = 0;
+    std::uint16_t tuple_fields = 0;  // fields in a COPY tuple: the slots, then the bookkeeping columns
     std::size_t columns = 0;
-    std::vector<std::string> missing_required;  // key / lodgement date: the file cannot be loaded
+    std::vector<std::string> missing_required;  // e.g. key / lodgement date: the file cannot be loaded
     std::vector<std::string> missing_optional;  // loaded as NULL, worth a warning
+
+    // Where the named column is in the header (-1 = absent). For a column that joins parts, where
+    // its own header name is (-1 when the parts are joined instead).
+    int position(std::string_view column) const;
 };
 
-// Maps header names case-insensitively: LMK_KEY or certificate_number; TOTAL_FLOOR_AREA or
-// FLOOR_AREA (non-domestic); TRANSACTION_TYPE is optional (display files have none).
+// Maps header names case-insensitively, as the catalogue names them for the certificate type:
+// e.g. LMK_KEY or certificate_number; TOTAL_FLOOR_AREA or FLOOR_AREA (non-domestic first);
+// TRANSACTION_TYPE is optional and not even expected in display files.
 FieldMap map_header(const std::vector<Field>& header, CertType type);
 
-// Staging columns, in the order format_row writes them. Rows go in PostgreSQL's binary COPY
-// format: typed values arrive ready-made, so the server parses no dates, numbers or escapes
-// (design.md measured binary COPY 1.3-1.6x faster than text).
-inline constexpr const char* kStagingColumns =
-    "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, "
-    "local_authority, file_no, line_no, address_key";
-inline constexpr std::uint16_t kStagingColumnCount = 11;
-// The loaded certificate fields as staging and production tables both declare them.
-inline constexpr const char* kCertificateColumnsDdl = R"(
-    cert_key         text NOT NULL,
-    lodgement_date   date NOT NULL,
-    transaction_type text,
-    total_floor_area numeric,
-    address          text,
-    postcode         text,
-    uprn             bigint,
-    local_authority  text,)";
-// What a binary COPY stream starts with (signature, flags, header extension length) and ends with.
+// Rows go in PostgreSQL's binary COPY format, in the order of staging_column_list(): typed values
+// arrive ready-made, so the server parses no dates, numbers or escapes (design.md measured binary
+// COPY 1.3-1.6x faster than text). What a binary COPY stream starts with (signature, flags,
+// header extension length) and ends with:
 inline constexpr std::string_view kCopyBinaryHeader{"PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19};
 inline constexpr std::string_view kCopyBinaryTrailer{"\377\377", 2};
 
 struct RowCounters {
     std::uint64_t invalid_utf8_values = 0;  // loaded values that had bytes replaced by U+FFFD
-    std::uint64_t invalid_values = 0;       // floor area / UPRN text that is not a number: NULL
+    std::uint64_t invalid_values = 0;       // not valid for their column's kind (floor area text, ...): NULL
 };
 
 struct Rejection {
@@ -93,7 +82,7 @@ std::string canonical_postcode(std::string_view postcode);
 std::string address_key(std::string_view address, std::string_view postcode);
 
 // Binary encodings, exposed for tests: days from 2000-01-01 of a valid YYYY-MM-DD date, and a
-// valid decimal as a length-prefixed numeric.
+// valid decimal (is_decimal) as a length-prefixed numeric; more than 1000 digits throw std::invalid_argument.
 std::int32_t days_since_2000(std::string_view date);
 void append_binary_numeric(std::string& out, std::string_view decimal);
 
