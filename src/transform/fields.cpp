@@ -5,7 +5,11 @@
 #include <stdexcept>
 #include <strings.h>
 
+#include "epc/db/copy_binary.hpp"
+
 namespace epc {
+
+namespace binary = db::binary;
 
 namespace {
 
@@ -66,7 +70,7 @@ std::string_view trim(std::string_view s) {
 }
 
 bool is_sentinel(std::string_view s) {
-    // The publisher's ways of saying "no value" (epc-data.md §4).
+    // The publisher's ways of saying "no value" (docs/data-formats.md §4).
     static constexpr std::string_view kSentinels[] = {"NO DATA!", "NODATA!",  "INVALID!",   "N/A",
                                                       "Not recorded", "Unknown", "DEC OR 9999"};
     if (s.empty()) return true;
@@ -148,101 +152,17 @@ bool append_sanitized(std::string& out, std::string_view s) {
     return replaced;
 }
 
-// Binary COPY is big-endian throughout.
-void put16(std::string& out, std::uint16_t v) {
-    const char b[2] = {static_cast<char>(v >> 8), static_cast<char>(v)};
-    out.append(b, 2);
-}
-void put32(std::string& out, std::uint32_t v) {
-    const char b[4] = {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
-                       static_cast<char>(v)};
-    out.append(b, 4);
-}
-void put64(std::string& out, std::uint64_t v) {
-    put32(out, static_cast<std::uint32_t>(v >> 32));
-    put32(out, static_cast<std::uint32_t>(v));
-}
-void put_null(std::string& out) { put32(out, 0xFFFFFFFFu); }
-
-// Fills in the length word of a field written after it at `at`.
-void patch_length(std::string& out, std::size_t at) {
-    std::uint32_t len = static_cast<std::uint32_t>(out.size() - at - 4);
-    for (int i = 0; i < 4; ++i) out[at + i] = static_cast<char>(len >> (24 - 8 * i));
-}
-
 // A text field: length, then the (repaired) UTF-8. Returns true when bytes were replaced.
 bool put_text(std::string& out, std::string_view value) {
-    const std::size_t at = out.size();
-    put32(out, 0);
-    bool replaced = append_sanitized<false>(out, value);
-    patch_length(out, at);
+    const std::size_t at = binary::begin_field(out);
+    const bool replaced = append_sanitized<false>(out, value);
+    binary::end_field(out, at);
     return replaced;
-}
-
-void put_int64(std::string& out, std::uint64_t v) {
-    put32(out, 8);
-    put64(out, v);
 }
 
 }  // namespace
 
 bool append_copy_text(std::string& out, std::string_view s) { return append_sanitized<true>(out, s); }
-
-std::int32_t days_since_2000(std::string_view date) {
-    int y = (date[0] - '0') * 1000 + (date[1] - '0') * 100 + (date[2] - '0') * 10 + (date[3] - '0');
-    int m = (date[5] - '0') * 10 + (date[6] - '0');
-    int d = (date[8] - '0') * 10 + (date[9] - '0');
-    // Days from the civil date (proleptic Gregorian), counted from 1970-01-01, then shifted to
-    // PostgreSQL's epoch 2000-01-01 (10957 days later).
-    y -= m <= 2;
-    const int era = (y >= 0 ? y : y - 399) / 400;
-    const int yoe = y - era * 400;
-    const int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    const int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468 - 10957;
-}
-
-void append_binary_numeric(std::string& out, std::string_view s) {
-    // PostgreSQL's numeric wire form: ndigits, weight, sign, dscale, then base-10000 digits, the
-    // first of weight `weight` (value = sum digit[i] * 10000^(weight - i)).
-    bool negative = !s.empty() && s[0] == '-';
-    if (!s.empty() && (s[0] == '-' || s[0] == '+')) s.remove_prefix(1);
-    std::size_t dot = s.find('.');
-    std::string_view int_part = s.substr(0, dot);
-    std::string_view frac_part = dot == std::string_view::npos ? std::string_view() : s.substr(dot + 1);
-    while (!int_part.empty() && int_part[0] == '0') int_part.remove_prefix(1);
-    // On the stack: a valid decimal (at most 1000 characters) has at most 251 base-10000 digits.
-    if (int_part.size() + frac_part.size() > 1000) throw std::invalid_argument("decimal too long");
-    std::array<std::uint16_t, 252> digits;
-    std::size_t count = 0;
-    const std::size_t int_groups = (int_part.size() + 3) / 4;
-    std::size_t first = int_part.size() - (int_groups ? (int_groups - 1) * 4 : 0);  // digits in the first group
-    std::size_t pos = 0;
-    for (std::size_t g = 0; g < int_groups; ++g) {
-        std::size_t len = g == 0 ? first : 4;
-        std::uint16_t v = 0;
-        for (std::size_t k = 0; k < len; ++k) v = static_cast<std::uint16_t>(v * 10 + (int_part[pos++] - '0'));
-        digits[count++] = v;
-    }
-    for (std::size_t f = 0; f < frac_part.size(); f += 4) {
-        std::uint16_t v = 0;
-        for (std::size_t k = 0; k < 4; ++k)
-            v = static_cast<std::uint16_t>(v * 10 + (f + k < frac_part.size() ? frac_part[f + k] - '0' : 0));
-        digits[count++] = v;
-    }
-    int weight = static_cast<int>(int_groups) - 1;
-    std::size_t lead = 0;
-    while (lead < count && digits[lead] == 0) ++lead, --weight;
-    while (count > lead && digits[count - 1] == 0) --count;
-    const std::size_t ndigits = count - lead;
-    if (ndigits == 0) weight = 0, negative = false;
-    put32(out, static_cast<std::uint32_t>(8 + 2 * ndigits));
-    put16(out, static_cast<std::uint16_t>(ndigits));
-    put16(out, static_cast<std::uint16_t>(static_cast<std::int16_t>(weight)));
-    put16(out, negative ? 0x4000 : 0x0000);
-    put16(out, static_cast<std::uint16_t>(frac_part.size()));
-    for (std::size_t i = lead; i < lead + ndigits; ++i) put16(out, digits[i]);
-}
 
 namespace {
 
@@ -370,18 +290,17 @@ bool put_value(std::string& out, ValueKind kind, std::string_view value, RowCoun
             return true;
         case ValueKind::date:
             if (!is_valid_date(value)) return false;
-            put32(out, 4);
-            put32(out, static_cast<std::uint32_t>(days_since_2000(value)));
+            binary::put_date(out, binary::days_since_2000(value));
             return true;
         case ValueKind::decimal:
             if (!is_decimal(value)) return false;
-            append_binary_numeric(out, value);
+            binary::put_numeric(out, value);
             return true;
         case ValueKind::uprn: {
             if (!is_uprn(value)) return false;
             std::uint64_t v = 0;
             for (char c : value) v = v * 10 + static_cast<std::uint64_t>(c - '0');
-            put_int64(out, v);
+            binary::put_int8(out, v);
             return true;
         }
     }
@@ -401,17 +320,15 @@ Rejection reject_value(const Column& column, std::string_view value, bool missin
 // repair needed; NULL when there is nothing to key).
 void put_bookkeeping(std::string& out, int file_no, std::uint64_t line, std::string_view address,
                      std::string_view postcode) {
-    put32(out, 4);
-    put32(out, static_cast<std::uint32_t>(file_no));
-    put_int64(out, line);
-    const std::size_t at = out.size();
-    put32(out, 0);
+    binary::put_int4(out, file_no);
+    binary::put_int8(out, line);
+    const std::size_t at = binary::begin_field(out);
     if (append_address_key(out, is_sentinel(address) ? std::string_view() : address,
                            is_sentinel(postcode) ? std::string_view() : postcode)) {
-        patch_length(out, at);
+        binary::end_field(out, at);
     } else {
         out.resize(at);
-        put_null(out);
+        binary::put_null(out);
     }
 }
 
@@ -426,7 +343,7 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
     RowCounters row;
     std::string joined;
     std::string_view address, postcode;
-    put16(out, map.tuple_fields);
+    binary::begin_tuple(out, map.tuple_fields);
     // Locals: the compiler cannot tell that appending to `out` leaves the map alone.
     const FieldMap::Slot* const slots = map.slots.data();
     const std::size_t count = map.slots.size(), address_slot = map.address_slot, postcode_slot = map.postcode_slot;
@@ -441,7 +358,7 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
             out.resize(start);
             return reject_value(*slot.column, value, missing);
         }
-        put_null(out);
+        binary::put_null(out);
         if (!missing) ++row.invalid_values;
     }
     put_bookkeeping(out, file_no, line, address, postcode);

@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include "epc/db/copy_binary.hpp"
 #include "epc/transform/fields.hpp"
 
 using namespace epc;
@@ -142,13 +143,13 @@ TEST(Fields, FormatRowTypesAndNulls) {
 }
 
 TEST(Fields, BinaryDatesAndNumerics) {
-    EXPECT_EQ(days_since_2000("2000-01-01"), 0);
-    EXPECT_EQ(days_since_2000("1999-12-31"), -1);
-    EXPECT_EQ(days_since_2000("2024-02-29"), 8825);
-    EXPECT_EQ(days_since_2000("0001-01-01"), -730119);
+    EXPECT_EQ(db::binary::days_since_2000("2000-01-01"), 0);
+    EXPECT_EQ(db::binary::days_since_2000("1999-12-31"), -1);
+    EXPECT_EQ(db::binary::days_since_2000("2024-02-29"), 8825);
+    EXPECT_EQ(db::binary::days_since_2000("0001-01-01"), -730119);
     auto numeric = [](const char* text) {
         std::string out;
-        append_binary_numeric(out, text);
+        db::binary::put_numeric(out, text);
         std::vector<int> words;  // after the length: ndigits, weight, sign, dscale, digits...
         for (std::size_t i = 4; i + 1 < out.size(); i += 2)
             words.push_back(static_cast<std::int16_t>(be(out.substr(i, 2))));
@@ -173,7 +174,7 @@ TEST(Fields, BinaryDatesAndNumerics) {
     EXPECT_EQ(words[4], 10);
     EXPECT_EQ(words.back(), 1000);
     std::string out;
-    EXPECT_THROW(append_binary_numeric(out, "1" + std::string(1000, '0')), std::invalid_argument);
+    EXPECT_THROW(db::binary::put_numeric(out, "1" + std::string(1000, '0')), std::invalid_argument);
 }
 
 TEST(Fields, FormatRowRejections) {

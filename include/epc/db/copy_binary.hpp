@@ -55,7 +55,8 @@ inline void end_field(std::string& out, std::size_t at) {
 
 // Days from 2000-01-01 of a valid YYYY-MM-DD date.
 std::int32_t days_since_2000(std::string_view date);
-// A valid decimal ([+-]?digits[.digits] | [+-]?.digits) as a length-prefixed numeric field.
+// A valid decimal ([+-]?digits[.digits] | [+-]?.digits) as a length-prefixed numeric field; more
+// than 1000 digits throw std::invalid_argument.
 void put_numeric(std::string& out, std::string_view decimal);
 
 }  // namespace epc::db::binary

@@ -1,5 +1,5 @@
 // From a CSV record to one staging row: which columns hold the fields we keep, how each field is
-// cleaned and typed, and how a row is written in PostgreSQL's COPY text format.
+// cleaned and typed into a binary COPY tuple, and how a reject is written in COPY text format.
 #pragma once
 
 #include <cstdint>
@@ -40,12 +40,8 @@ struct FieldMap {
 // TRANSACTION_TYPE is optional and not even expected in display files.
 FieldMap map_header(const std::vector<Field>& header, CertType type);
 
-// Rows go in PostgreSQL's binary COPY format, in the order of staging_column_list(): typed values
-// arrive ready-made, so the server parses no dates, numbers or escapes (design.md measured binary
-// COPY 1.3-1.6x faster than text). What a binary COPY stream starts with (signature, flags,
-// header extension length) and ends with:
-inline constexpr std::string_view kCopyBinaryHeader{"PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0", 19};
-inline constexpr std::string_view kCopyBinaryTrailer{"\377\377", 2};
+// Rows go in PostgreSQL's binary COPY format (epc/db/copy_binary.hpp), in the order of
+// staging_column_list().
 
 struct RowCounters {
     std::uint64_t invalid_utf8_values = 0;  // loaded values that had bytes replaced by U+FFFD
@@ -80,10 +76,5 @@ std::string canonical_postcode(std::string_view postcode);
 // anything but ASCII letters and digits turned into one space, then '|', then the canonical
 // postcode. Pure ASCII whatever the input. Empty when both parts are empty (nothing to locate).
 std::string address_key(std::string_view address, std::string_view postcode);
-
-// Binary encodings, exposed for tests: days from 2000-01-01 of a valid YYYY-MM-DD date, and a
-// valid decimal (is_decimal) as a length-prefixed numeric; more than 1000 digits throw std::invalid_argument.
-std::int32_t days_since_2000(std::string_view date);
-void append_binary_numeric(std::string& out, std::string_view decimal);
 
 }  // namespace epc
