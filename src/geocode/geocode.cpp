@@ -59,79 +59,105 @@ Reference reference_for(const std::string& provider) {
     return {"epc.ref_postcode", "text", Precision::postcode};
 }
 
-// Loads an offline reference file (OS Open UPRN: UPRN, LATITUDE, LONGITUDE; ONSPD: pcds, lat, long)
-// into its table with COPY, unless this very file (name, size, mtime) was loaded before.
-void load_reference(db::Connection& db, const ChainLink& link) {
-    namespace fs = std::filesystem;
+// name:size:mtime of a reference file: a changed file is loaded again, the same one never twice.
+std::string reference_identity(const std::string& file) {
     struct stat st {};
-    if (stat(link.file.c_str(), &st) != 0) throw Error(exit_usage, "geocoder file " + link.file + " does not exist");
-    const std::string identity = fs::path(link.file).filename().string() + ":" + std::to_string(st.st_size) + ":" +
-                                 std::to_string(st.st_mtime);
-    const Reference ref = reference_for(link.provider);
+    if (stat(file.c_str(), &st) != 0) throw Error(exit_usage, "geocoder file " + file + " does not exist");
+    return std::filesystem::path(file).filename().string() + ":" + std::to_string(st.st_size) + ":" +
+           std::to_string(st.st_mtime);
+}
+
+bool reference_is_loaded(db::Connection& db, const ChainLink& link, const std::string& identity) {
     db::Result known = db.exec("SELECT file_identity FROM epc.reference_file WHERE provider = $1", {link.provider});
-    if (known.rows() == 1 && known.text(0, 0) == identity && db.exec(std::string("SELECT to_regclass('") + ref.table + "') IS NOT NULL").text(0, 0) == "t") {
-        spdlog::info("geocode: {} reference already loaded from {}", link.provider, link.file);
-        return;
-    }
-    spdlog::info("geocode: loading {} reference from {}", link.provider, link.file);
-    const auto started = std::chrono::steady_clock::now();
-    CsvReader reader(link.file, std::make_unique<FileSource>(link.file));
-    Record record;
-    if (!reader.next(record)) throw Error(exit_usage, "geocoder file " + link.file + " is empty");
+    return known.rows() == 1 && known.text(0, 0) == identity &&
+           db.exec("SELECT to_regclass($1) IS NOT NULL", {reference_for(link.provider).table}).boolean(0, 0);
+}
+
+// Where the key and the coordinates are in a reference file's header.
+struct ReferenceColumns {
+    int key, lat, lon;
+    int width() const { return std::max({key, lat, lon}) + 1; }
+};
+
+ReferenceColumns reference_columns(const std::vector<Field>& header, const ChainLink& link) {
     const bool uprn = link.provider == "uprn";
-    const int key = uprn ? find(record.fields, {"UPRN"}) : find(record.fields, {"pcds", "pcd2", "pcd"});
-    const int lat = find(record.fields, {"LATITUDE", "lat"});
-    const int lon = find(record.fields, {"LONGITUDE", "long", "lon"});
-    if (key < 0 || lat < 0 || lon < 0)
+    const ReferenceColumns c{uprn ? find(header, {"UPRN"}) : find(header, {"pcds", "pcd2", "pcd"}),
+                             find(header, {"LATITUDE", "lat"}), find(header, {"LONGITUDE", "long", "lon"})};
+    if (c.key < 0 || c.lat < 0 || c.lon < 0)
         throw Error(exit_usage, "geocoder file " + link.file + ": header lacks " +
                                     (uprn ? "UPRN, LATITUDE, LONGITUDE" : "pcds, lat, long") + " columns");
+    return c;
+}
 
-    db::Transaction tx(db);
-    db.exec(std::string("DROP TABLE IF EXISTS ") + ref.table);
-    db.exec(std::string("CREATE TABLE ") + ref.table + " (key " + ref.key_type +
-            " NOT NULL, latitude double precision NOT NULL, longitude double precision NOT NULL)");
-    db::CopyIn copy(db, ref.table, "key, latitude, longitude", db::CopyFormat::text);
-    std::string buf;
+struct ReferenceCounts {
     std::uint64_t rows = 0, skipped = 0;
-    const int width = std::max({key, lat, lon}) + 1;
+};
+
+// Streams the located rows of the file into COPY; rows without a usable location are skipped.
+ReferenceCounts copy_reference_rows(CsvReader& reader, const ReferenceColumns& c, bool uprn, db::CopyIn& copy) {
+    ReferenceCounts counts;
+    std::string buf;
+    Record record;
     while (reader.next(record)) {
-        if (static_cast<int>(record.fields.size()) < width) {
-            ++skipped;
+        if (static_cast<int>(record.fields.size()) < c.width()) {
+            ++counts.skipped;
             continue;
         }
-        std::string_view k = trim(record.fields[key]), la = trim(record.fields[lat]), lo = trim(record.fields[lon]);
+        std::string_view k = trim(record.fields[c.key]), la = trim(record.fields[c.lat]), lo = trim(record.fields[c.lon]);
         // ONSPD writes 99.999999 for postcodes without a location.
         if (!is_decimal(la) || !is_decimal(lo) || la == "99.999999" || (uprn && !is_uprn(k)) || k.empty()) {
-            ++skipped;
+            ++counts.skipped;
             continue;
         }
         if (uprn) buf.append(k);
         else append_copy_text(buf, canonical_postcode(k));
-        buf += '\t';
-        buf.append(la);
-        buf += '\t';
-        buf.append(lo);
-        buf += '\n';
-        ++rows;
+        buf.append("\t").append(la).append("\t").append(lo).append("\n");
+        ++counts.rows;
         if (buf.size() > (1 << 20)) {
             copy.put(buf);
             buf.clear();
         }
     }
     copy.put(buf);
+    return counts;
+}
+
+// Loads an offline reference file (OS Open UPRN: UPRN, LATITUDE, LONGITUDE; ONSPD: pcds, lat, long)
+// into its table with COPY, unless this very file was loaded before.
+void load_reference(db::Connection& db, const ChainLink& link) {
+    const std::string identity = reference_identity(link.file);
+    if (reference_is_loaded(db, link, identity)) {
+        spdlog::info("geocode: {} reference already loaded from {}", link.provider, link.file);
+        return;
+    }
+    spdlog::info("geocode: loading {} reference from {}", link.provider, link.file);
+    const auto started = std::chrono::steady_clock::now();
+    CsvReader reader(link.file, std::make_unique<FileSource>(link.file));
+    Record header;
+    if (!reader.next(header)) throw Error(exit_usage, "geocoder file " + link.file + " is empty");
+    const ReferenceColumns columns = reference_columns(header.fields, link);
+    const Reference ref = reference_for(link.provider);
+    const std::string table(ref.table);
+
+    db::Transaction tx(db);
+    db.exec("DROP TABLE IF EXISTS " + table);
+    db.exec("CREATE TABLE " + table + " (key " + ref.key_type +
+            " NOT NULL, latitude double precision NOT NULL, longitude double precision NOT NULL)");
+    db::CopyIn copy(db, table, "key, latitude, longitude", db::CopyFormat::text);
+    const ReferenceCounts counts = copy_reference_rows(reader, columns, link.provider == "uprn", copy);
     copy.finish();
     // Terminated and live postcodes can share a display form; keep one row per key.
-    db.exec(std::string("DELETE FROM ") + ref.table + " a USING " + ref.table +
-            " b WHERE a.key = b.key AND a.ctid > b.ctid");
-    db.exec(std::string("ALTER TABLE ") + ref.table + " ADD PRIMARY KEY (key)");
+    db.exec("DELETE FROM " + table + " a USING " + table + " b WHERE a.key = b.key AND a.ctid > b.ctid");
+    db.exec("ALTER TABLE " + table + " ADD PRIMARY KEY (key)");
     db.exec("INSERT INTO epc.reference_file (provider, file_identity, rows, loaded_at) VALUES ($1, $2, $3, now()) "
             "ON CONFLICT (provider) DO UPDATE SET file_identity = EXCLUDED.file_identity, rows = EXCLUDED.rows, "
             "loaded_at = now()",
-            {link.provider, identity, rows});
+            {link.provider, identity, counts.rows});
     tx.commit();
-    db.exec(std::string("ANALYZE ") + ref.table);
-    spdlog::info("geocode: {} rows of {} loaded ({} without a location skipped) in {:.1f} s", rows, link.provider,
-                 skipped, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    db.exec("ANALYZE " + table);
+    spdlog::info("geocode: {} rows of {} loaded ({} without a location skipped) in {:.1f} s", counts.rows,
+                 link.provider, counts.skipped,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
 struct Final {
