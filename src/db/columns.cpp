@@ -171,4 +171,36 @@ std::string concat_ws_expression(std::string_view alias) {
     return "concat_ws(',', " + certificate_column_list(alias) + ")";
 }
 
+std::string production_extra_columns_ddl() {
+    return R"(    latitude          double precision,  -- from epc.geocode_cache: NULL when not located
+    longitude         double precision,
+    geocode_provider  text,
+    geocode_precision text,              -- property | street | postcode
+    run_id            bigint NOT NULL,   -- the import_run that last added or changed the row
+    row_hash          uuid               -- row_hash_expression() of the row: what publish compares)";
+}
+
+std::string production_column_list(std::string_view alias) {
+    std::string list = certificate_column_list(alias);
+    for (const char* extra : {"latitude", "longitude", "geocode_provider", "geocode_precision", "run_id", "row_hash"}) {
+        list.append(", ");
+        if (!alias.empty()) list.append(alias).append(".");
+        list.append(extra);
+    }
+    return list;
+}
+
+std::string row_hash_expression(const std::string& values) { return "md5(ROW(" + values + ")::text)::uuid"; }
+
+std::string row_hash_settings(bool local) {
+    const std::string set = local ? "SET LOCAL " : "SET ";
+    return set + "datestyle = 'ISO, YMD'; " + set + "extra_float_digits = 1";
+}
+
+std::string production_hash_values(std::string_view alias) {
+    const std::string a = alias.empty() ? "" : std::string(alias) + ".";
+    return certificate_column_list(alias) + ", " + a + "latitude, " + a + "longitude, " + a + "geocode_provider, " + a +
+           "geocode_precision";
+}
+
 }  // namespace epc

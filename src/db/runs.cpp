@@ -9,6 +9,7 @@ std::string_view run_status_name(RunStatus status) {
         case RunStatus::published: return "published";
         case RunStatus::failed: return "failed";
         case RunStatus::abandoned: return "abandoned";
+        case RunStatus::reverted: return "reverted";
     }
     return "?";
 }

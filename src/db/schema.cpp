@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/locks.hpp"
 #include "epc/db/runs.hpp"
 #include "epc/db/transaction.hpp"
@@ -105,10 +106,41 @@ CREATE INDEX import_run_type_run ON epc.import_run (cert_type, run_id);
 )";
 }
 
+// Version 3: publishing changes production in place instead of replacing the table (src/publish),
+// so users' views, grants and keys on it survive. Each production row carries a hash of its values
+// (what a publish compares); the rows the last publish replaced or removed are kept in
+// epc.undo_<type> for `revert`, which release_undo ties to that publish; a run can be 'reverted'
+// and counts its changed rows. Production tables made before get the hash, filled from their rows:
+// one rewrite of each table, once.
+std::string version3() {
+    std::string sql = row_hash_settings(true) + R"(;
+ALTER TABLE epc.import_run ADD COLUMN rows_changed bigint,  -- keys of the previous release whose values changed
+                           ADD COLUMN reverted_at timestamptz;
+ALTER TABLE epc.import_run DROP CONSTRAINT import_run_status_check,
+    ADD CONSTRAINT import_run_status_check CHECK (status IN ()" +
+                      run_status_list() + R"());
+-- Per type, the publish that `revert` can undo; the rows it replaced or removed are in epc.undo_<type>.
+CREATE TABLE epc.release_undo (
+    cert_type text PRIMARY KEY,
+    run_id    bigint NOT NULL REFERENCES epc.import_run ON DELETE CASCADE,
+    saved_at  timestamptz NOT NULL DEFAULT now()
+);
+)";
+    for (CertType type : {CertType::domestic, CertType::non_domestic, CertType::display}) {
+        const std::string table = "epc." + std::string(cert_type_sql(type)) + "_certificates";
+        sql += "DO $$ BEGIN IF to_regclass('" + table + "') IS NOT NULL THEN\n    ALTER TABLE " + table +
+               " ADD COLUMN IF NOT EXISTS row_hash uuid;\n    UPDATE " + table + " p SET row_hash = " +
+               row_hash_expression(production_hash_values("p")) + ";\nEND IF; END $$;\n";
+    }
+    return sql;
+}
+
 const std::vector<Migration>& migrations() {
     static const std::vector<Migration> list = {
         {1, "bookkeeping tables of epc-import 0.1", kVersion1},
         {2, "schema_version, run status check, index on import_run (cert_type, run_id)", version2()},
+        {3, "production changed in place: row_hash, undo of the last publish (revert), rows_changed, 'reverted'",
+         version3()},
     };
     return list;
 }

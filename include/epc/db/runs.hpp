@@ -13,9 +13,10 @@ enum class RunStatus {
     published,  // staging is in production
     failed,     // the load stopped with an error; a re-run of the same archive resumes it
     abandoned,  // superseded by a newer run before it finished
+    reverted,   // was published, then `revert` brought back the release before it
 };
-inline constexpr RunStatus kRunStatuses[] = {RunStatus::loading, RunStatus::loaded, RunStatus::published,
-                                             RunStatus::failed, RunStatus::abandoned};
+inline constexpr RunStatus kRunStatuses[] = {RunStatus::loading, RunStatus::loaded,    RunStatus::published,
+                                             RunStatus::failed,  RunStatus::abandoned, RunStatus::reverted};
 
 std::string_view run_status_name(RunStatus status);
 std::optional<RunStatus> parse_run_status(std::string_view name);

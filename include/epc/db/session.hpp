@@ -92,7 +92,8 @@ public:
     void serialise_in_transaction();
     void mark_failed(long long run_id, const std::string& error);
     std::optional<StagingOwner> staging_owner();
-    // nullopt when nothing was published yet (or there is no epc schema at all).
+    // The latest release published (or published and then reverted); nullopt when nothing was
+    // published yet (or there is no epc schema at all).
     std::optional<ImportedRelease> last_published_release();
 
 private:
