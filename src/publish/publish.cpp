@@ -1,34 +1,38 @@
 #include "epc/publish/publish.hpp"
 
 #include <chrono>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
 #include "epc/db/columns.hpp"
 #include "epc/db/transaction.hpp"
-#include "epc/transform/fields.hpp"
 
 namespace epc {
 
 namespace {
 
-// The names one publish works with: production, the new release built beside it, and the retired one.
+// The tables a publish or a revert works with.
 struct ReleaseTables {
     std::string production;  // epc.<type>_certificates
     std::string bare;        // <type>_certificates, for RENAME TO
-    std::string fresh_name;  // <type>_certificates_r<run>
+    std::string fresh_name;  // <type>_certificates_r<run>: a first release, built beside
     std::string fresh;       // epc.<type>_certificates_r<run>
-    std::string retired_name;
+    std::string undo;        // epc.undo_<type>: the rows the last publish replaced or removed
 };
 
 ReleaseTables release_tables(CertType type, long long run_id) {
-    const std::string bare = std::string(cert_type_sql(type)) + "_certificates";
+    const std::string sql(cert_type_sql(type));
+    const std::string bare = sql + "_certificates";
     const std::string run = std::to_string(run_id);
-    return {"epc." + bare, bare, bare + "_r" + run, "epc." + bare + "_r" + run, bare + "_retired_r" + run};
+    return {"epc." + bare, bare, bare + "_r" + run, "epc." + bare + "_r" + run, "epc.undo_" + sql};
 }
 
+std::uint64_t affected(const db::Result& r) { return std::stoull(r.affected()); }
+
 // The run in staging, if it can be published; nullopt when it already is. Refuses (exit_usage)
-// a run whose load is not complete and a staging table that does not hold what the run loaded.
+// a run whose load is not complete, a run reverted after its publish, and a staging table that
+// does not hold what the run loaded.
 std::optional<db::StagingOwner> publishable_run(db::Session& session, PublishSummary& summary) {
     const std::string type(cert_type_name(session.type()));
     const std::optional<db::StagingOwner> owner = session.staging_owner();
@@ -42,6 +46,10 @@ std::optional<db::StagingOwner> publishable_run(db::Session& session, PublishSum
         summary.rows = static_cast<std::uint64_t>(owner->rows_loaded);
         return std::nullopt;
     }
+    if (owner->status == db::RunStatus::reverted)
+        throw Error(exit_usage, "refusing to publish " + type + ": staging holds run " + run +
+                                    ", which was published and then reverted; load a release first (--force "
+                                    "imports the same release again)");
     if (owner->status != db::RunStatus::loaded)
         throw Error(exit_usage, "refusing to publish " + type + ": staging belongs to run " + run + ", whose load is '" +
                                     std::string(db::run_status_name(owner->status)) + "', not complete; re-run 'load' first");
@@ -56,27 +64,32 @@ std::optional<db::StagingOwner> publishable_run(db::Session& session, PublishSum
     return owner;
 }
 
-// Builds the new release beside the current one: filled bare, then indexed and analysed, which
-// is several times faster than inserting into an indexed table. A leftover from an interrupted
-// publish of this run is dropped first.
-void build_release(db::Session& session, const ReleaseTables& t, long long run_id) {
+// The release in staging as production rows, in production_column_list() order: its certificates,
+// the coordinates the cache found for their addresses, the run ($1), each row's hash.
+std::string staged_release_sql(db::Session& session) {
+    const std::string geocode = "g.latitude, g.longitude, g.provider, g.precision";
+    return "SELECT " + certificate_column_list("s") + ", " + geocode + ", $1::bigint, " +
+           row_hash_expression(certificate_column_list("s") + ", " + geocode) + " FROM " + session.staging().rows +
+           " s LEFT JOIN epc.geocode_cache g ON g.address_key = s.address_key AND g.status = 'found'";
+}
+
+void mark_published(db::Connection& db, const PublishSummary& s) {
+    db.exec("UPDATE epc.import_run SET status = $2, published_at = now(), rows_published = $3, rows_added = $4, "
+            "rows_disappeared = $5, rows_changed = $6 WHERE run_id = $1",
+            {s.run_id, db::run_status_name(db::RunStatus::published), s.rows, s.added, s.disappeared, s.changed});
+}
+
+// --- The first release: there is no production table yet, so no user object to keep ---
+
+// Filled bare, then indexed and analysed: several times faster than inserting into an indexed
+// table. A leftover from an interrupted first publish of this run is dropped first.
+void build_first_release(db::Session& session, const ReleaseTables& t, long long run_id) {
     db::Connection& db = session.db();
     db.exec("DROP TABLE IF EXISTS " + t.fresh);
     spdlog::info("publish: building {} from {}", t.fresh, session.staging().rows);
-    db.exec("CREATE TABLE " + t.fresh + " (" + certificate_columns_ddl() + R"(,
-    latitude          double precision,  -- from epc.geocode_cache: NULL when not located
-    longitude         double precision,
-    geocode_provider  text,
-    geocode_precision text,              -- property | street | postcode
-    run_id            bigint NOT NULL    -- the import_run that published the row
-))");
-    // The two staging sides meet here: certificates, and the coordinates found for their addresses.
-    db.exec("INSERT INTO " + t.fresh + " (" + certificate_column_list() +
-                ", latitude, longitude, geocode_provider, geocode_precision, run_id) SELECT " +
-                certificate_column_list("s") + ", g.latitude, g.longitude, g.provider, g.precision, $1 FROM " +
-                session.staging().rows +
-                " s LEFT JOIN epc.geocode_cache g ON g.address_key = s.address_key AND g.status = 'found'",
-            {run_id});
+    db.exec("CREATE TABLE " + t.fresh + " (" + certificate_columns_ddl() + ",\n" + production_extra_columns_ddl() +
+            "\n)");
+    db.exec("INSERT INTO " + t.fresh + " (" + production_column_list() + ") " + staged_release_sql(session), {run_id});
     db.exec("SET maintenance_work_mem = '512MB'");
     db.exec("ALTER TABLE " + t.fresh + " ADD CONSTRAINT " + t.fresh_name + "_pkey PRIMARY KEY (cert_key)");
     db.exec("CREATE INDEX " + t.fresh_name + "_postcode ON " + t.fresh + " (postcode)");
@@ -85,41 +98,155 @@ void build_release(db::Session& session, const ReleaseTables& t, long long run_i
     db.exec("ANALYZE " + t.fresh);
 }
 
-// What appeared and disappeared since the release readers see now.
-void compare_with_production(db::Connection& db, const ReleaseTables& t, bool exists, PublishSummary& summary) {
-    if (!exists) {
-        summary.added = summary.rows;
-        return;
-    }
-    summary.added = static_cast<std::uint64_t>(
-        db.exec("SELECT count(*) FROM " + t.fresh + " n WHERE NOT EXISTS (SELECT 1 FROM " + t.production +
-                " o WHERE o.cert_key = n.cert_key)")
-            .integer(0, 0));
-    summary.disappeared = static_cast<std::uint64_t>(
-        db.exec("SELECT count(*) FROM " + t.production + " o WHERE NOT EXISTS (SELECT 1 FROM " + t.fresh +
-                " n WHERE n.cert_key = o.cert_key)")
-            .integer(0, 0));
+// An undo left from a production table someone dropped belongs to no release readers see.
+void forget_undo(db::Connection& db, CertType type, const ReleaseTables& t) {
+    db.exec("DELETE FROM epc.release_undo WHERE cert_type = $1", {cert_type_name(type)});
+    db.exec("DROP TABLE IF EXISTS " + t.undo);
 }
 
-// One transaction: readers see the previous release or the new one, never a mix.
-void swap_in(db::Connection& db, const ReleaseTables& t, bool exists, const PublishSummary& summary) {
-    db::Transaction tx(db);
-    if (exists) db.exec("ALTER TABLE " + t.production + " RENAME TO " + t.retired_name);
+void publish_first_release(db::Session& session, const ReleaseTables& t, PublishSummary& summary) {
+    build_first_release(session, t, summary.run_id);
+    summary.first_release = true;
+    summary.added = summary.rows;
+    db::Connection& db = session.db();
+    db::Transaction tx(db);  // the table and the run's status appear together
     db.exec("ALTER TABLE " + t.fresh + " RENAME TO " + t.bare);
-    db.exec("UPDATE epc.import_run SET status = $2, published_at = now(), rows_published = $3, "
-            "rows_added = $4, rows_disappeared = $5 WHERE run_id = $1",
-            {summary.run_id, db::run_status_name(db::RunStatus::published), summary.rows, summary.added,
-             summary.disappeared});
+    forget_undo(db, session.type(), t);
+    mark_published(db, summary);
     tx.commit();
 }
 
-void drop_retired(db::Connection& db, const ReleaseTables& t) {
-    try {
-        db.exec("DROP TABLE epc." + t.retired_name);
-    } catch (const Error& e) {
-        // Typically a user's view still points at the old table; leave it rather than CASCADE.
-        spdlog::warn("publish: kept the previous release as epc.{}: {}", t.retired_name, e.what());
+// --- Later releases: production is changed in place by what differs ---
+
+// Production outlives releases, so a column the catalogue gained since it was built is added here
+// (metadata only: NULL until published; the rows' hashes then differ, so this publish rewrites
+// every row, once). In a short transaction of its own: ALTER TABLE takes a lock readers wait for,
+// which must not last through the comparison.
+void add_missing_columns(db::Connection& db, const ReleaseTables& t) {
+    db::Result have = db.exec("SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 "
+                              "AND NOT attisdropped",
+                              {t.production});
+    std::set<std::string> names;
+    for (int i = 0; i < have.rows(); ++i) names.insert(have.text(i, 0));
+    for (const Column& c : certificate_columns()) {
+        if (names.count(std::string(c.name))) continue;
+        spdlog::warn("publish: {} has no column {} yet; adding it", t.production, c.name);
+        db.exec("ALTER TABLE " + t.production + " ADD COLUMN " + std::string(c.name) + " " + std::string(c.sql_type));
     }
+}
+
+// What differs, by key and hash, in two temporary tables gone at commit: the staged rows that are
+// new or changed, with their values, and the keys production has that staging has not. Reads both
+// tables whole, writes only the difference.
+void find_changes(db::Session& session, const ReleaseTables& t, long long run_id) {
+    db::Connection& db = session.db();
+    db.exec("CREATE TEMP TABLE publish_incoming (LIKE " + t.production + ", is_new boolean NOT NULL) ON COMMIT DROP");
+    db.exec("INSERT INTO publish_incoming (" + production_column_list() + ", is_new) SELECT n.*, p.cert_key IS NULL "
+            "FROM (" + staged_release_sql(session) + ") n (" + production_column_list() + ") LEFT JOIN " +
+                t.production + " p ON p.cert_key = n.cert_key WHERE p.row_hash IS DISTINCT FROM n.row_hash",
+            {run_id});
+    db.exec("CREATE TEMP TABLE publish_gone ON COMMIT DROP AS SELECT p.cert_key FROM " + t.production +
+            " p WHERE NOT EXISTS (SELECT 1 FROM " + session.staging().rows + " s WHERE s.cert_key = p.cert_key)");
+    db.exec("ANALYZE publish_incoming, publish_gone");  // small: the joins below should use production's key
+}
+
+// Keeps the rows about to be replaced or removed, as they are, for `revert`: only those, so its
+// space is the changed and removed rows of this publish. The previous publish's undo goes: revert
+// is one step back. Rebuilt from production's shape, so it follows columns added to production.
+void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long long run_id) {
+    db.exec("DROP TABLE IF EXISTS " + t.undo);
+    db.exec("CREATE TABLE " + t.undo + " (LIKE " + t.production + ")");
+    const std::string insert = "INSERT INTO " + t.undo + " (" + production_column_list() + ") SELECT " +
+                               production_column_list("p") + " FROM " + t.production + " p JOIN ";
+    db.exec(insert + "publish_incoming i ON i.cert_key = p.cert_key");  // the changed ones: new keys have no p
+    db.exec(insert + "publish_gone g ON g.cert_key = p.cert_key");
+    db.exec("ALTER TABLE " + t.undo + " ADD PRIMARY KEY (cert_key)");
+    db.exec("INSERT INTO epc.release_undo (cert_type, run_id) VALUES ($1, $2) ON CONFLICT (cert_type) "
+            "DO UPDATE SET run_id = EXCLUDED.run_id, saved_at = now()",
+            {cert_type_name(type), run_id});
+}
+
+// Row-level changes only: they lock the rows they touch, and no SELECT waits for them. A user's
+// foreign key to a removed certificate stops the publish here (the transaction rolls back whole).
+void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s) {
+    const std::string columns = production_column_list();
+    s.disappeared = affected(
+        db.exec("DELETE FROM " + t.production + " p USING publish_gone g WHERE p.cert_key = g.cert_key"));
+    s.changed = affected(db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
+                                 production_column_list("i") +
+                                 ") FROM publish_incoming i WHERE p.cert_key = i.cert_key AND NOT i.is_new"));
+    s.added = affected(db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
+                               production_column_list("i") + " FROM publish_incoming i WHERE i.is_new"));
+}
+
+// One transaction from comparison to the run's status: readers see the previous release or the
+// new one, never a mix; a publish killed anywhere leaves the previous release and the run 'loaded'.
+void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummary& summary) {
+    db::Connection& db = session.db();
+    add_missing_columns(db, t);
+    spdlog::info("publish: comparing {} with {} by key and row hash", session.staging().rows, t.production);
+    db::Transaction tx(db);
+    find_changes(session, t, summary.run_id);
+    save_undo(db, session.type(), t, summary.run_id);
+    apply_changes(db, t, summary);
+    mark_published(db, summary);
+    tx.commit();
+}
+
+// --- Revert ---
+
+// Why there is nothing to revert, for the error: what the type's latest publish was.
+Error nothing_to_revert(db::Connection& db, CertType type) {
+    const std::string name(cert_type_name(type));
+    db::Result last = db.exec("SELECT run_id, status FROM epc.import_run WHERE cert_type = $1 AND status IN ($2, $3) "
+                              "ORDER BY run_id DESC LIMIT 1",
+                              {name, db::run_status_name(db::RunStatus::published),
+                               db::run_status_name(db::RunStatus::reverted)});
+    std::string why = "nothing has been published yet";
+    if (last.rows() > 0 && last.text(0, 1) == db::run_status_name(db::RunStatus::reverted))
+        why = "the last publish (run " + last.text(0, 0) + ") was reverted already, and revert goes back one publish only";
+    else if (last.rows() > 0)
+        why = "run " + last.text(0, 0) + " was the first release published (or was published before revert "
+                                         "existed): no release before it was kept";
+    return Error(exit_usage, "nothing to revert for " + name + ": " + why + "; production is unchanged");
+}
+
+// The publish to undo: the one release_undo names, if it is still 'published'. Its row stays
+// locked until the revert commits.
+long long revertible_run(db::Connection& db, CertType type, const ReleaseTables& t) {
+    db::Result r = db.exec("SELECT u.run_id FROM epc.release_undo u JOIN epc.import_run r USING (run_id) "
+                           "WHERE u.cert_type = $1 AND r.status = $2 AND to_regclass($3) IS NOT NULL "
+                           "AND to_regclass($4) IS NOT NULL FOR UPDATE OF u",
+                           {cert_type_name(type), db::run_status_name(db::RunStatus::published), t.production, t.undo});
+    if (r.rows() == 0) throw nothing_to_revert(db, type);
+    return r.integer(0, 0);
+}
+
+// The inverse of apply_changes from what save_undo kept: keys the publish added go, rows it
+// changed get their previous values back, rows it removed come back. The rows it added or changed
+// are those with its run_id: no other publish writes that run id.
+void undo_changes(db::Connection& db, const ReleaseTables& t, RevertSummary& s) {
+    const std::string columns = production_column_list();
+    s.removed = affected(db.exec("DELETE FROM " + t.production + " p WHERE p.run_id = $1 AND NOT EXISTS (SELECT 1 FROM " +
+                                     t.undo + " u WHERE u.cert_key = p.cert_key)",
+                                 {s.run_id}));
+    s.restored = affected(db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
+                                  production_column_list("u") + ") FROM " + t.undo + " u WHERE p.cert_key = u.cert_key"));
+    s.reinserted = affected(db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
+                                    production_column_list("u") + " FROM " + t.undo + " u WHERE NOT EXISTS (SELECT 1 FROM " +
+                                    t.production + " p WHERE p.cert_key = u.cert_key)"));
+}
+
+void mark_reverted(db::Connection& db, CertType type, const ReleaseTables& t, RevertSummary& s) {
+    const std::string name(cert_type_name(type));
+    db::Result run = db.exec("UPDATE epc.import_run SET status = $2, reverted_at = now() WHERE run_id = $1 "
+                             "RETURNING coalesce(rows_published, 0)",
+                             {s.run_id, db::run_status_name(db::RunStatus::reverted)});
+    s.rows = static_cast<std::uint64_t>(run.integer(0, 0)) - s.removed + s.reinserted;
+    forget_undo(db, type, t);
+    s.back_to_run = db.exec("SELECT coalesce(max(run_id), 0) FROM epc.import_run WHERE cert_type = $1 AND status = $2",
+                            {name, db::run_status_name(db::RunStatus::published)})
+                        .integer(0, 0);
 }
 
 }  // namespace
@@ -138,17 +265,39 @@ PublishSummary publish(db::Session& session) {
 
     const ReleaseTables t = release_tables(session.type(), run->run_id);
     db::Connection& db = session.db();
-    build_release(session, t, run->run_id);
-    const bool exists = db.exec("SELECT to_regclass($1) IS NOT NULL", {t.production}).boolean(0, 0);
-    compare_with_production(db, t, exists, summary);
-    swap_in(db, t, exists, summary);
-    if (exists) drop_retired(db, t);
+    db.exec(row_hash_settings(false));
+    if (db.exec("SELECT to_regclass($1) IS NOT NULL", {t.production}).boolean(0, 0))
+        publish_changes(session, t, summary);
+    else
+        publish_first_release(session, t, summary);
 
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    spdlog::info("publish: {} now holds run {}: {} certificates, {} new, {} gone since the previous release, in "
-                 "{:.1f} s ({:.0f} rows/s)",
-                 t.production, run->run_id, summary.rows, summary.added, summary.disappeared, summary.seconds,
-                 summary.seconds > 0 ? static_cast<double>(summary.rows) / summary.seconds : 0.0);
+    spdlog::info("publish: {} now holds run {}: {} certificates, {} new, {} changed, {} gone since the previous "
+                 "release, in {:.1f} s ({:.0f} rows/s)",
+                 t.production, run->run_id, summary.rows, summary.added, summary.changed, summary.disappeared,
+                 summary.seconds, summary.seconds > 0 ? static_cast<double>(summary.rows) / summary.seconds : 0.0);
+    return summary;
+}
+
+RevertSummary revert(db::Session& session) {
+    const auto started = std::chrono::steady_clock::now();
+    spdlog::info("revert: database {}", session.db().describe());
+    session.prepare_schema();
+    session.lock();
+    db::Connection& db = session.db();
+    RevertSummary summary;
+    db::Transaction tx(db);  // readers see the bad release or the one before, never a mix
+    const ReleaseTables names = release_tables(session.type(), 0);
+    summary.run_id = revertible_run(db, session.type(), names);
+    undo_changes(db, names, summary);
+    mark_reverted(db, session.type(), names, summary);
+    tx.commit();
+
+    summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    spdlog::info("revert: {} holds the release of run {} again: {} certificates; run {} is reverted ({} of its keys "
+                 "removed, {} changed rows restored, {} removed rows back), in {:.1f} s",
+                 names.production, summary.back_to_run, summary.rows, summary.run_id, summary.removed,
+                 summary.restored, summary.reinserted, summary.seconds);
     return summary;
 }
 
