@@ -39,8 +39,9 @@ std::atomic<bool> g_interrupted{false};
 extern "C" void on_stop_signal(int) { g_interrupted = true; }
 
 // The stages of the pipeline, and which of them each command runs (check-release runs none: it
-// only asks the publisher and the database).
-enum Stage : unsigned { extract_stage = 1, load_stage = 2, geocode_stage = 4, publish_stage = 8 };
+// only asks the publisher and the database). Revert is a stage of its own: it works on production
+// only, never on staging.
+enum Stage : unsigned { extract_stage = 1, load_stage = 2, geocode_stage = 4, publish_stage = 8, revert_stage = 16 };
 
 struct CommandPlan {
     Command command;
@@ -60,6 +61,7 @@ constexpr CommandPlan kPlans[] = {
     {Command::geocode, geocode_stage, false, false},
     {Command::publish, geocode_stage | publish_stage, true, false},
     {Command::check_release, 0, false, false},
+    {Command::revert, revert_stage, false, false},
 };
 
 const CommandPlan& plan_for(Command command) {
@@ -208,6 +210,7 @@ public:
             stop_if_interrupted("publishing");
             publish_staging();
         }
+        if (plan.stages & revert_stage) revert_last_publish();
         return exit_ok;
     }
 
@@ -360,8 +363,17 @@ private:
         PublishSummary p = publish(session());
         report_["publish"] = {{"run_id", p.run_id},           {"already_published", p.already_published},
                               {"rows", p.rows},               {"added", p.added},
-                              {"disappeared", p.disappeared}, {"seconds", p.seconds},
+                              {"disappeared", p.disappeared}, {"changed", p.changed},
+                              {"first_release", p.first_release}, {"seconds", p.seconds},
                               {"table", production_table(o_.type)}};
+    }
+
+    void revert_last_publish() {
+        RevertSummary r = revert(session());
+        report_["revert"] = {{"run_id", r.run_id},         {"back_to_run", r.back_to_run},
+                             {"rows", r.rows},             {"removed", r.removed},
+                             {"restored", r.restored},     {"reinserted", r.reinserted},
+                             {"seconds", r.seconds},       {"table", production_table(o_.type)}};
     }
 
     const Options& o_;

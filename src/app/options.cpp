@@ -18,7 +18,7 @@ const char* kExitCodes = R"(
 Exit codes:
   0   success
   1   unexpected internal error
-  2   usage error (bad option or combination)
+  2   usage error (bad option or combination, nothing to publish or revert)
   3   archive invalid (not a zip, corrupt, or failed validation): quarantined, nothing loaded
   4   another run of this certificate type holds the lock (retry later)
   5   transient failure (network, service 5xx/429, database unavailable, interrupted): retry
@@ -167,6 +167,7 @@ std::string_view command_name(Command command) {
         case Command::geocode: return "geocode";
         case Command::publish: return "publish";
         case Command::check_release: return "check-release";
+        case Command::revert: return "revert";
     }
     return "?";
 }
@@ -202,7 +203,9 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
         "--geocoder is given)");
     CLI::App* check = app.add_subcommand(
         "check-release", "exit 0 when the publisher has a release newer than the last published import, 10 if not");
-    for (CLI::App* sub : {run, extract, load, geocode, publish, check}) sub->fallthrough();
+    CLI::App* revert = app.add_subcommand(
+        "revert", "bring back the release before the last publish of the type (one step back), in one transaction");
+    for (CLI::App* sub : {run, extract, load, geocode, publish, check, revert}) sub->fallthrough();
     app.require_subcommand(0, 1);
 
     std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them back to front
@@ -211,7 +214,7 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
     } catch (const CLI::ParseError& e) {
         return {std::nullopt, app.exit(e) == 0 ? exit_ok : exit_usage};
     }
-    for (CLI::App* sub : {run, extract, load, geocode, publish, check})
+    for (CLI::App* sub : {run, extract, load, geocode, publish, check, revert})
         if (sub->parsed()) o.command = *parse_command(sub->get_name());
     o.type = *parse_cert_type(raw.certtype);
     o.log_format = raw.log_format == "json"   ? LogFormat::json
@@ -237,7 +240,8 @@ void check_options(const Options& o) {
     namespace fs = std::filesystem;
     std::error_code ec;
     const std::string command(command_name(o.command));
-    if (o.command == Command::publish || o.command == Command::geocode || o.command == Command::check_release) {
+    if (o.command == Command::publish || o.command == Command::geocode || o.command == Command::check_release ||
+        o.command == Command::revert) {
         if (o.zip) throw Error(exit_usage, command + " takes no --zip");
         if (o.command == Command::geocode && o.geocoder.empty())
             throw Error(exit_usage, "geocode needs --geocoder, e.g. --geocoder uprn:OS_OPEN_UPRN.csv,postcodes-io");

@@ -17,9 +17,10 @@
 namespace epc {
 
 // The subcommands; what each one runs is the app's stage table (src/app/app.cpp).
-enum class Command { run, extract, load, geocode, publish, check_release };
+enum class Command { run, extract, load, geocode, publish, check_release, revert };
 inline constexpr Command kCommands[] = {Command::run,     Command::extract, Command::load,
-                                        Command::geocode, Command::publish, Command::check_release};
+                                        Command::geocode, Command::publish, Command::check_release,
+                                        Command::revert};
 std::string_view command_name(Command command);  // as typed on the command line: check-release
 
 struct Options {
