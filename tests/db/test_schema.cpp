@@ -3,6 +3,7 @@
 // binary and goes on working; a database newer than the binary is refused before anything changes.
 #include <gtest/gtest.h>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/schema.hpp"
 #include "fixture/fixture.hpp"
 #include "support/pg_test.hpp"
@@ -54,17 +55,30 @@ TEST(Schema, ADatabaseOfRelease01IsUpgradedKeepingItsHistory) {
     epc::test::Outcome carried_on = import({"publish", "--db", db.conninfo()}, "schema-publish");
     ASSERT_EQ(carried_on.exit_code, 0) << carried_on.err;
     EXPECT_NE(carried_on.err.find("upgrading the epc schema to version 2"), std::string::npos) << carried_on.err;
+    EXPECT_NE(carried_on.err.find("upgrading the epc schema to version 3"), std::string::npos) << carried_on.err;
     EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run WHERE run_id = 4"), "published");
-    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates WHERE run_id = 4"),
+    // 0.1's production table is kept (changed in place, not replaced) and holds run 4's release.
+    db::Connection c = db.connect();
+    EXPECT_EQ(epc::test::rows_missing(c, "epc.domestic_certificates", "epc.stage_domestic") +
+                  epc::test::rows_missing(c, "epc.stage_domestic", "epc.domestic_certificates"),
+              0);
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates"),
               db.count("SELECT rows_loaded FROM epc.import_run WHERE run_id = 4"));
+    // Version 3 gave the production tables of 0.1 their row hashes, as publish computes them.
+    c.exec(row_hash_settings(false));
+    EXPECT_EQ(c.exec("SELECT count(*) FROM epc.display_certificates p WHERE row_hash IS DISTINCT FROM " +
+                     row_hash_expression(production_hash_values("p")))
+                  .integer(0, 0),
+              0);
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates WHERE row_hash IS NULL"), 0);
 
     // Then a new release loads and publishes on the upgraded schema.
     fixture::Expected e;
     const std::string zip = release_zip("schema-next", 31, &e);
     epc::test::Outcome next = import({"--zip", zip, "--db", db.conninfo()}, "schema-next");
     ASSERT_EQ(next.exit_code, 0) << next.err;
-    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates WHERE run_id = 5"),
-              static_cast<long long>(e.rows_loaded));
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates"), static_cast<long long>(e.rows_loaded));
+    EXPECT_EQ(epc::test::rows_missing(c, "epc.stage_domestic", "epc.domestic_certificates"), 0);
 
     // History, cache and the other type's production are as the old release left them.
     EXPECT_EQ(db.scalar("SELECT string_agg(run_id || ':' || cert_type || ':' || status, ',' ORDER BY run_id) "
@@ -77,10 +91,19 @@ TEST(Schema, ADatabaseOfRelease01IsUpgradedKeepingItsHistory) {
 
     // The version is recorded, and what version 2 brought is there.
     EXPECT_EQ(db.scalar("SELECT string_agg(version || ':' || applied_by, ',' ORDER BY version) FROM epc.schema_version"),
-              "1:found in the database (an epc-import before 0.2),2:epc-import " EPC_VERSION);
+              "1:found in the database (an epc-import before 0.2),2:epc-import " EPC_VERSION
+              ",3:epc-import " EPC_VERSION);
     EXPECT_EQ(db.count("SELECT count(*) FROM pg_constraint WHERE conname = 'import_run_status_check'"), 1);
     EXPECT_EQ(db.count("SELECT count(*) FROM pg_indexes WHERE schemaname = 'epc' AND indexname = 'import_run_type_run'"),
               1);
+    // What version 3 brought: the 'reverted' status is allowed, and the undo bookkeeping exists.
+    EXPECT_EQ(db.count("SELECT count(*) FROM pg_constraint WHERE conname = 'import_run_status_check' "
+                       "AND pg_get_constraintdef(oid) LIKE '%reverted%'"),
+              1);
+    EXPECT_EQ(db.count("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'epc' AND "
+                       "table_name = 'import_run' AND column_name IN ('rows_changed', 'reverted_at')"),
+              2);
+    EXPECT_EQ(db.scalar("SELECT cert_type || ':' || run_id FROM epc.release_undo"), "domestic:5");
 }
 
 TEST(Schema, ANewDatabaseStartsAtTheCurrentVersion) {
