@@ -199,7 +199,8 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
         "geocode", "locate the distinct addresses of staging not yet in the geocode cache (--geocoder)");
     CLI::App* publish = app.add_subcommand(
         "publish",
-        "swap the loaded staging table in as the production table epc.<type>_certificates (geocoding first when "
+        "make the loaded staging table the release in the production table epc.<type>_certificates, applying "
+        "what changed since the last one (geocoding first when "
         "--geocoder is given)");
     CLI::App* check = app.add_subcommand(
         "check-release", "exit 0 when the publisher has a release newer than the last published import, 10 if not");

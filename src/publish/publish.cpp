@@ -204,7 +204,8 @@ Error nothing_to_revert(db::Connection& db, CertType type) {
                                db::run_status_name(db::RunStatus::reverted)});
     std::string why = "nothing has been published yet";
     if (last.rows() > 0 && last.text(0, 1) == db::run_status_name(db::RunStatus::reverted))
-        why = "the last publish (run " + last.text(0, 0) + ") was reverted already, and revert goes back one publish only";
+        why = "the last publish (run " + last.text(0, 0) +
+              ") was reverted already, and revert goes back one publish only";
     else if (last.rows() > 0)
         why = "run " + last.text(0, 0) + " was the first release published (or was published before revert "
                                          "existed): no release before it was kept";
@@ -227,14 +228,16 @@ long long revertible_run(db::Connection& db, CertType type, const ReleaseTables&
 // are those with its run_id: no other publish writes that run id.
 void undo_changes(db::Connection& db, const ReleaseTables& t, RevertSummary& s) {
     const std::string columns = production_column_list();
-    s.removed = affected(db.exec("DELETE FROM " + t.production + " p WHERE p.run_id = $1 AND NOT EXISTS (SELECT 1 FROM " +
-                                     t.undo + " u WHERE u.cert_key = p.cert_key)",
-                                 {s.run_id}));
+    const std::string in_undo = "EXISTS (SELECT 1 FROM " + t.undo + " u WHERE u.cert_key = p.cert_key)";
+    s.removed = affected(
+        db.exec("DELETE FROM " + t.production + " p WHERE p.run_id = $1 AND NOT " + in_undo, {s.run_id}));
     s.restored = affected(db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
-                                  production_column_list("u") + ") FROM " + t.undo + " u WHERE p.cert_key = u.cert_key"));
+                                  production_column_list("u") + ") FROM " + t.undo +
+                                  " u WHERE p.cert_key = u.cert_key"));
     s.reinserted = affected(db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
-                                    production_column_list("u") + " FROM " + t.undo + " u WHERE NOT EXISTS (SELECT 1 FROM " +
-                                    t.production + " p WHERE p.cert_key = u.cert_key)"));
+                                    production_column_list("u") + " FROM " + t.undo +
+                                    " u WHERE NOT EXISTS (SELECT 1 FROM " + t.production +
+                                    " p WHERE p.cert_key = u.cert_key)"));
 }
 
 void mark_reverted(db::Connection& db, CertType type, const ReleaseTables& t, RevertSummary& s) {

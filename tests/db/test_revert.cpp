@@ -26,7 +26,8 @@ namespace {
 // A one-directory legacy archive holding exactly these keys; the keys in `changed` get another
 // floor area than in a release where they are not.
 std::string release(const std::string& name, const std::vector<int>& keys, const std::set<int>& changed = {}) {
-    std::string csv = "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
+    std::string csv =
+        "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
     for (int k : keys)
         csv += std::to_string(k) + ",\"" + std::to_string(k) + ", Mill Lane\",AB1 2CD,2021-03-0" +
                std::to_string(1 + k % 9) + ",marketed sale," + std::to_string(changed.count(k) ? 500 + k : 50 + k) +
@@ -124,7 +125,8 @@ TEST(Revert, UsersObjectsOnProductionSurviveTwoPublishesAndARevert) {
         EXPECT_EQ(c.exec("SELECT count(*) FROM public.big_homes").integer(0, 0),
                   static_cast<long long>(std::count(view_keys.begin(), view_keys.end(), ',') + 1));
         c.exec("RESET ROLE");
-        EXPECT_EQ(c.exec("SELECT count(*) FROM pg_policies WHERE tablename = 'domestic_certificates'").integer(0, 0), 1);
+        EXPECT_EQ(c.exec("SELECT count(*) FROM pg_policies WHERE tablename = 'domestic_certificates'").integer(0, 0),
+                  1);
     };
 
     // B: 1 and 2 gone, 4 and 5 changed (floor area 504, 505), 11 and 12 new.
@@ -188,7 +190,8 @@ TEST(Revert, PublishCountsAreExactOnAMutatedReleaseAndRevertRestoresTheOneBefore
     EXPECT_EQ(pb.disappeared, gone);
     EXPECT_EQ(pb.changed, changed.size() + 1);
     EXPECT_EQ(differences_from_staging(c), 0);
-    EXPECT_EQ(db.scalar("SELECT latitude || ',' || geocode_provider FROM epc.domestic_certificates WHERE cert_key = '1'"),
+    EXPECT_EQ(db.scalar("SELECT latitude || ',' || geocode_provider FROM epc.domestic_certificates "
+                        "WHERE cert_key = '1'"),
               "54.68,uprn");
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates WHERE run_id = " + std::to_string(b.run_id)),
               static_cast<long long>(pb.added + pb.changed));
@@ -252,7 +255,8 @@ TEST(Revert, CommandExitsTwoWhenThereIsNothingToRevert) {
     epc::test::Outcome done = import({"revert", "--db", db.conninfo(), "--report", report}, "revert-done");
     ASSERT_EQ(done.exit_code, 0) << done.err;
     EXPECT_NE(epc::test::read_file(report).find("\"removed\": 2"), std::string::npos) << epc::test::read_file(report);
-    EXPECT_EQ(db.scalar("SELECT string_agg(cert_key, ',' ORDER BY cert_key) FROM epc.domestic_certificates"), "1,2,3,4,5");
+    EXPECT_EQ(db.scalar("SELECT string_agg(cert_key, ',' ORDER BY cert_key) FROM epc.domestic_certificates"),
+              "1,2,3,4,5");
     EXPECT_EQ(import({"revert", "--db", db.conninfo()}, "revert-again").exit_code, 2);
 }
 
@@ -299,21 +303,31 @@ void kill_at(TestDatabase& db, const std::string& command, const KillPoint& poin
 
 const char* const kRelease = "epc.domestic_certificates";
 
+// A row the stage deletes or updates, locked; a key it inserts, inserted and not committed (the
+// stage's insert waits to see whether it commits); the run's row, which only the last statement
+// before COMMIT updates (NO KEY: the undo bookkeeping's foreign key to it may still share it).
+std::string lock_row(const std::string& key) {
+    return "SELECT 1 FROM epc.domestic_certificates WHERE cert_key = '" + key + "' FOR UPDATE";
+}
+std::string insert_row(const std::string& key) {
+    return "INSERT INTO epc.domestic_certificates (cert_key, lodgement_date, run_id) VALUES ('" + key +
+           "', '2021-01-01', 0)";
+}
+const char* const kLockRun = "SELECT 1 FROM epc.import_run WHERE run_id = $RUN FOR NO KEY UPDATE";
+
 // A: keys 1..10. B: 1, 2 gone; 4, 5 changed; 11, 12 new. A blocker per statement that writes.
 std::vector<KillPoint> publish_points() {
-    return {{"DELETE FROM epc.domestic_certificates", "SELECT 1 FROM epc.domestic_certificates WHERE cert_key = '1' FOR UPDATE"},
-            {"UPDATE epc.domestic_certificates", "SELECT 1 FROM epc.domestic_certificates WHERE cert_key = '4' FOR UPDATE"},
-            {"INSERT INTO epc.domestic_certificates",
-             "INSERT INTO epc.domestic_certificates (cert_key, lodgement_date, run_id) VALUES ('11', '2021-01-01', 0)"},
-            {"UPDATE epc.import_run", "SELECT 1 FROM epc.import_run WHERE run_id = $RUN FOR NO KEY UPDATE"}};
+    return {{"DELETE FROM epc.domestic_certificates", lock_row("1")},
+            {"UPDATE epc.domestic_certificates", lock_row("4")},
+            {"INSERT INTO epc.domestic_certificates", insert_row("11")},
+            {"UPDATE epc.import_run", kLockRun}};
 }
 
 std::vector<KillPoint> revert_points() {
-    return {{"DELETE FROM epc.domestic_certificates", "SELECT 1 FROM epc.domestic_certificates WHERE cert_key = '11' FOR UPDATE"},
-            {"UPDATE epc.domestic_certificates", "SELECT 1 FROM epc.domestic_certificates WHERE cert_key = '4' FOR UPDATE"},
-            {"INSERT INTO epc.domestic_certificates",
-             "INSERT INTO epc.domestic_certificates (cert_key, lodgement_date, run_id) VALUES ('1', '2021-01-01', 0)"},
-            {"UPDATE epc.import_run", "SELECT 1 FROM epc.import_run WHERE run_id = $RUN FOR NO KEY UPDATE"}};
+    return {{"DELETE FROM epc.domestic_certificates", lock_row("11")},
+            {"UPDATE epc.domestic_certificates", lock_row("4")},
+            {"INSERT INTO epc.domestic_certificates", insert_row("1")},
+            {"UPDATE epc.import_run", kLockRun}};
 }
 
 }  // namespace
@@ -355,11 +369,13 @@ TEST(Revert, AKilledRevertLeavesTheNewReleaseAndTheNextRunReverts) {
 
         kill_at(db, "revert", point, b.run_id);
         EXPECT_EQ(differences(c, "public.release_b"), 0) << kRelease << " is not release B";
-        EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run WHERE run_id = " + std::to_string(b.run_id)), "published");
+        EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run WHERE run_id = " + std::to_string(b.run_id)),
+                  "published");
 
         epc::test::Outcome again = import({"revert", "--db", db.conninfo()}, "kill-rev-again");
         ASSERT_EQ(again.exit_code, 0) << again.err;
         EXPECT_EQ(differences(c, "public.release_a"), 0);
-        EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run WHERE run_id = " + std::to_string(b.run_id)), "reverted");
+        EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run WHERE run_id = " + std::to_string(b.run_id)),
+                  "reverted");
     }
 }
