@@ -1,5 +1,6 @@
 // A real PostgreSQL for tests: the server comes from the PG* variables (bin/test starts a
-// throw-away cluster); every TestDatabase is a fresh database with a unique name, dropped after.
+// throw-away cluster); every TestDatabase is a fresh database with a unique name, dropped after
+// (unless EPC_KEEP_FAILED_DB=1 and its test failed: see keep_for_inspection).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -7,6 +8,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <thread>
 #include <fstream>
 #include <sstream>
@@ -30,6 +34,7 @@ public:
         conninfo_ = "dbname=" + name_;
     }
     ~TestDatabase() {
+        if (keep_for_inspection()) return;
         try {
             db::Connection admin("", "epc-import tests");
             admin.exec("DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
@@ -53,6 +58,25 @@ public:
     long long count(const std::string& sql) { return std::stoll(scalar(sql)); }
 
 private:
+    // EPC_KEEP_FAILED_DB=1: when the current test has failed (or is being left by an exception),
+    // keep the database and say how to reach it. bin/with-postgres keeps its throw-away cluster
+    // running after a failure under the same variable, until Enter is pressed.
+    bool keep_for_inspection() const {
+        const char* keep = std::getenv("EPC_KEEP_FAILED_DB");
+        if (!keep || std::string(keep) != "1") return false;
+        if (!testing::Test::HasFailure() && std::uncaught_exceptions() == 0) return false;
+        const testing::TestInfo* test = testing::UnitTest::GetInstance()->current_test_info();
+        const std::string test_name = test ? std::string(test->test_suite_name()) + "." + test->name()
+                                           : std::string("(no test)");
+        std::string psql = "psql";
+        const char* const flags[][2] = {{"-h", "PGHOST"}, {"-p", "PGPORT"}, {"-U", "PGUSER"}};
+        for (const auto& flag : flags)
+            if (const char* value = std::getenv(flag[1])) psql += std::string(" ") + flag[0] + " " + value;
+        std::fprintf(stderr, "pg_test: EPC_KEEP_FAILED_DB=1: %s failed; kept its database %s:\n  %s -d %s\n",
+                     test_name.c_str(), name_.c_str(), psql.c_str(), name_.c_str());
+        return true;
+    }
+
     std::string name_;
     std::string conninfo_;
 };
