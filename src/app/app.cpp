@@ -32,7 +32,8 @@ namespace epc {
 
 namespace {
 
-std::atomic<bool> g_interrupted{false};
+// A signal handler can only reach a global.
+std::atomic<bool> g_interrupted{false};  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
 
 // AWS Batch stops a job with SIGTERM; a person with Ctrl-C. Either way: stop at the next row
 // boundary, roll back the files in flight, keep the committed ones, and exit as "transient".
@@ -161,9 +162,9 @@ void stop_if_interrupted(const char* next_stage) {
 // finished download and use it.
 class DownloadLock {
 public:
-    DownloadLock(const Options& o) : path_(o.work_dir + "/" + std::string(cert_type_name(o.type)) + "-" + o.source + ".lock") {
-        std::filesystem::create_directories(o.work_dir);
-        fd_ = open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    explicit DownloadLock(const Options& o)
+        : path_(o.work_dir + "/" + std::string(cert_type_name(o.type)) + "-" + o.source + ".lock"),
+          fd_(open_lock_file(o.work_dir, path_)) {
         if (fd_ < 0) throw Error(exit_internal, "cannot open " + path_ + ": " + std::strerror(errno));
         if (flock(fd_, LOCK_EX | LOCK_NB) == 0) return;
         if (!o.shard) {
@@ -181,6 +182,11 @@ public:
     DownloadLock& operator=(const DownloadLock&) = delete;
 
 private:
+    static int open_lock_file(const std::string& work_dir, const std::string& path) {
+        std::filesystem::create_directories(work_dir);
+        return open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    }
+
     std::string path_;
     int fd_ = -1;
 };
@@ -355,7 +361,7 @@ private:
                               {"found_by_provider", g.found_by_provider},
                               {"http_requests", g.http_requests},
                               {"http_429", g.http_429},
-                              {"requests_per_second", g.seconds > 0 ? g.http_requests / g.seconds : 0.0},
+                              {"requests_per_second", g.seconds > 0 ? static_cast<double>(g.http_requests) / g.seconds : 0.0},
                               {"seconds", g.seconds}};
     }
 

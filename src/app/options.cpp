@@ -14,7 +14,7 @@ namespace epc {
 
 namespace {
 
-const char* kExitCodes = R"(
+const char* const kExitCodes = R"(
 Exit codes:
   0   success
   1   unexpected internal error

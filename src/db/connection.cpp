@@ -14,7 +14,8 @@ namespace epc::db {
 
 namespace {
 
-std::atomic<bool> g_log_statements{false};
+// Set once from --log-sql before any connection exists; read by every connection's thread.
+std::atomic<bool> g_log_statements{false};  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
 
 // SQLSTATE classes worth retrying the whole job for: connection trouble, server shutting down,
 // out of resources, serialization failures and deadlocks.

@@ -14,8 +14,6 @@
 
 #include "epc/common/types.hpp"
 
-extern char** environ;
-
 namespace epc {
 
 namespace fs = std::filesystem;
@@ -52,6 +50,7 @@ pid_t spawn_aws(const std::vector<std::string>& args, int out, const std::string
     std::vector<std::string> argv_s = {"aws"};
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     std::vector<char*> argv;
+    argv.reserve(argv_s.size() + 1);
     for (std::string& a : argv_s) argv.push_back(a.data());
     argv.push_back(nullptr);
 

@@ -209,8 +209,8 @@ bool transient_curl_error(CURLcode code) {
 // What carries over from one attempt at the archive to the next.
 struct PartTransfer {
     PartFile& part;
-    std::uint64_t expected;    // the advertised size; 0 when unknown
-    std::uint64_t high_water;  // the most the .part file has held
+    std::uint64_t expected = 0;    // the advertised size; 0 when unknown
+    std::uint64_t high_water = 0;  // the most the .part file has held
     bool resumed = false;      // some bytes came from a Range request
 };
 
@@ -244,8 +244,8 @@ private:
 
     // The steps of download().
     void make_work_dir() const;
-    bool reuse_finished(DownloadResult& result) const;
-    void prepare_part(PartFile& part, const ReleaseInfo& info) const;
+    static bool reuse_finished(DownloadResult& result);
+    static void prepare_part(PartFile& part, const ReleaseInfo& info);
     bool fetch(PartFile& part, std::uint64_t expected);
     std::optional<bool> attempt_download(int n, PartTransfer& state);
     Fetched fetch_file(int n, ArchiveSink& sink, std::optional<std::uint64_t> from);
@@ -253,7 +253,7 @@ private:
     bool resume_refused(const Fetched& f, std::uint64_t from, PartTransfer& state);
     void check_complete(const ArchiveSink& sink, PartTransfer& state);
     [[noreturn]] void start_over(PartTransfer& state, std::string why);
-    void summarise(const DownloadResult& result, Clock::time_point started) const;
+    static void summarise(const DownloadResult& result, Clock::time_point started);
 
     const DownloadOptions& o_;
     std::string base_, file_name_, file_url_, info_url_;
@@ -288,7 +288,7 @@ ReleaseInfo Downloader::info() {
     check_credentials();
     Response r = with_retries("asking for the release's size", [&](int) -> std::optional<Response> {
         Request req = service_request(info_url_);
-        req.headers.push_back("Accept: application/json");
+        req.headers.emplace_back("Accept: application/json");
         Response r = perform(req);
         if (auto retry = judge(r, /*service=*/true, info_url_)) throw *retry;
         return r;
@@ -512,7 +512,7 @@ void Downloader::make_work_dir() const {
 
 // A finished download of this very release (another shard on this host, or a run that failed
 // after downloading) is used as it is.
-bool Downloader::reuse_finished(DownloadResult& result) const {
+bool Downloader::reuse_finished(DownloadResult& result) {
     std::optional<std::string> sha256 = finished_download(result.path, result.info);
     if (!sha256) {
         forget_finished_download(result.path);
@@ -525,7 +525,7 @@ bool Downloader::reuse_finished(DownloadResult& result) const {
     return true;
 }
 
-void Downloader::prepare_part(PartFile& part, const ReleaseInfo& info) const {
+void Downloader::prepare_part(PartFile& part, const ReleaseInfo& info) {
     if (open_part(part, info))
         spdlog::info("download: resuming {} at {} of {}", part.path(), human_bytes(double(part.size())),
                      human_bytes(double(info.size)));
@@ -616,7 +616,7 @@ void Downloader::start_over(PartTransfer& state, std::string why) {
     throw Retry{std::move(why)};
 }
 
-void Downloader::summarise(const DownloadResult& result, Clock::time_point started) const {
+void Downloader::summarise(const DownloadResult& result, Clock::time_point started) {
     double seconds = std::chrono::duration<double>(Clock::now() - started).count();
     spdlog::info("download: {} complete, {} in {:.1f} s ({}/s), {} attempt{}, sha256 {}", result.path,
                  human_bytes(double(result.bytes)), seconds, human_bytes(seconds > 0 ? double(result.bytes) / seconds : 0),
@@ -656,43 +656,54 @@ DownloadResult download_release(const DownloadOptions& options) {
     return Downloader(options).download();
 }
 
+namespace {
+
+// A listed size: a number, a numeric string, or (at the top level) an object holding one of those
+// under a size-like key.
+std::optional<std::uint64_t> listed_size_value(const json& v, bool nested) {
+    if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+    if (v.is_number_integer() && v.get<std::int64_t>() >= 0) return std::uint64_t(v.get<std::int64_t>());
+    if (v.is_string()) {
+        const auto& s = v.get_ref<const std::string&>();
+        char* end = nullptr;
+        const unsigned long long n = std::strtoull(s.c_str(), &end, 10);
+        if (!s.empty() && end && *end == '\0') return n;
+    }
+    if (v.is_object() && !nested)
+        for (const char* key : {"size", "fileSize", "file_size", "bytes"})
+            if (v.contains(key)) return listed_size_value(v[key], true);
+    return std::nullopt;
+}
+
+// An array entry that names the file: {"name": "...", "size": N}.
+bool names_file(const json& item, const std::string& name) {
+    if (!item.is_object()) return false;
+    for (const char* key : {"name", "file", "fileName", "filename"})
+        if (item.contains(key) && item[key] == name) return true;
+    return false;
+}
+
+std::optional<std::uint64_t> find_listed_size(const json& j, const std::string& name, int depth) {
+    if (j.is_object()) {
+        if (j.contains(name)) return listed_size_value(j[name], false);
+        if (depth == 0) return std::nullopt;
+        for (const auto& item : j.items())
+            if (auto s = find_listed_size(item.value(), name, depth - 1)) return s;
+    } else if (j.is_array() && depth > 0) {
+        for (const auto& item : j) {
+            if (names_file(item, name)) return listed_size_value(item, false);
+            if (auto s = find_listed_size(item, name, depth - 1)) return s;
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
 namespace detail {
 
 std::optional<std::uint64_t> legacy_listed_size(const json& listing, const std::string& name) {
-    std::function<std::optional<std::uint64_t>(const json&, bool)> size_of =
-        [&](const json& v, bool nested) -> std::optional<std::uint64_t> {
-        if (v.is_number_unsigned()) return v.get<std::uint64_t>();
-        if (v.is_number_integer() && v.get<std::int64_t>() >= 0) return std::uint64_t(v.get<std::int64_t>());
-        if (v.is_string()) {
-            const std::string& s = v.get_ref<const std::string&>();
-            char* end = nullptr;
-            unsigned long long n = std::strtoull(s.c_str(), &end, 10);
-            if (!s.empty() && end && *end == '\0') return n;
-        }
-        if (v.is_object() && !nested)
-            for (const char* key : {"size", "fileSize", "file_size", "bytes"})
-                if (v.contains(key)) return size_of(v[key], true);
-        return std::nullopt;
-    };
-    std::function<std::optional<std::uint64_t>(const json&, int)> find = [&](const json& j, int depth)
-        -> std::optional<std::uint64_t> {
-        if (j.is_object()) {
-            if (j.contains(name)) return size_of(j[name], false);
-            if (depth == 0) return std::nullopt;
-            for (const auto& item : j.items())
-                if (auto s = find(item.value(), depth - 1)) return s;
-        } else if (j.is_array() && depth > 0) {
-            // [{"name": "...", "size": N}, ...]
-            for (const auto& item : j) {
-                if (item.is_object())
-                    for (const char* key : {"name", "file", "fileName", "filename"})
-                        if (item.contains(key) && item[key] == name) return size_of(item, false);
-                if (auto s = find(item, depth - 1)) return s;
-            }
-        }
-        return std::nullopt;
-    };
-    return find(listing, 2);
+    return find_listed_size(listing, name, 2);
 }
 
 }  // namespace detail

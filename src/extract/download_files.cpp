@@ -106,7 +106,7 @@ bool open_part(PartFile& part, const ReleaseInfo& info) {
 
 std::string keep_finished_download(PartFile& part, const std::string& zip, const ReleaseInfo& info) {
     part.close();
-    const std::string sha256 = part.digest();
+    std::string sha256 = part.digest();
     std::error_code ec;
     fs::rename(part.path(), zip, ec);
     if (ec) throw Error(exit_internal, "cannot rename " + part.path() + " to " + zip + ": " + ec.message());

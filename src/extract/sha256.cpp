@@ -47,8 +47,8 @@ void Sha256::reset() {
 void Sha256::block(const std::uint8_t* p) {
     std::uint32_t w[64];
     for (int t = 0; t < 16; ++t)
-        w[t] = (std::uint32_t(p[4 * t]) << 24) | (std::uint32_t(p[4 * t + 1]) << 16) |
-               (std::uint32_t(p[4 * t + 2]) << 8) | std::uint32_t(p[4 * t + 3]);
+        w[t] = (std::uint32_t(p[4 * std::size_t(t)]) << 24) | (std::uint32_t(p[4 * std::size_t(t) + 1]) << 16) |
+               (std::uint32_t(p[4 * std::size_t(t) + 2]) << 8) | std::uint32_t(p[4 * std::size_t(t) + 3]);
     for (int t = 16; t < 64; ++t) {
         std::uint32_t s0 = rotr(w[t - 15], 7) ^ rotr(w[t - 15], 18) ^ (w[t - 15] >> 3);
         std::uint32_t s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10);
@@ -129,7 +129,7 @@ std::uint64_t sha256_update_from_file(Sha256& hasher, const std::string& path) {
     if (!file) throw Error(exit_internal, "cannot read " + path + ": " + std::strerror(errno));
     std::vector<char> buffer(1 << 20);
     std::uint64_t total = 0;
-    std::size_t n;
+    std::size_t n = 0;
     while ((n = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0) {
         hasher.update(buffer.data(), n);
         total += n;

@@ -410,6 +410,7 @@ private:
     std::vector<std::size_t> ask_http(std::size_t link, const std::vector<GeocodeQuery>& queries,
                                       const std::vector<std::size_t>& remaining) {
         std::vector<GeocodeQuery> subset;
+        subset.reserve(remaining.size());
         for (std::size_t i : remaining) subset.push_back(queries[i]);
         std::vector<std::size_t> next;
         const std::string& provider = options_.chain[link].provider;

@@ -103,12 +103,12 @@ std::optional<double> coordinate(const json& object, const char* field, double l
     if (!object.is_object()) return std::nullopt;
     auto it = object.find(field);
     if (it == object.end()) return std::nullopt;
-    double value;
+    double value = 0;
     if (it->is_number()) {
         value = it->get<double>();
     } else if (it->is_string()) {
         // from_chars, unlike strtod, ignores the locale: "53.25" stays 53.25 under LC_NUMERIC=de_DE.
-        const std::string& s = it->get_ref<const std::string&>();
+        const auto& s = it->get_ref<const std::string&>();
         auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
         if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
     } else {
@@ -126,7 +126,7 @@ std::string address_text(const GeocodeQuery& q) {
     return text;
 }
 
-std::string compact_postcode(std::string postcode) {
+std::string compact_postcode(const std::string& postcode) {
     std::string out;
     for (char c : postcode)
         if (!std::isspace(static_cast<unsigned char>(c))) out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -447,12 +447,12 @@ private:
         std::vector<int> attempts;
         std::deque<std::size_t> fresh;
         using Due = std::pair<Clock::time_point, std::size_t>;
-        std::priority_queue<Due, std::vector<Due>, std::greater<Due>> retry;
+        std::priority_queue<Due, std::vector<Due>, std::greater<>> retry;
         std::map<CURL*, std::unique_ptr<Attempt>> in_flight;
         HttpGeocodeStats stats;
     };
 
-    void deliver(Run& run, std::size_t query, const GeocodeResult& result);
+    static void deliver(Run& run, std::size_t query, const GeocodeResult& result);
     void fail_job(Run& run, std::size_t job, const std::string& why);
     void start(Run& run, std::size_t job, bool probe);
     void finish(Run& run, std::unique_ptr<Attempt> attempt, CURLcode code);
@@ -535,7 +535,7 @@ void Engine::request_succeeded(bool probe) {
 void Engine::start(Run& run, std::size_t job, bool probe) {
     const Job& j = run.jobs[job];
     std::vector<std::string> headers = {"Accept: application/json"};
-    if (!j.body.empty()) headers.push_back("Content-Type: application/json");
+    if (!j.body.empty()) headers.emplace_back("Content-Type: application/json");
     auto a = std::make_unique<Attempt>(job, probe, j.url, options_.user_agent, headers);
     a->transfer.keep_body(max_response_bytes, http::BodyBuffer::Overflow::fail);
     if (!j.body.empty()) a->transfer.post(j.body);
@@ -697,7 +697,7 @@ double Engine::send_what_is_allowed(Run& run, Clock::time_point now) {
             break;
         }
         bucket_.take();
-        std::size_t job;
+        std::size_t job = 0;
         if (retry_due) {
             job = run.retry.top().second;
             run.retry.pop();
@@ -724,6 +724,8 @@ HttpGeocodeStats Engine::geocode(const std::vector<GeocodeQuery>& queries,
     struct Guard {
         Engine& engine;
         Run& run;
+        Guard(const Guard&) = delete;
+        Guard& operator=(const Guard&) = delete;
         ~Guard() { engine.abandon_in_flight(run); }
     } guard{*this, run};
 

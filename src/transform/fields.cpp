@@ -1,5 +1,6 @@
 #include "epc/transform/fields.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <stdexcept>
@@ -69,15 +70,15 @@ std::string_view trim(std::string_view s) {
     return s.substr(b, e - b);
 }
 
-bool is_sentinel(std::string_view s) {
+bool is_sentinel(std::string_view trimmed) {
+    const std::string_view s = trimmed;
     // The publisher's ways of saying "no value" (docs/data-formats.md §4).
     static constexpr std::string_view kSentinels[] = {"NO DATA!", "NODATA!",  "INVALID!",   "N/A",
                                                       "Not recorded", "Unknown", "DEC OR 9999"};
     if (s.empty()) return true;
     if (s.size() > 12) return false;
-    for (std::string_view sentinel : kSentinels)
-        if (iequals(s, sentinel)) return true;
-    return false;
+    return std::any_of(std::begin(kSentinels), std::end(kSentinels),
+                       [&](std::string_view sentinel) { return iequals(s, sentinel); });
 }
 
 bool is_valid_date(std::string_view s) {
@@ -110,10 +111,7 @@ bool is_decimal(std::string_view s) {
 }
 
 bool is_uprn(std::string_view s) {
-    if (s.empty() || s.size() > 18) return false;
-    for (char c : s)
-        if (c < '0' || c > '9') return false;
-    return true;
+    return !s.empty() && s.size() <= 18 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 namespace {

@@ -81,6 +81,7 @@ public:
     Transfer(const std::string& url, const std::string& user_agent, const std::vector<std::string>& headers = {});
     Transfer(const Transfer&) = delete;
     Transfer& operator=(const Transfer&) = delete;
+    ~Transfer() = default;
 
     CURL* handle() const { return easy_.get(); }
     void keep_body(std::size_t limit, BodyBuffer::Overflow overflow);

@@ -62,6 +62,8 @@ public:
     // application_name shows up in pg_stat_activity, so an operator can see which stage/worker.
     // Throws Error(exit_transient) when the server cannot be reached.
     Connection(const std::string& conninfo, const std::string& application_name);
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
     Connection(Connection&&) noexcept;
     Connection& operator=(Connection&&) noexcept;
     ~Connection();
