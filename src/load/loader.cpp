@@ -149,7 +149,7 @@ private:
     unsigned workers_finished_ = 0;
 };
 
-// Parses files into COPY chunks; runs on its own thread (fccp adds one more for inflating).
+// Parses files into COPY chunks; runs on its own thread (inflating included).
 void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
     std::vector<Field> header;
     Record record;

@@ -1,6 +1,10 @@
 #include "epc/transform/csv.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
+
+#include "epc/common/types.hpp"
 
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -12,7 +16,7 @@ QuoteAwareSource::QuoteAwareSource(std::unique_ptr<io::ByteSourceBase> inner, bo
     : inner_(std::move(inner)), backslash_escapes_(backslash_escapes) {}
 
 int QuoteAwareSource::read(char* buffer, int size) {
-    // fccp's LineReader takes a short read for the end of the file, so always fill the request.
+    // Fill the request: fewer, fuller reads, and only a short read means the end of the file.
     int n = 0;
     while (n < size) {
         int got = inner_->read(buffer + n, size - n);
@@ -53,7 +57,7 @@ void QuoteAwareSource::scan(char* const begin, char* const end) {
                     break;
                 }
                 if (*q == '\0') {
-                    *q = kInvalidByte;  // the LineReader NUL-terminates lines: keep records whole
+                    *q = kInvalidByte;  // PostgreSQL text cannot hold NUL
                 } else {
                     char before = q > begin ? q[-1] : last_byte_;
                     if (before == ',' || before == '\n') {
@@ -219,25 +223,114 @@ std::size_t RecordSplitter::split(const char* line, std::size_t len, std::vector
     return lines;
 }
 
+namespace {
+
+// Bytes asked of the source per read: small enough that what was just inflated and scanned for
+// quotes is still in the core's cache when it is cut into lines and split, large enough that the
+// cost of a read call vanishes. The buffer holds two reads, so the unfinished line moved to its
+// front before the next read is short.
+constexpr std::size_t kReadBytes = 256 << 10;
+
+// The buffer a finished LineReader leaves to the next one on its thread: one per parse thread.
+thread_local std::unique_ptr<char[]> spare_buffer;
+thread_local std::size_t spare_capacity = 0;
+
+}  // namespace
+
+LineReader::LineReader(std::string name, std::unique_ptr<io::ByteSourceBase> source)
+    : name_(std::move(name)), source_(std::move(source)) {
+    if (spare_buffer) {
+        buffer_ = std::move(spare_buffer);
+        capacity_ = std::exchange(spare_capacity, 0);
+    } else {
+        capacity_ = 2 * kReadBytes;
+        buffer_.reset(new char[capacity_]);  // not zeroed: pages are touched only as bytes arrive
+    }
+}
+
+LineReader::~LineReader() {
+    if (buffer_ && capacity_ >= spare_capacity) {
+        spare_buffer = std::move(buffer_);
+        spare_capacity = capacity_;
+    }
+}
+
+bool LineReader::next(std::string_view& line) {
+    for (;;) {
+        const char* const start = buffer_.get() + begin_;
+        const std::size_t pending = end_ - begin_;
+        if (const void* nl = std::memchr(start + scanned_, '\n', pending - scanned_)) {
+            std::size_t len = static_cast<std::size_t>(static_cast<const char*>(nl) - start);
+            begin_ += len + 1;
+            scanned_ = 0;
+            if (len > 0 && start[len - 1] == '\r') --len;
+            line = std::string_view(start, len);
+            ++lines_;
+            return true;
+        }
+        scanned_ = pending;
+        if (at_end_) {
+            if (pending == 0) return false;
+            begin_ = end_;  // the last line, without '\n'
+            scanned_ = 0;
+            std::size_t len = pending;
+            if (start[len - 1] == '\r') --len;
+            line = std::string_view(start, len);
+            ++lines_;
+            return true;
+        }
+        refill();
+    }
+}
+
+// Moves the unfinished line to the front, makes room for it to grow (up to kMaxLineBytes), and
+// reads more; sets at_end_ when the source has no more.
+void LineReader::refill() {
+    const std::size_t pending = end_ - begin_;
+    if (begin_ > 0) {
+        std::memmove(buffer_.get(), buffer_.get() + begin_, pending);
+        begin_ = 0;
+        end_ = pending;
+    }
+    if (end_ == capacity_) {
+        if (capacity_ >= kMaxLineBytes)
+            throw Error(exit_invalid_archive, name_ + ": record " + std::to_string(lines_ + 1) + " is longer than " +
+                                                  std::to_string(kMaxLineBytes >> 20) + " MiB; the file is broken");
+        const std::size_t grown = std::min(2 * capacity_, kMaxLineBytes);
+        std::unique_ptr<char[]> bigger(new char[grown]);
+        std::memcpy(bigger.get(), buffer_.get(), end_);
+        buffer_ = std::move(bigger);
+        capacity_ = grown;
+    }
+    const std::size_t want = std::min(capacity_ - end_, kReadBytes);
+    const int got = source_->read(buffer_.get() + end_, static_cast<int>(want));
+    if (got <= 0) {
+        at_end_ = true;
+        return;
+    }
+    if (at_start_ && got >= 3 && std::memcmp(buffer_.get() + end_, "\xEF\xBB\xBF", 3) == 0) begin_ = 3;  // a BOM
+    at_start_ = false;
+    end_ += static_cast<std::size_t>(got);
+}
+
 CsvReader::CsvReader(std::string name, std::unique_ptr<io::ByteSourceBase> source, bool backslash_escapes)
     : name_(std::move(name)),
       lines_(name_, std::make_unique<QuoteAwareSource>(std::move(source), backslash_escapes)),
       splitter_(backslash_escapes) {}
 
 bool CsvReader::next(Record& record) {
-    for (;;) {
-        char* line = lines_.next_line();
-        if (!line) return false;
-        std::size_t len = std::strlen(line);
-        if (len == 0) {  // blank line (or a lone CR): not a record
+    std::string_view line;
+    while (lines_.next(line)) {
+        if (line.empty()) {  // blank line (or a lone CR): not a record
             ++next_line_;
             continue;
         }
         record.line = next_line_;
-        record.raw = std::string_view(line, len);
-        next_line_ += splitter_.split(line, len, record.fields);
+        record.raw = line;
+        next_line_ += splitter_.split(line.data(), line.size(), record.fields);
         return true;
     }
+    return false;
 }
 
 std::string restore_raw(std::string_view raw) {
