@@ -1,12 +1,97 @@
 #include "epc/load/duplicates.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
+
+#include <spdlog/spdlog.h>
 
 #include "epc/db/copy.hpp"
 #include "epc/transform/fields.hpp"
 
 namespace epc {
+
+namespace {
+
+// Hashes logged per Writer before they are written out: 64 KiB.
+constexpr std::size_t kLogBlock = 8192;
+
+std::uint64_t key_hash(std::string_view key) { return std::hash<std::string_view>{}(key); }
+
+// A full avalanche of the key's hash (splitmix64's finaliser), for the bits within a word. Taking
+// them straight from the hash made them depend on the same low bits as the word's index (a power of
+// two at the 64 MiB cap): keys sharing a word then shared half their bits, and 28 M keys left
+// 335,526 false suspects instead of the ~0.05 % a 64-bit block of 6 bits should.
+std::uint64_t mix(std::uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 27;
+    x *= 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+bool ascii(std::string_view key) {
+    return std::all_of(key.begin(), key.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+}
+
+// The log's file: in $TMPDIR (else /tmp), unlinked at once so that nothing is left behind.
+int open_log() {
+    const char* dir = std::getenv("TMPDIR");
+    std::string path = std::string(dir && *dir ? dir : "/tmp") + "/epc-import-keys.XXXXXX";
+    const int fd = mkstemp(path.data());
+    if (fd >= 0) unlink(path.c_str());
+    return fd;
+}
+
+bool write_all(int fd, const void* data, std::size_t bytes) {
+    const auto* p = static_cast<const char*>(data);
+    while (bytes > 0) {
+        const ssize_t n = ::write(fd, p, bytes);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return false;
+        p += n;
+        bytes -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+// How often each suspect's hash occurs in the log: open addressing, 0 marks a free slot (a hash
+// of 0 is counted as 1, in the log and here alike).
+class HashCounts {
+public:
+    explicit HashCounts(std::size_t keys) {
+        std::size_t size = 16;
+        while (size < 2 * keys) size *= 2;
+        slots_.assign(size, Slot{});
+    }
+    void add_key(std::uint64_t hash) { find(hash).hash = nonzero(hash); }
+    void count(std::uint64_t hash) {
+        Slot& slot = find(hash);
+        if (slot.hash && slot.seen < 2) ++slot.seen;
+    }
+    bool repeated(std::uint64_t hash) { return find(hash).seen >= 2; }
+
+private:
+    struct Slot {
+        std::uint64_t hash = 0;
+        std::uint32_t seen = 0;
+    };
+    static std::uint64_t nonzero(std::uint64_t hash) { return hash ? hash : 1; }
+    Slot& find(std::uint64_t hash) {
+        hash = nonzero(hash);
+        std::size_t i = mix(hash) & (slots_.size() - 1);
+        while (slots_[i].hash && slots_[i].hash != hash) i = (i + 1) & (slots_.size() - 1);
+        return slots_[i];
+    }
+    std::vector<Slot> slots_;
+};
+
+}  // namespace
 
 KeySieve::KeySieve(std::uint64_t expected_keys) {
     // ~16 bits per key, between 1 MiB and 64 MiB.
@@ -14,19 +99,81 @@ KeySieve::KeySieve(std::uint64_t expected_keys) {
     words_ = std::vector<std::atomic<std::uint64_t>>(words);
 }
 
-bool KeySieve::seen(std::string_view key) {
-    const std::uint64_t h = std::hash<std::string_view>{}(key);
+KeySieve::~KeySieve() {
+    if (log_fd_ >= 0) close(log_fd_);
+}
+
+bool KeySieve::test_and_set(std::uint64_t hash) {
     std::uint64_t bits = 0;
-    std::uint64_t g = h * 0x9E3779B97F4A7C15ull;
+    std::uint64_t g = mix(hash);
     for (int i = 0; i < 6; ++i, g >>= 6) bits |= 1ull << (g & 63);
-    const std::uint64_t old = words_[h % words_.size()].fetch_or(bits, std::memory_order_relaxed);
+    const std::uint64_t old = words_[hash % words_.size()].fetch_or(bits, std::memory_order_relaxed);
     return (old & bits) == bits;
+}
+
+void KeySieve::log(const std::uint64_t* hashes, std::size_t count) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (log_failed_) return;
+    if (log_fd_ < 0) log_fd_ = open_log();
+    if (log_fd_ < 0 || !write_all(log_fd_, hashes, count * sizeof *hashes)) {
+        log_failed_ = true;
+        spdlog::warn("load: cannot write the log of key hashes to {}: {}; every duplicate-key candidate will be "
+                     "checked in the database", std::getenv("TMPDIR") ? "$TMPDIR" : "/tmp", std::strerror(errno));
+    }
+}
+
+KeySieve::Writer::~Writer() {
+    if (!hashes_.empty()) sieve_.log(hashes_.data(), hashes_.size());
+}
+
+bool KeySieve::Writer::seen(std::string_view key) {
+    const std::uint64_t hash = key_hash(key);
+    if (hashes_.capacity() < kLogBlock) hashes_.reserve(kLogBlock);
+    hashes_.push_back(hash);
+    if (hashes_.size() == kLogBlock) {
+        sieve_.log(hashes_.data(), hashes_.size());
+        hashes_.clear();
+    }
+    return sieve_.test_and_set(hash);
 }
 
 void KeySieve::suspect(std::string_view key) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (suspects_.size() < kMaxSuspects) suspects_.emplace_back(key);
     else overflow_ = true;
+}
+
+// Reads the log once and keeps the suspects whose hash occurs at least twice (or that hold
+// non-ASCII bytes). A key that truly repeats always does: nothing that matters is dropped.
+void KeySieve::drop_single_occurrences() {
+    if (log_failed_ || log_fd_ < 0 || suspects_.empty()) return;
+    HashCounts counts(suspects_.size());
+    for (const std::string& key : suspects_) counts.add_key(key_hash(key));
+    std::vector<std::uint64_t> block(1 << 17);
+    off_t offset = 0;
+    for (;;) {
+        const ssize_t n = pread(log_fd_, block.data(), block.size() * sizeof(std::uint64_t), offset);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return;  // unreadable: keep every suspect
+        if (n == 0) break;
+        offset += n;
+        for (std::size_t i = 0; i < static_cast<std::size_t>(n) / sizeof(std::uint64_t); ++i) counts.count(block[i]);
+    }
+    const std::size_t flagged = suspects_.size();
+    suspects_.erase(std::remove_if(suspects_.begin(), suspects_.end(),
+                                   [&](const std::string& key) { return ascii(key) && !counts.repeated(key_hash(key)); }),
+                    suspects_.end());
+    spdlog::info("load: the key sieve flagged {} keys; the hash log shows {} of them to occur once", flagged,
+                 flagged - suspects_.size());
+}
+
+const std::vector<std::string>* KeySieve::suspects() {
+    if (overflow_) return nullptr;
+    if (!checked_) {
+        drop_single_occurrences();
+        checked_ = true;
+    }
+    return &suspects_;
 }
 
 namespace {

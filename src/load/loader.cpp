@@ -151,6 +151,7 @@ private:
 
 // Parses files into COPY chunks; runs on its own thread (inflating included).
 void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
+    KeySieve::Writer keys(job.sieve_);
     std::vector<Field> header;
     Record record;
     while (const CertFile* file = job.next_file()) {
@@ -183,7 +184,7 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
                 std::string_view key = trim(record.fields[static_cast<std::size_t>(map.key)]);
                 // A key with non-ASCII bytes may equal another once invalid UTF-8 is replaced: always check it.
                 bool ascii = std::all_of(key.begin(), key.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-                if (job.sieve_.seen(key) || !ascii) job.sieve_.suspect(key);
+                if (keys.seen(key) || !ascii) job.sieve_.suspect(key);
             }
             if (rows.size() >= kChunkBytes) {
                 if (!queue.push(Chunk{Chunk::rows, std::move(rows), {}})) return;
