@@ -94,9 +94,12 @@ private:
 }  // namespace
 
 KeySieve::KeySieve(std::uint64_t expected_keys) {
-    // ~16 bits per key, between 1 MiB and 64 MiB.
-    const std::uint64_t words = std::clamp<std::uint64_t>(expected_keys / 4, 1 << 17, 1 << 23);
+    // ~16 bits per key or more (a power of two of words, for a mask instead of a division),
+    // between 1 MiB and 64 MiB.
+    std::uint64_t words = 1 << 17;
+    while (words < expected_keys / 4 && words < (1 << 23)) words *= 2;
     words_ = std::vector<std::atomic<std::uint64_t>>(words);
+    mask_ = words - 1;
 }
 
 KeySieve::~KeySieve() {
@@ -107,7 +110,7 @@ bool KeySieve::test_and_set(std::uint64_t hash) {
     std::uint64_t bits = 0;
     std::uint64_t g = mix(hash);
     for (int i = 0; i < 6; ++i, g >>= 6) bits |= 1ull << (g & 63);
-    const std::uint64_t old = words_[hash % words_.size()].fetch_or(bits, std::memory_order_relaxed);
+    const std::uint64_t old = words_[hash & mask_].fetch_or(bits, std::memory_order_relaxed);
     return (old & bits) == bits;
 }
 
@@ -123,18 +126,29 @@ void KeySieve::log(const std::uint64_t* hashes, std::size_t count) {
 }
 
 KeySieve::Writer::~Writer() {
+    if (pending_) settle();
     if (!hashes_.empty()) sieve_.log(hashes_.data(), hashes_.size());
 }
 
-bool KeySieve::Writer::seen(std::string_view key) {
+void KeySieve::Writer::add(std::string_view key, bool always_suspect) {
     const std::uint64_t hash = key_hash(key);
+    __builtin_prefetch(&sieve_.words_[hash & sieve_.mask_], 1);
+    if (pending_) settle();
+    pending_key_.assign(key);
+    pending_hash_ = hash;
+    pending_always_ = always_suspect;
+    pending_ = true;
     if (hashes_.capacity() < kLogBlock) hashes_.reserve(kLogBlock);
     hashes_.push_back(hash);
     if (hashes_.size() == kLogBlock) {
         sieve_.log(hashes_.data(), hashes_.size());
         hashes_.clear();
     }
-    return sieve_.test_and_set(hash);
+}
+
+void KeySieve::Writer::settle() {
+    if (sieve_.test_and_set(pending_hash_) || pending_always_) sieve_.suspect(pending_key_);
+    pending_ = false;
 }
 
 void KeySieve::suspect(std::string_view key) {

@@ -184,7 +184,7 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
                 std::string_view key = trim(record.fields[static_cast<std::size_t>(map.key)]);
                 // A key with non-ASCII bytes may equal another once invalid UTF-8 is replaced: always check it.
                 bool ascii = std::all_of(key.begin(), key.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-                if (keys.seen(key) || !ascii) job.sieve_.suspect(key);
+                keys.add(key, !ascii);
             }
             if (rows.size() >= kChunkBytes) {
                 if (!queue.push(Chunk{Chunk::rows, std::move(rows), {}})) return;
