@@ -1,6 +1,7 @@
 #include "epc/load/duplicates.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <new>
 
 #include <spdlog/spdlog.h>
 
@@ -33,6 +35,19 @@ std::uint64_t mix(std::uint64_t x) {
     x ^= x >> 27;
     x *= 0x94D049BB133111EBull;
     return x ^ (x >> 31);
+}
+
+// The filter's words, zeroed, asked to sit on 2 MiB pages before any is touched: with 4 KiB
+// pages nearly every lookup in 16-64 MiB also missed the TLB.
+std::atomic<std::uint64_t>* allocate_on_huge_pages(std::uint64_t words) {
+    constexpr std::size_t kHugePage = 2 << 20;
+    const std::size_t bytes = (words * sizeof(std::uint64_t) + kHugePage - 1) / kHugePage * kHugePage;
+    void* memory = std::aligned_alloc(kHugePage, bytes);
+    if (!memory) throw std::bad_alloc();
+    madvise(memory, bytes, MADV_HUGEPAGE);  // only advice: without it the filter works the same
+    auto* first = static_cast<std::atomic<std::uint64_t>*>(memory);
+    for (std::uint64_t i = 0; i < words; ++i) new (first + i) std::atomic<std::uint64_t>(0);
+    return first;
 }
 
 bool ascii(std::string_view key) {
@@ -98,9 +113,11 @@ KeySieve::KeySieve(std::uint64_t expected_keys) {
     // between 1 MiB and 64 MiB.
     std::uint64_t words = 1 << 17;
     while (words < expected_keys / 4 && words < (1 << 23)) words *= 2;
-    words_ = std::vector<std::atomic<std::uint64_t>>(words);
+    words_.reset(allocate_on_huge_pages(words));
     mask_ = words - 1;
 }
+
+void KeySieve::Free::operator()(std::atomic<std::uint64_t>* p) const { std::free(p); }
 
 KeySieve::~KeySieve() {
     if (log_fd_ >= 0) close(log_fd_);

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -68,7 +69,10 @@ private:
 
     // Past this many suspects the filter is too full to help: check every key instead.
     static constexpr std::size_t kMaxSuspects = 1 << 20;
-    std::vector<std::atomic<std::uint64_t>> words_;  // a power of two of them
+    struct Free {
+        void operator()(std::atomic<std::uint64_t>* p) const;
+    };
+    std::unique_ptr<std::atomic<std::uint64_t>[], Free> words_;  // a power of two of them, on huge pages
     std::uint64_t mask_ = 0;
     std::mutex mutex_;
     std::vector<std::string> suspects_;
