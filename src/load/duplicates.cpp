@@ -191,9 +191,8 @@ void KeySieve::drop_single_occurrences() {
         for (std::size_t i = 0; i < static_cast<std::size_t>(n) / sizeof(std::uint64_t); ++i) counts.count(block[i]);
     }
     const std::size_t flagged = suspects_.size();
-    suspects_.erase(std::remove_if(suspects_.begin(), suspects_.end(),
-                                   [&](const std::string& key) { return ascii(key) && !counts.repeated(key_hash(key)); }),
-                    suspects_.end());
+    const auto seen_once = [&](const std::string& key) { return ascii(key) && !counts.repeated(key_hash(key)); };
+    suspects_.erase(std::remove_if(suspects_.begin(), suspects_.end(), seen_once), suspects_.end());
     spdlog::info("load: the key sieve flagged {} keys; the hash log shows {} of them to occur once", flagged,
                  flagged - suspects_.size());
 }

@@ -190,7 +190,8 @@ namespace {
 std::string big_csv() {
     std::string body = kHeader;
     for (int i = 0; body.size() < 400000; ++i)
-        body += std::to_string(i) + ",\"" + std::to_string(i * 7919 % 100003) + " Road\",AB1 2CD,2020-01-01,rental,50,1,E\n";
+        body += std::to_string(i) + ",\"" + std::to_string(i * 7919 % 100003) +
+                " Road\",AB1 2CD,2020-01-01,rental,50,1,E\n";
     return body;
 }
 
