@@ -309,25 +309,4 @@ ArchiveInfo inspect_archive(const std::string& path, const ValidationOptions& op
     return info;
 }
 
-EntrySource::EntrySource(zip_t* zip, const CertFile& file) : name_(file.name), declared_(file.size) {
-    file_ = zip_fopen_index(zip, file.index, 0);
-    if (!file_) throw Error(exit_invalid_archive, "cannot open " + name_ + " in the archive: " + zip_strerror(zip));
-}
-
-EntrySource::~EntrySource() {
-    if (file_) zip_fclose(file_);
-}
-
-int EntrySource::read(char* buffer, int size) {
-    zip_int64_t n = zip_fread(file_, buffer, static_cast<zip_uint64_t>(size));
-    if (n < 0)
-        throw Error(exit_invalid_archive,
-                    "archive entry " + name_ + " is corrupt: " + zip_error_strerror(zip_file_get_error(file_)));
-    seen_ += static_cast<std::uint64_t>(n);
-    if (seen_ > declared_)
-        throw Error(exit_invalid_archive, "archive entry " + name_ + " inflates beyond its declared size of " +
-                                              std::to_string(declared_) + " bytes");
-    return static_cast<int>(n);
-}
-
 }  // namespace epc

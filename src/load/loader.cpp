@@ -150,8 +150,9 @@ private:
     unsigned workers_finished_ = 0;
 };
 
-// Parses files into COPY chunks; runs on its own thread (fccp adds one more for inflating).
+// Parses files into COPY chunks; runs on its own thread (inflating included).
 void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
+    KeySieve::Writer keys(job.sieve_);
     std::vector<Field> header;
     Record record;
     while (const CertFile* file = job.next_file()) {
@@ -184,7 +185,7 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
                 std::string_view key = trim(record.fields[static_cast<std::size_t>(map.key)]);
                 // A key with non-ASCII bytes may equal another once invalid UTF-8 is replaced: always check it.
                 bool ascii = std::all_of(key.begin(), key.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-                if (job.sieve_.seen(key) || !ascii) job.sieve_.suspect(key);
+                keys.add(key, !ascii);
             }
             if (rows.size() >= kChunkBytes) {
                 if (!queue.push(Chunk{Chunk::rows, std::move(rows), {}})) return;
@@ -373,6 +374,36 @@ void stop_on_error(db::Session& session, long long run_id, LoadJob& job) {
     std::rethrow_exception(error);
 }
 
+// ANALYZE of staging on a connection of its own, while the duplicate check runs on the session's:
+// its sampling and the check's scan share the cores instead of following each other. The sample
+// may still hold the few duplicates about to leave; no statistic moves for so few.
+class BackgroundAnalyze {
+public:
+    explicit BackgroundAnalyze(const db::Session& session)
+        : db_(session.connect("analyze")), table_(session.staging().rows), thread_([this] { run(); }) {}
+    ~BackgroundAnalyze() {
+        if (thread_.joinable()) thread_.join();
+    }
+    void wait() {
+        thread_.join();
+        if (error_) std::rethrow_exception(error_);
+    }
+
+private:
+    void run() {
+        try {
+            db_.exec("ANALYZE " + table_);
+        } catch (...) {
+            error_ = std::current_exception();
+        }
+    }
+
+    db::Connection db_;
+    const std::string table_;
+    std::exception_ptr error_;
+    std::thread thread_;  // last: starts once the members it uses exist
+};
+
 // Shards finish in any order: the one that finds every file in the ledger completes the load (the
 // duplicate-key check over every key, the run's totals, status loaded); the others leave it to that
 // one. Serialised, so exactly one completes it. Returns how many of the run's files are loaded and
@@ -394,6 +425,7 @@ std::pair<std::size_t, bool> complete_load(db::Session& session, const ArchiveIn
         tx.commit();
         return {files_loaded, false};
     }
+    BackgroundAnalyze analyze(session);
     // Earlier attempts and sibling shards never went through this process's sieve: then every key
     // is checked.
     const std::vector<std::string>* suspects = start.resumed || job.options_.shard ? nullptr : job.sieve_.suspects();
@@ -410,7 +442,7 @@ std::pair<std::size_t, bool> complete_load(db::Session& session, const ArchiveIn
             "      FROM epc.import_file WHERE run_id = $1) f WHERE r.run_id = $1",
             {start.run_id, db::run_status_name(db::RunStatus::loaded)});
     tx.commit();
-    db.exec("ANALYZE " + session.staging().rows);
+    analyze.wait();
     spdlog::info("load: duplicate check and ANALYZE took {:.1f} s", seconds_since(streamed));
     return {files_loaded, true};
 }

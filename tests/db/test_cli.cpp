@@ -21,6 +21,7 @@
 #include "support/epc_service.hpp"
 #include "support/geocoder_stand_ins.hpp"
 #include "support/pg_test.hpp"
+#include "support/zip_writer.hpp"
 
 extern char** environ;
 
@@ -252,6 +253,32 @@ TEST(Cli, CorruptDataFoundWhileInflatingFailsTheRunAsInvalidArchive) {
     EXPECT_EQ(o.exit_code, 3) << o.err;
     // Depending on where the damage lands: an inflate or CRC error, or more bytes than declared.
     EXPECT_TRUE(has(o.err, "archive entry certificates.csv")) << o.err;
+    EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run"), "failed");
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.stage_domestic"), 0);  // the file's rows rolled back
+}
+
+TEST(Cli, CrcMismatchOfValidDeflateDataFailsTheRunAsInvalidArchive) {
+    // The deflate stream is sound and only the CRC-32 in the headers is wrong: nothing but the
+    // CRC check can tell, and it must before the file commits.
+    fixture::Options fo;
+    fo.layout = Layout::single;
+    fo.rows = 20000;
+    std::string zip = make_zip(fo, "cli-crc");
+    std::vector<epc::test::RawEntry> entries;
+    for (auto& [name, content] : epc::test::read_zip(zip)) {
+        epc::test::RawEntry e;
+        e.name = name;
+        e.content = std::move(content);
+        e.zip64 = true;
+        if (name == "certificates.csv") e.crc = 0x12345678;
+        entries.push_back(std::move(e));
+    }
+    epc::test::write_raw_zip(zip, entries);
+    TestDatabase db;
+    Outcome o = run({"load", "--zip", zip, "--db", db.conninfo()});
+    EXPECT_EQ(o.exit_code, 3) << o.err;
+    EXPECT_TRUE(has(o.err, "archive entry certificates.csv is corrupt: CRC-32")) << o.err;
+    EXPECT_TRUE(has(o.err, "its directory says 12345678")) << o.err;
     EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run"), "failed");
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.stage_domestic"), 0);  // the file's rows rolled back
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -12,6 +13,7 @@
 #include "epc/load/loader.hpp"
 #include "fixture/fixture.hpp"
 #include "support/pg_test.hpp"
+#include "support/zip_writer.hpp"
 
 using namespace epc;
 using epc::test::TestDatabase;
@@ -165,6 +167,37 @@ TEST(Load, FilesLargerThanTheReaderBuffersLoadCompletely) {
     TestDatabase db;
     LoadSummary s = load(g, db, CertType::domestic);
     ASSERT_EQ(s.files.size(), 1u);
+    expect_matches_fixture(db, CertType::domestic, g, s);
+}
+
+TEST(Load, Zip64ArchiveWithStoredAndDeflatedEntriesLoadsExactly) {
+    fixture::Options o;
+    o.rows = 4000;
+    o.files = 4;
+    o.seed = 17;
+    o.with_all_hazards();
+    Generated g = generate(o, "zip64-stored");
+    // Written again by hand: every entry with Zip64 records, the certificates files stored and
+    // deflated in turn.
+    std::vector<epc::test::RawEntry> entries;
+    int certificates = 0;
+    for (auto& [name, content] : epc::test::read_zip(g.zip)) {
+        epc::test::RawEntry e;
+        e.name = name;
+        e.content = std::move(content);
+        e.zip64 = true;
+        if (name.find("certificates") != std::string::npos) e.deflate = certificates++ % 2 == 0;
+        entries.push_back(std::move(e));
+    }
+    epc::test::write_raw_zip(g.zip, entries);
+    ArchiveInfo archive = inspect_archive(g.zip, {});
+    ZipHandle zip = open_zip(g.zip);
+    std::set<EntryDecoder> decoders;
+    for (const CertFile& f : archive.files) decoders.insert(EntrySource(zip.get(), f).decoder());
+    EXPECT_EQ(decoders, (std::set<EntryDecoder>{EntryDecoder::isal_inflate, EntryDecoder::stored}));
+
+    TestDatabase db;
+    LoadSummary s = load(g, db, CertType::domestic);
     expect_matches_fixture(db, CertType::domestic, g, s);
 }
 

@@ -181,3 +181,147 @@ TEST(Archive, CorruptDataIsCaughtWhileStreaming) {
         EXPECT_NE(std::string(e.what()).find("certificates.csv is corrupt"), std::string::npos) << e.what();
     }
 }
+
+// ---- EntrySource: every decoder, every check ----
+
+namespace {
+
+// A certificates.csv of about 400 KB: more than one buffer of compressed input, many reads.
+std::string big_csv() {
+    std::string body = kHeader;
+    for (int i = 0; body.size() < 400000; ++i)
+        body += std::to_string(i) + ",\"" + std::to_string(i * 7919 % 100003) +
+                " Road\",AB1 2CD,2020-01-01,rental,50,1,E\n";
+    return body;
+}
+
+epc::test::RawEntry raw(std::string content, bool deflate, bool zip64) {
+    epc::test::RawEntry e;
+    e.name = "certificates.csv";
+    e.content = std::move(content);
+    e.deflate = deflate;
+    e.zip64 = zip64;
+    return e;
+}
+
+struct Streamed {
+    std::string text;           // what read() handed out before the end or the error
+    std::optional<Error> error;
+    EntryDecoder decoder = EntryDecoder::libzip;
+};
+
+// Streams the archive's only certificates file as the loader does, `chunk` bytes a read.
+Streamed stream_entry(const std::string& path, int chunk = 1 << 16) {
+    ArchiveInfo a = inspect_archive(path, {});
+    EXPECT_TRUE(a.problems.empty()) << (a.problems.empty() ? "" : a.problems.front());
+    EXPECT_EQ(a.files.size(), 1u);
+    Streamed s;
+    if (a.files.empty()) return s;
+    ZipHandle zip = open_zip(path);
+    std::vector<char> buf(static_cast<std::size_t>(chunk));
+    try {
+        EntrySource source(zip.get(), a.files[0]);
+        s.decoder = source.decoder();
+        for (int n; (n = source.read(buf.data(), chunk)) > 0;) s.text.append(buf.data(), static_cast<std::size_t>(n));
+    } catch (const Error& e) {
+        s.error = e;
+    }
+    return s;
+}
+
+Streamed stream_raw(const epc::test::RawEntry& entry, int chunk = 1 << 16) {
+    std::string path = tmp("raw.zip");
+    epc::test::write_raw_zip(path, {entry});
+    return stream_entry(path, chunk);
+}
+
+std::string describe(bool deflate, bool zip64) {
+    return std::string(deflate ? "deflated" : "stored") + (zip64 ? ", Zip64" : "");
+}
+
+}  // namespace
+
+TEST(EntrySource, DeflatedAndStoredEntriesReadExactlyWithAndWithoutZip64) {
+    const std::string csv = big_csv();
+    for (bool deflate : {true, false})
+        for (bool zip64 : {false, true})
+            for (int chunk : {4096, 1 << 20}) {
+                Streamed s = stream_raw(raw(csv, deflate, zip64), chunk);
+                EXPECT_FALSE(s.error) << describe(deflate, zip64) << ": " << s.error->what();
+                EXPECT_EQ(s.decoder, deflate ? EntryDecoder::isal_inflate : EntryDecoder::stored);
+                EXPECT_TRUE(s.text == csv) << describe(deflate, zip64) << ", reads of " << chunk;
+            }
+    // And what libzip itself wrote (zlib's deflate), as every other test's archive.
+    std::string path = tmp("libzip.zip");
+    epc::test::write_zip(path, {{"certificates.csv", csv}});
+    Streamed s = stream_entry(path);
+    EXPECT_EQ(s.decoder, EntryDecoder::isal_inflate);
+    EXPECT_TRUE(s.text == csv);
+}
+
+TEST(EntrySource, CrcMismatchIsCaughtBeforeTheLastBytesAreHandedOn) {
+    const std::string csv = big_csv();
+    for (bool deflate : {true, false})
+        for (bool zip64 : {false, true}) {
+            epc::test::RawEntry e = raw(csv, deflate, zip64);
+            e.crc = static_cast<std::uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(csv.data()),
+                                                     static_cast<uInt>(csv.size()))) ^ 0x1;
+            Streamed s = stream_raw(e);
+            ASSERT_TRUE(s.error) << describe(deflate, zip64);
+            EXPECT_EQ(s.error->code(), exit_invalid_archive);
+            EXPECT_NE(std::string(s.error->what()).find("certificates.csv is corrupt: CRC-32"), std::string::npos)
+                << s.error->what();
+            EXPECT_LT(s.text.size(), csv.size()) << "the whole entry was handed on before the CRC-32 was checked";
+        }
+}
+
+TEST(EntrySource, LyingSizesAreRefused) {
+    const std::string csv = big_csv();
+    for (bool deflate : {true, false}) {
+        // Declared smaller than it is: stopped as soon as the declared size is passed.
+        epc::test::RawEntry small = raw(csv, deflate, false);
+        small.size = 100000;
+        Streamed s = stream_raw(small);
+        ASSERT_TRUE(s.error) << describe(deflate, false);
+        EXPECT_EQ(s.error->code(), exit_invalid_archive);
+        // A stored entry's two sizes disagree: refused before any byte is read.
+        const char* expected = deflate ? "inflates beyond its declared size of 100000 bytes" : "stored, yet";
+        EXPECT_NE(std::string(s.error->what()).find(expected), std::string::npos) << s.error->what();
+        EXPECT_LE(s.text.size(), 100000u);
+        // Declared larger than it is.
+        epc::test::RawEntry large = raw(csv, deflate, true);
+        large.size = csv.size() + 10;
+        s = stream_raw(large);
+        ASSERT_TRUE(s.error) << describe(deflate, true);
+        EXPECT_EQ(s.error->code(), exit_invalid_archive);
+        expected = deflate ? "holds " : "stored, yet";
+        EXPECT_NE(std::string(s.error->what()).find(expected), std::string::npos) << s.error->what();
+    }
+}
+
+TEST(EntrySource, CutDeflateStreamIsCorrupt) {
+    epc::test::RawEntry e = raw(big_csv(), true, false);
+    e.cut = 1000;
+    Streamed s = stream_raw(e);
+    ASSERT_TRUE(s.error);
+    EXPECT_EQ(s.error->code(), exit_invalid_archive);
+    EXPECT_NE(std::string(s.error->what()).find("certificates.csv is corrupt"), std::string::npos) << s.error->what();
+}
+
+TEST(EntrySource, OtherCompressionMethodsFallBackToLibzip) {
+    if (!zip_compression_method_supported(ZIP_CM_BZIP2, 1)) GTEST_SKIP() << "this libzip has no bzip2";
+    const std::string csv = big_csv();
+    std::string path = tmp("bzip2.zip");
+    int err = 0;
+    zip_t* zip = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
+    ASSERT_NE(zip, nullptr);
+    zip_source_t* src = zip_source_buffer(zip, csv.data(), csv.size(), 0);
+    zip_int64_t index = zip_file_add(zip, "certificates.csv", src, 0);
+    ASSERT_GE(index, 0);
+    ASSERT_EQ(zip_set_file_compression(zip, static_cast<zip_uint64_t>(index), ZIP_CM_BZIP2, 0), 0);
+    ASSERT_EQ(zip_close(zip), 0);
+    Streamed s = stream_entry(path);
+    EXPECT_FALSE(s.error) << s.error->what();
+    EXPECT_EQ(s.decoder, EntryDecoder::libzip);
+    EXPECT_TRUE(s.text == csv);
+}

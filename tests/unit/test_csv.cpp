@@ -1,7 +1,8 @@
 // The CSV hazards of docs/data-formats.md §4, through the real reading path (QuoteAwareSource feeding
-// fccp's LineReader, then RecordSplitter).
+// the LineReader, then RecordSplitter).
 #include <gtest/gtest.h>
 
+#include "epc/common/types.hpp"
 #include "epc/transform/csv.hpp"
 
 using namespace epc;
@@ -122,8 +123,7 @@ TEST(Csv, UnclosedQuoteCostsOneRecordNotTheFile) {
 }
 
 TEST(Csv, LongFileAcrossManyReadBlocks) {
-    // Over 32 MiB: more than the LineReader's first read (two 16 MiB blocks), so the rest comes
-    // through its asynchronous reads; quoted newlines straddle the block edges.
+    // Over 32 MiB, read 256 KiB at a time: quoted newlines and records straddle every read's edge.
     std::string text = "k,addr,n\n";
     const int n = 400000;
     for (int i = 0; i < n; ++i)
@@ -177,5 +177,30 @@ TEST(Csv, SameResultWhateverTheReadBoundaries) {
             ++i;
         }
         EXPECT_EQ(i, whole.size()) << "step " << step;
+    }
+}
+
+TEST(Csv, LongRecordsGrowTheBufferAndTheNextReaderStillReadsRight) {
+    // One record of 5 MiB, far longer than a read.
+    std::string big = "k,v\n1," + std::string(5 << 20, 'x') + "\n2,y\n";
+    auto rows = parse(big);
+    ASSERT_EQ(rows.size(), 3u);
+    EXPECT_EQ(rows[1].fields[1].size(), 5u << 20);
+    EXPECT_EQ(rows[2].fields, (Fields{"2", "y"}));
+    // The next reader on this thread takes over the grown buffer.
+    auto again = parse("k,v\r\n3,z\r\n");
+    ASSERT_EQ(again.size(), 2u);
+    EXPECT_EQ(again[1].fields, (Fields{"3", "z"}));
+}
+
+TEST(Csv, RecordLongerThanTheLimitStopsTheFileAsBroken) {
+    std::string text = "k,v\n1," + std::string(kMaxLineBytes + 10, 'x') + "\n2,y\n";
+    try {
+        parse(text);
+        FAIL() << "no error";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), exit_invalid_archive);
+        EXPECT_NE(std::string(e.what()).find("test.csv: record 2 is longer than 16 MiB"), std::string::npos)
+            << e.what();
     }
 }

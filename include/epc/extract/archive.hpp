@@ -61,19 +61,28 @@ constexpr std::uint64_t kMaxCompressionRatio = 200;
 // failures are collected in ArchiveInfo::problems.
 ArchiveInfo inspect_archive(const std::string& path, const ValidationOptions& options);
 
-// Streams one entry out of the zip (no temporary files). Refuses to inflate beyond the size the
-// central directory declares, and reports CRC or inflate errors as an invalid archive.
+// How an entry's bytes become the CSV text (docs/architecture.md §5).
+enum class EntryDecoder {
+    isal_inflate,  // deflate, the EPC archives' method: ISA-L inflates the raw bytes libzip hands out
+    stored,        // no compression: the raw bytes are the text
+    libzip,        // any other method, or an encrypted entry: libzip's own decoder (slower), as before
+};
+
+// Streams one entry out of the zip (no temporary files). Every entry's size and CRC-32 are
+// checked whichever decoder reads it: more bytes than the central directory declares stop the
+// read at once (a lying size), and a CRC, size or inflate error is reported as an invalid archive
+// (exit 3) before the last bytes are handed on, so the file's transaction never commits.
 class EntrySource : public io::ByteSourceBase {
 public:
     EntrySource(zip_t* zip, const CertFile& file);
     ~EntrySource() override;
     int read(char* buffer, int size) override;
+    EntryDecoder decoder() const;
+
+    struct State;
 
 private:
-    zip_file_t* file_ = nullptr;
-    std::string name_;
-    std::uint64_t declared_ = 0;
-    std::uint64_t seen_ = 0;
+    std::unique_ptr<State> state_;
 };
 
 }  // namespace epc
