@@ -12,8 +12,8 @@
 #include <fstream>
 #include <iostream>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "epc/app/options.hpp"
 #include "epc/common/log.hpp"
@@ -74,9 +74,14 @@ const CommandPlan& plan_for(Command command) {
 nlohmann::json archive_json(const ArchiveInfo& a) {
     nlohmann::json files = nlohmann::json::array();
     for (const CertFile& f : a.files) files.push_back({{"file_no", f.file_no}, {"name", f.name}, {"bytes", f.size}});
-    return {{"path", a.path},         {"bytes", a.bytes},       {"layout", layout_name(a.layout)},
-            {"identity", a.identity}, {"directories", a.directories}, {"certificate_files", files},
-            {"problems", a.problems}, {"warnings", a.warnings}};
+    return {{"path", a.path},
+            {"bytes", a.bytes},
+            {"layout", layout_name(a.layout)},
+            {"identity", a.identity},
+            {"directories", a.directories},
+            {"certificate_files", files},
+            {"problems", a.problems},
+            {"warnings", a.warnings}};
 }
 
 nlohmann::json load_json(const LoadSummary& s) {
@@ -124,8 +129,7 @@ ArchiveInfo validate_archive(const Options& o, const std::string& path, nlohmann
     if (info.layout == Layout::legacy)
         spdlog::info("extract: legacy layout, {} Local Authority directories{}", info.directories,
                      o.expect_dirs ? " (expected " + std::to_string(*o.expect_dirs) + ")" : "");
-    else
-        spdlog::info("extract: {} layout", layout_name(info.layout));
+    else spdlog::info("extract: {} layout", layout_name(info.layout));
     spdlog::info("extract: {} certificates files, {} bytes", info.files.size(), info.bytes);
     if (!info.problems.empty()) {
         for (const std::string& p : info.problems) spdlog::error("extract: {}", p);
@@ -233,14 +237,15 @@ private:
         ReleaseInfo offered = fetch_release_info(d);
         std::optional<db::ImportedRelease> last = session().last_published_release();
         bool fresh = is_new_release(offered, d.source, last);
-        report_["release"] = {{"source", o_.source},           {"size", offered.size},
-                              {"last_updated", offered.last_updated}, {"new", fresh},
+        report_["release"] = {{"source", o_.source},
+                              {"size", offered.size},
+                              {"last_updated", offered.last_updated},
+                              {"new", fresh},
                               {"last_published_run", last ? last->run_id : 0}};
         if (fresh)
             spdlog::info("check-release: {} {} release {} ({} bytes) is new", o_.source, cert_type_name(o_.type),
                          offered.last_updated.empty() ? "(undated)" : offered.last_updated, offered.size);
-        else
-            spdlog::info("check-release: nothing new: run {} already published this release", last->run_id);
+        else spdlog::info("check-release: nothing new: run {} already published this release", last->run_id);
         if (!o_.submit) return fresh ? exit_ok : exit_nothing_new;
         // A scheduled check that found nothing new has succeeded: exit 0 either way.
         nlohmann::json jobs = nlohmann::json::array();
@@ -323,12 +328,12 @@ private:
             return;
         }
         namespace fs = std::filesystem;
-        const std::string name =
-            fetched ? fs::path(path).stem().string() + "-" +
-                          (fetched->info.last_updated.empty() ? fetched->sha256.substr(0, 12)
-                                                              : fetched->info.last_updated.substr(0, 10)) +
-                          ".zip"
-                    : fs::path(path).filename().string();
+        const std::string name = fetched ? fs::path(path).stem().string() + "-" +
+                                               (fetched->info.last_updated.empty()
+                                                    ? fetched->sha256.substr(0, 12)
+                                                    : fetched->info.last_updated.substr(0, 10)) +
+                                               ".zip"
+                                         : fs::path(path).filename().string();
         std::string kept = keep_archive(path, {*o_.archive_to, o_.s3_endpoint_url}, name);
         spdlog::info("extract: archive kept as {}", kept);
         report_["archived_to"] = kept;
@@ -352,34 +357,39 @@ private:
         go.rate = o_.geocode_rate;
         go.retry_not_found_days = o_.geocode_retry_days;
         GeocodeSummary g = geocode(session(), go);
-        report_["geocode"] = {{"distinct_addresses", g.distinct_addresses},
-                              {"cache_hits", g.cache_hits},
-                              {"sent", g.sent},
-                              {"found", g.found},
-                              {"not_found", g.not_found},
-                              {"failed", g.failed},
-                              {"found_by_provider", g.found_by_provider},
-                              {"http_requests", g.http_requests},
-                              {"http_429", g.http_429},
-                              {"requests_per_second", g.seconds > 0 ? static_cast<double>(g.http_requests) / g.seconds : 0.0},
-                              {"seconds", g.seconds}};
+        report_["geocode"] = {
+            {"distinct_addresses", g.distinct_addresses},
+            {"cache_hits", g.cache_hits},
+            {"sent", g.sent},
+            {"found", g.found},
+            {"not_found", g.not_found},
+            {"failed", g.failed},
+            {"found_by_provider", g.found_by_provider},
+            {"http_requests", g.http_requests},
+            {"http_429", g.http_429},
+            {"requests_per_second", g.seconds > 0 ? static_cast<double>(g.http_requests) / g.seconds : 0.0},
+            {"seconds", g.seconds}};
     }
 
     void publish_staging() {
         PublishSummary p = publish(session());
-        report_["publish"] = {{"run_id", p.run_id},           {"already_published", p.already_published},
-                              {"rows", p.rows},               {"added", p.added},
-                              {"disappeared", p.disappeared}, {"changed", p.changed},
-                              {"first_release", p.first_release}, {"seconds", p.seconds},
+        report_["publish"] = {{"run_id", p.run_id},
+                              {"already_published", p.already_published},
+                              {"rows", p.rows},
+                              {"added", p.added},
+                              {"disappeared", p.disappeared},
+                              {"changed", p.changed},
+                              {"first_release", p.first_release},
+                              {"seconds", p.seconds},
                               {"table", production_table(o_.type)}};
     }
 
     void revert_last_publish() {
         RevertSummary r = revert(session());
-        report_["revert"] = {{"run_id", r.run_id},         {"back_to_run", r.back_to_run},
-                             {"rows", r.rows},             {"removed", r.removed},
-                             {"restored", r.restored},     {"reinserted", r.reinserted},
-                             {"seconds", r.seconds},       {"table", production_table(o_.type)}};
+        report_["revert"] = {{"run_id", r.run_id},     {"back_to_run", r.back_to_run},
+                             {"rows", r.rows},         {"removed", r.removed},
+                             {"restored", r.restored}, {"reinserted", r.reinserted},
+                             {"seconds", r.seconds},   {"table", production_table(o_.type)}};
     }
 
     const Options& o_;

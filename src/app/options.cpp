@@ -7,8 +7,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "epc/geocode/geocode.hpp"
 #include "epc/db/connection.hpp"
+#include "epc/geocode/geocode.hpp"
 
 namespace epc {
 
@@ -75,7 +75,8 @@ void add_common_options(CLI::App& app, Options& o, RawOptions& raw) {
         ->check(CLI::Range(1, 100000));
     app.add_option("--jobs", o.jobs, "parallel loader connections (default: number of cores)")
         ->check(CLI::Range(1, 64));
-    app.add_option("--max-rejects", o.max_rejects, "fail the run when more rows than this are rejected (default: no limit)");
+    app.add_option("--max-rejects", o.max_rejects,
+                   "fail the run when more rows than this are rejected (default: no limit)");
     app.add_option("--csv-escapes", raw.csv_escapes,
                    "backslash: \\\" inside a quoted field is a quote (files built before 29 April 2026); "
                    "rfc: only \"\" is")
@@ -95,7 +96,8 @@ void add_common_options(CLI::App& app, Options& o, RawOptions& raw) {
     app.add_option("--log-format", raw.log_format, "text | json (default: text on a terminal, json otherwise)")
         ->check(CLI::IsMember({"text", "json"}));
     app.add_flag("-v,--verbose", o.verbose, "log per-file detail");
-    app.add_flag("--log-sql", o.log_sql, "log every SQL statement the importer sends, with its duration (not its values)");
+    app.add_flag("--log-sql", o.log_sql,
+                 "log every SQL statement the importer sends, with its duration (not its values)");
     app.add_option("--report", o.report, "write the run summary as JSON to this file");
     app.add_option("--shard", raw.shard,
                    "load: load only share I of N of the archive's files (I counts from 0); each share is loaded by "
@@ -137,8 +139,9 @@ std::optional<Shard> shard_from(const std::string& given, const EnvLookup& env) 
                                         "--shard I/N");
         shard = parse_shard(std::string(index) + "/" + size);
         if (!shard)
-            throw Error(exit_usage, "AWS_BATCH_JOB_ARRAY_INDEX=" + std::string(index) + " and AWS_BATCH_JOB_ARRAY_SIZE=" +
-                                        size + " do not make a shard I/N with 0 <= I < N");
+            throw Error(exit_usage, "AWS_BATCH_JOB_ARRAY_INDEX=" + std::string(index) +
+                                        " and AWS_BATCH_JOB_ARRAY_SIZE=" + size +
+                                        " do not make a shard I/N with 0 <= I < N");
     }
     if (shard && shard->count == 1) shard.reset();  // one share of one is the whole archive
     return shard;
@@ -225,7 +228,8 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
     if (o.jobs == 0) o.jobs = std::max(1u, std::thread::hardware_concurrency());
     try {
         // The array variables only mean something to the commands that load.
-        if (!raw.shard.empty() || o.command == Command::load || o.command == Command::run) o.shard = shard_from(raw.shard, env);
+        if (!raw.shard.empty() || o.command == Command::load || o.command == Command::run)
+            o.shard = shard_from(raw.shard, env);
     } catch (const Error& e) {
         std::cerr << e.what() << "\n";
         return {std::nullopt, exit_usage};
@@ -254,7 +258,8 @@ void check_options(const Options& o) {
     if (o.shard && o.command != Command::load)
         throw Error(exit_usage, "--shard " + std::to_string(o.shard->index) + "/" + std::to_string(o.shard->count) +
                                     " (or AWS_BATCH_JOB_ARRAY_INDEX/_SIZE) splits a load: run `epc-import load` in "
-                                    "each shard, then `epc-import publish` once; `" + command + "` cannot be split");
+                                    "each shard, then `epc-import publish` once; `" +
+                                    command + "` cannot be split");
     if (o.submit) {
         const SubmitOptions& s = *o.submit;
         if (o.command != Command::check_release) throw Error(exit_usage, "--submit-* options belong to check-release");
@@ -294,7 +299,9 @@ std::string describe_options(const Options& o) {
         {"geocoder", o.geocoder},
         {"geocode_rate", o.geocode_rate},
         {"geocode_retry_days", o.geocode_retry_days},
-        {"log_format", o.log_format == LogFormat::json ? "json" : o.log_format == LogFormat::text ? "text" : "auto"},
+        {"log_format", o.log_format == LogFormat::json   ? "json"
+                       : o.log_format == LogFormat::text ? "text"
+                                                         : "auto"},
         {"report", optional(o.report)},
         {"shard", o.shard ? nlohmann::json{{"index", o.shard->index}, {"count", o.shard->count}} : nlohmann::json()},
         {"submit", o.submit ? nlohmann::json{{"queue", o.submit->queue},

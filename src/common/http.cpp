@@ -161,9 +161,7 @@ double Backoff::bound(int failures) const {
     return std::max(0.0, std::min(max_s_, first_s_ * std::pow(2.0, std::max(0, failures - 1))));
 }
 
-double Backoff::wait(int failures) {
-    return std::uniform_real_distribution<double>(0.0, bound(failures))(rng_);
-}
+double Backoff::wait(int failures) { return std::uniform_real_distribution<double>(0.0, bound(failures))(rng_); }
 
 // ---- Text that goes into URLs, logs and errors -------------------------------------------------
 

@@ -48,7 +48,8 @@ public:
     }
     ~StatementTimer() {
         if (!on_) return;
-        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
+        const double ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
         spdlog::info("sql [{}] {:.1f} ms{}: {}", application_name_, ms,
                      params_ ? " (" + std::to_string(params_) + " parameters)" : std::string(), sql_);
     }
@@ -138,9 +139,9 @@ Result Connection::exec(const std::string& sql, const Params& params) {
     std::vector<const char*> values;
     values.reserve(params.size());
     for (const Param& p : params) values.push_back(p.c_str());
-    return check(PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
-                              nullptr, 0),
-                 sql);
+    return check(
+        PQexecParams(conn_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr, nullptr, 0),
+        sql);
 }
 
 Result Connection::check(pg_result* r, const std::string& sql) {

@@ -129,8 +129,8 @@ CREATE TABLE epc.release_undo (
     for (CertType type : {CertType::domestic, CertType::non_domestic, CertType::display}) {
         const std::string table = "epc." + std::string(cert_type_sql(type)) + "_certificates";
         sql += "DO $$ BEGIN IF to_regclass('" + table + "') IS NOT NULL THEN\n    ALTER TABLE " + table +
-               " ADD COLUMN IF NOT EXISTS row_hash uuid;\n    UPDATE " + table + " p SET row_hash = " +
-               row_hash_expression(production_hash_values("p")) + ";\nEND IF; END $$;\n";
+               " ADD COLUMN IF NOT EXISTS row_hash uuid;\n    UPDATE " + table +
+               " p SET row_hash = " + row_hash_expression(production_hash_values("p")) + ";\nEND IF; END $$;\n";
     }
     return sql;
 }
@@ -174,7 +174,8 @@ int database_schema_version(Connection& db) {
     Result tables = db.exec(
         "SELECT bool_or(c.relname = 'schema_version'), bool_or(c.relname = 'import_run') FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'epc' AND c.relkind = 'r'");
-    if (tables.boolean(0, 0)) return static_cast<int>(db.exec("SELECT max(version) FROM epc.schema_version").integer(0, 0));
+    if (tables.boolean(0, 0))
+        return static_cast<int>(db.exec("SELECT max(version) FROM epc.schema_version").integer(0, 0));
     return tables.boolean(0, 1) ? 1 : 0;
 }
 

@@ -13,12 +13,11 @@ namespace {
 
 // Who holds an advisory lock, for the error message: an operator wants to find that process.
 std::string lock_holder(Connection& db, int ns, int object) {
-    Result holder = db.exec(
-        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), "
-        "       to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') "
-        "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 LIMIT 1",
-        {ns, object});
+    Result holder = db.exec("SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), "
+                            "       to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ') "
+                            "FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 LIMIT 1",
+                            {ns, object});
     return holder.rows() > 0 ? " (PostgreSQL backend pid " + holder.text(0, 0) + ", '" + holder.text(0, 1) + "' from " +
                                    holder.text(0, 2) + ", since " + holder.text(0, 3) + ")"
                              : "";
@@ -126,8 +125,9 @@ std::optional<RunStart> Session::resume_load(const RunArchive& archive, const st
     if (!joinable || !same_archive || !last.boolean(0, 3)) return std::nullopt;
     // UNLOGGED staging is emptied if the server crashed: resume only if the rows the ledger says
     // were committed are all still there.
-    Result counts = db_.exec("SELECT (SELECT count(*) FROM " + staging_.rows + "), "
-                             "(SELECT coalesce(sum(rows_loaded), 0) FROM epc.import_file WHERE run_id = $1)",
+    Result counts = db_.exec("SELECT (SELECT count(*) FROM " + staging_.rows +
+                                 "), "
+                                 "(SELECT coalesce(sum(rows_loaded), 0) FROM epc.import_file WHERE run_id = $1)",
                              {run_id});
     if (counts.integer(0, 0) != counts.integer(0, 1)) {
         spdlog::warn("staging of run {} lost rows (server restart?); starting the load again", run_id);
@@ -207,11 +207,11 @@ std::optional<ImportedRelease> Session::last_published_release() {
     if (!db_.exec("SELECT to_regclass('epc.import_run') IS NOT NULL").boolean(0, 0)) return std::nullopt;
     // A release published and then reverted counts as imported: an operator reverted it as bad, and
     // a scheduled run must not publish it again (--force does).
-    Result r = db_.exec("SELECT run_id, coalesce(source, 'file'), coalesce(release_last_updated, ''), "
-                        "coalesce(archive_bytes, 0) FROM epc.import_run WHERE cert_type = $1 AND status IN ($2, $3) "
-                        "ORDER BY run_id DESC LIMIT 1",
-                        {cert_type_name(type_), run_status_name(RunStatus::published),
-                         run_status_name(RunStatus::reverted)});
+    Result r = db_.exec(
+        "SELECT run_id, coalesce(source, 'file'), coalesce(release_last_updated, ''), "
+        "coalesce(archive_bytes, 0) FROM epc.import_run WHERE cert_type = $1 AND status IN ($2, $3) "
+        "ORDER BY run_id DESC LIMIT 1",
+        {cert_type_name(type_), run_status_name(RunStatus::published), run_status_name(RunStatus::reverted)});
     if (r.rows() == 0) return std::nullopt;
     return ImportedRelease{r.integer(0, 0), r.text(0, 1), r.text(0, 2), static_cast<std::uint64_t>(r.integer(0, 3))};
 }

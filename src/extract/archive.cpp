@@ -195,7 +195,8 @@ Selection select_yearly_files(const Tree& tree, const RootFiles& root, ArchiveIn
 // recommendations.csv. False when the directory's name does not fit.
 bool select_la_directory(const std::string& dir, const std::vector<const Entry*>& files, const std::string& type_name,
                          Selection& selected, ArchiveInfo& info) {
-    static const std::regex kLaDir(R"((domestic|non-domestic|display)-((E0[6-9]|W06)\d{6})-([A-Za-z0-9][A-Za-z0-9-]*))");
+    static const std::regex kLaDir(
+        R"((domestic|non-domestic|display)-((E0[6-9]|W06)\d{6})-([A-Za-z0-9][A-Za-z0-9-]*))");
     static const std::regex kUnknownDir(
         R"((domestic|non-domestic|display)-_unknown_local_authority--Unknown-Local-Authority-)");
     std::smatch m;

@@ -138,8 +138,7 @@ std::string quarantine_archive(const std::string& zip, const ArchiveTarget& fail
 }
 
 std::string keep_archive(const std::string& zip, const ArchiveTarget& archive, const std::string& name) {
-    if (is_s3_url(archive.location))
-        return s3_upload(zip, archive, parse_s3(archive.location), name, "--archive-to");
+    if (is_s3_url(archive.location)) return s3_upload(zip, archive, parse_s3(archive.location), name, "--archive-to");
     const std::string& archive_dir = archive.location;
     try {
         fs::create_directories(archive_dir);

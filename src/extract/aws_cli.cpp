@@ -82,7 +82,8 @@ std::string tail_of(int fd) {
     std::string output(static_cast<std::size_t>(size - from), '\0');
     ssize_t got = size > from ? pread(fd, output.data(), output.size(), from) : 0;
     output.resize(got > 0 ? static_cast<std::size_t>(got) : 0);
-    while (!output.empty() && (output.back() == '\n' || output.back() == '\r' || output.back() == ' ')) output.pop_back();
+    while (!output.empty() && (output.back() == '\n' || output.back() == '\r' || output.back() == ' '))
+        output.pop_back();
     return output;
 }
 

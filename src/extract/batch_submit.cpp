@@ -18,9 +18,9 @@ SubmittedJob submit_job(const SubmitOptions& submit, CertType type, const std::s
                         const std::string& definition, const std::vector<std::string>& extra) {
     std::vector<std::string> args;
     if (!submit.endpoint_url.empty()) args.insert(args.end(), {"--endpoint-url", submit.endpoint_url});
-    args.insert(args.end(), {"batch", "submit-job", "--job-name", job_name, "--job-queue", submit.queue,
-                             "--job-definition", definition, "--parameters",
-                             "certtype=" + std::string(cert_type_name(type))});
+    args.insert(args.end(),
+                {"batch", "submit-job", "--job-name", job_name, "--job-queue", submit.queue, "--job-definition",
+                 definition, "--parameters", "certtype=" + std::string(cert_type_name(type))});
     args.insert(args.end(), extra.begin(), extra.end());
     args.insert(args.end(), {"--query", "jobId", "--output", "text"});
     std::string output;

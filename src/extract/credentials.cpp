@@ -54,8 +54,8 @@ Credentials credentials_from_file(const std::string& path) {
         if (text.rfind("export ", 0) == 0) text = trim(text.substr(7));
         std::size_t eq = text.find('=');
         if (eq == std::string::npos)
-            throw Error(exit_usage, "credentials file " + path + ", line " + std::to_string(number) +
-                                        ": expected KEY=VALUE");
+            throw Error(exit_usage,
+                        "credentials file " + path + ", line " + std::to_string(number) + ": expected KEY=VALUE");
         set_field(c, trim(text.substr(0, eq)), unquote(trim(text.substr(eq + 1))));
     }
     return c;

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include <curl/curl.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "epc/common/http.hpp"
 #include "epc/extract/download_files.hpp"
@@ -52,12 +52,12 @@ std::string excerpt(const std::string& body) {
 struct Response {
     long status = 0;
     CURLcode code = CURLE_OK;
-    std::string error;           // libcurl's message when code != CURLE_OK
-    std::string body;            // the body when it did not go to a sink (capped)
-    std::string location;        // redirect target, resolved against the request URL
+    std::string error;     // libcurl's message when code != CURLE_OK
+    std::string body;      // the body when it did not go to a sink (capped)
+    std::string location;  // redirect target, resolved against the request URL
     http::ResponseHeaders headers;
-    std::string sink_problem;    // why the sink stopped the transfer
-    std::string cookies;         // with keep_cookies: "name=value; ..." of the cookies set
+    std::string sink_problem;  // why the sink stopped the transfer
+    std::string cookies;       // with keep_cookies: "name=value; ..." of the cookies set
 };
 
 // Receives a 2xx body.
@@ -75,7 +75,7 @@ struct Request {
     const Credentials* basic = nullptr;       // HTTP Basic from email:api_key
     std::optional<std::uint64_t> range_from;  // Range: bytes=N-
     BodySink* sink = nullptr;
-    bool keep_cookies = false;                // collect the cookies the answer sets (login)
+    bool keep_cookies = false;  // collect the cookies the answer sets (login)
 };
 
 constexpr std::size_t kBodyCap = 1 << 20;  // listings and error pages are far smaller
@@ -183,8 +183,8 @@ private:
 struct Retry {
     explicit Retry(std::string why, std::optional<double> after = std::nullopt)
         : reason(std::move(why)), retry_after(after) {}
-    std::string reason;                  // for the log and the final error; already redacted
-    std::optional<double> retry_after;   // the server said how long to wait
+    std::string reason;                 // for the log and the final error; already redacted
+    std::optional<double> retry_after;  // the server said how long to wait
 };
 
 bool transient_curl_error(CURLcode code) {
@@ -199,10 +199,8 @@ bool transient_curl_error(CURLcode code) {
         case CURLE_GOT_NOTHING:
         case CURLE_SSL_CONNECT_ERROR:
         case CURLE_HTTP2:
-        case CURLE_HTTP2_STREAM:
-            return true;
-        default:
-            return false;
+        case CURLE_HTTP2_STREAM: return true;
+        default: return false;
     }
 }
 
@@ -211,7 +209,7 @@ struct PartTransfer {
     PartFile& part;
     std::uint64_t expected = 0;    // the advertised size; 0 when unknown
     std::uint64_t high_water = 0;  // the most the .part file has held
-    bool resumed = false;      // some bytes came from a Range request
+    bool resumed = false;          // some bytes came from a Range request
 };
 
 // The answer to one attempt at the file, after any redirects.
@@ -310,8 +308,10 @@ Request Downloader::service_request(const std::string& url) {
 
 void Downloader::check_credentials() const {
     if (o_.source == Source::current && o_.creds.token.empty())
-        throw Error(exit_usage, "the current EPC service needs a token: set EPC_TOKEN (copy it from your account page)");
-    if (o_.source == Source::legacy && (o_.creds.email.empty() || (o_.creds.api_key.empty() && o_.creds.login_token.empty())))
+        throw Error(exit_usage,
+                    "the current EPC service needs a token: set EPC_TOKEN (copy it from your account page)");
+    if (o_.source == Source::legacy &&
+        (o_.creds.email.empty() || (o_.creds.api_key.empty() && o_.creds.login_token.empty())))
         throw Error(exit_usage, "the legacy EPC service needs EPC_API_EMAIL and EPC_API_KEY (or, for older "
                                 "accounts, EPC_API_EMAIL and EPC_LOGIN_TOKEN)");
 }
@@ -469,8 +469,8 @@ ReleaseInfo Downloader::parse_info(const std::string& body) {
         if (size && size->is_number_unsigned()) info.size = size->get<std::uint64_t>();
         else if (size && size->is_string()) info.size = std::strtoull(size->get<std::string>().c_str(), nullptr, 10);
         if (info.size == 0)
-            throw Error(exit_internal, "unexpected answer from " + where + ": no data.fileSize in '" +
-                                           redact_(excerpt(body)) + "'");
+            throw Error(exit_internal,
+                        "unexpected answer from " + where + ": no data.fileSize in '" + redact_(excerpt(body)) + "'");
         if (data->contains("lastUpdated") && (*data)["lastUpdated"].is_string())
             info.last_updated = (*data)["lastUpdated"].get<std::string>();
         return info;
@@ -619,17 +619,16 @@ void Downloader::start_over(PartTransfer& state, std::string why) {
 void Downloader::summarise(const DownloadResult& result, Clock::time_point started) {
     double seconds = std::chrono::duration<double>(Clock::now() - started).count();
     spdlog::info("download: {} complete, {} in {:.1f} s ({}/s), {} attempt{}, sha256 {}", result.path,
-                 human_bytes(double(result.bytes)), seconds, human_bytes(seconds > 0 ? double(result.bytes) / seconds : 0),
-                 result.attempts, result.attempts == 1 ? "" : "s", result.sha256);
+                 human_bytes(double(result.bytes)), seconds,
+                 human_bytes(seconds > 0 ? double(result.bytes) / seconds : 0), result.attempts,
+                 result.attempts == 1 ? "" : "s", result.sha256);
 }
 
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 
-std::string_view source_name(Source source) {
-    return source == Source::current ? "current" : "legacy";
-}
+std::string_view source_name(Source source) { return source == Source::current ? "current" : "legacy"; }
 
 std::optional<Source> parse_source(std::string_view name) {
     if (name == "current") return Source::current;
@@ -648,13 +647,9 @@ std::string download_path(const DownloadOptions& options) {
         .string();
 }
 
-ReleaseInfo fetch_release_info(const DownloadOptions& options) {
-    return Downloader(options).info();
-}
+ReleaseInfo fetch_release_info(const DownloadOptions& options) { return Downloader(options).info(); }
 
-DownloadResult download_release(const DownloadOptions& options) {
-    return Downloader(options).download();
-}
+DownloadResult download_release(const DownloadOptions& options) { return Downloader(options).download(); }
 
 namespace {
 

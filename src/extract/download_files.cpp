@@ -60,7 +60,8 @@ bool PartFile::write(const char* data, std::size_t n) {
 }
 
 void PartFile::flush() {
-    if (std::fflush(file_.get()) != 0) throw Error(exit_internal, "cannot write " + path_ + ": " + std::strerror(errno));
+    if (std::fflush(file_.get()) != 0)
+        throw Error(exit_internal, "cannot write " + path_ + ": " + std::strerror(errno));
 }
 
 void PartFile::close() {

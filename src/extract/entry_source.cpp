@@ -54,8 +54,7 @@ void log_libzip_fallback(const std::string& name, const zip_stat_t& st) {
     static std::atomic<bool> said{false};
     const bool encrypted = (st.valid & ZIP_STAT_ENCRYPTION_METHOD) && st.encryption_method != ZIP_EM_NONE;
     const std::string what = encrypted ? "is encrypted" : "uses compression method " + std::to_string(st.comp_method);
-    if (said.exchange(true))
-        spdlog::debug("archive entry {} {}: read through libzip's own decoder", name, what);
+    if (said.exchange(true)) spdlog::debug("archive entry {} {}: read through libzip's own decoder", name, what);
     else
         spdlog::warn("archive entry {} {} (not deflate or stored): read through libzip's own decoder, slower than "
                      "ISA-L; said once, it may apply to other entries",

@@ -8,8 +8,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "epc/db/copy.hpp"
 #include "epc/db/transaction.hpp"
@@ -49,8 +49,8 @@ int find(const std::vector<Field>& header, std::initializer_list<const char*> na
 }
 
 struct Reference {
-    const char* table;      // epc.ref_<name>
-    const char* key_type;   // SQL type of the key column
+    const char* table;     // epc.ref_<name>
+    const char* key_type;  // SQL type of the key column
     Precision precision;
 };
 
@@ -103,7 +103,8 @@ ReferenceCounts copy_reference_rows(CsvReader& reader, const ReferenceColumns& c
             ++counts.skipped;
             continue;
         }
-        std::string_view k = trim(record.fields[c.key]), la = trim(record.fields[c.lat]), lo = trim(record.fields[c.lon]);
+        std::string_view k = trim(record.fields[c.key]), la = trim(record.fields[c.lat]),
+                         lo = trim(record.fields[c.lon]);
         // ONSPD writes 99.999999 for postcodes without a location.
         if (!is_decimal(la) || !is_decimal(lo) || la == "99.999999" || (uprn && !is_uprn(k)) || k.empty()) {
             ++counts.skipped;
@@ -267,7 +268,8 @@ std::vector<ChainLink> parse_chain(const std::string& chain) {
             link.provider = item.substr(0, colon);
             link.file = item.substr(colon + 1);
             if (link.provider != "uprn" && link.provider != "onspd")
-                throw Error(exit_usage, "--geocoder: '" + link.provider + "' takes no file (only uprn:FILE and onspd:FILE do)");
+                throw Error(exit_usage,
+                            "--geocoder: '" + link.provider + "' takes no file (only uprn:FILE and onspd:FILE do)");
             if (link.file.empty() || !std::filesystem::is_regular_file(link.file))
                 throw Error(exit_usage, "--geocoder: " + link.provider + " file '" + link.file + "' does not exist");
         } else {
@@ -278,8 +280,9 @@ std::vector<ChainLink> parse_chain(const std::string& chain) {
             if (link.provider == "uprn" || link.provider == "onspd")
                 throw Error(exit_usage, "--geocoder: " + link.provider + " needs a file: " + link.provider + ":FILE");
             if (!known)
-                throw Error(exit_usage, "--geocoder: unknown provider '" + link.provider +
-                                            "' (known: uprn:FILE, onspd:FILE, postcodes-io, google, nominatim, os-places)");
+                throw Error(exit_usage,
+                            "--geocoder: unknown provider '" + link.provider +
+                                "' (known: uprn:FILE, onspd:FILE, postcodes-io, google, nominatim, os-places)");
         }
         links.push_back(link);
     }
@@ -311,7 +314,8 @@ std::vector<std::unique_ptr<HttpGeocoder>> make_http_geocoders(const GeocodeOpti
                                                              : nullptr;
         if (key_var) {
             const char* key = std::getenv(key_var);
-            if (!key || !*key) throw Error(exit_usage, "--geocoder " + link.provider + " needs the " + key_var + " variable");
+            if (!key || !*key)
+                throw Error(exit_usage, "--geocoder " + link.provider + " needs the " + key_var + " variable");
             ho.api_key = key;
         }
         http[i] = make_http_geocoder(link.provider, ho);
@@ -327,8 +331,10 @@ void find_addresses_to_locate(db::Session& session, const GeocodeOptions& option
     db.exec("SET LOCAL work_mem = '256MB'");
     db.exec("SET LOCAL jit = off");
     db.exec("CREATE TEMP TABLE epc_geocode_todo ON COMMIT DROP AS SELECT address_key, min(address) AS address, "
-            "min(uprn) AS uprn FROM " + session.staging().rows + " WHERE address_key IS NOT NULL GROUP BY address_key");
-    summary.distinct_addresses = static_cast<std::uint64_t>(db.exec("SELECT count(*) FROM epc_geocode_todo").integer(0, 0));
+            "min(uprn) AS uprn FROM " +
+            session.staging().rows + " WHERE address_key IS NOT NULL GROUP BY address_key");
+    summary.distinct_addresses = static_cast<std::uint64_t>(
+        db.exec("SELECT count(*) FROM epc_geocode_todo").integer(0, 0));
     db::Result hits = db.exec(
         "DELETE FROM epc_geocode_todo t USING epc.geocode_cache c WHERE c.address_key = t.address_key AND "
         "(c.status = 'found' OR c.checked_at > now() - make_interval(days => $1))",
@@ -368,7 +374,7 @@ public:
         for (std::size_t i = 0; i < remaining.size(); ++i) remaining[i] = i;
         for (std::size_t l = 0; l < options_.chain.size() && !remaining.empty(); ++l)
             remaining = options_.chain[l].file.empty() ? ask_http(l, queries, remaining)
-                                                        : look_up_reference(l, queries, remaining);
+                                                       : look_up_reference(l, queries, remaining);
         GeocodeResult nobody_found;
         nobody_found.status = GeocodeResult::Status::not_found;
         for (std::size_t i : remaining) {

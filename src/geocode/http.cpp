@@ -14,8 +14,8 @@
 #include <utility>
 
 #include <curl/curl.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "epc/common/http.hpp"
 #include "epc/common/types.hpp"
@@ -122,14 +122,16 @@ std::optional<double> coordinate(const json& object, const char* field, double l
 // ends the address.
 std::string address_text(const GeocodeQuery& q) {
     std::string text = q.address;
-    if (!q.postcode.empty() && text.find(q.postcode) == std::string::npos) text += (text.empty() ? "" : ", ") + q.postcode;
+    if (!q.postcode.empty() && text.find(q.postcode) == std::string::npos)
+        text += (text.empty() ? "" : ", ") + q.postcode;
     return text;
 }
 
 std::string compact_postcode(const std::string& postcode) {
     std::string out;
     for (char c : postcode)
-        if (!std::isspace(static_cast<unsigned char>(c))) out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        if (!std::isspace(static_cast<unsigned char>(c)))
+            out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     return out;
 }
 
@@ -251,7 +253,8 @@ public:
             }
             jobs.push_back({base + "/maps/api/geocode/json?address=" + url_encode(text) +
                                 "&components=country:GB&key=" + url_encode(key),
-                            "", {i}});
+                            "",
+                            {i}});
         }
     }
 
@@ -293,14 +296,15 @@ public:
                 answer(i, not_found());
                 continue;
             }
-            jobs.push_back({base + "/search?q=" + url_encode(text) + "&format=jsonv2&countrycodes=gb&limit=1", "", {i}});
+            jobs.push_back(
+                {base + "/search?q=" + url_encode(text) + "&format=jsonv2&countrycodes=gb&limit=1", "", {i}});
         }
     }
 
     // An OSM object that is a building or an address point locates the property; anything else
     // (a street, a postcode area, a village) only roughly.
     static bool is_property(const json& r) {
-        static const char* const kinds[] = {"house", "building", "apartments", "detached", "semidetached_house",
+        static const char* const kinds[] = {"house",   "building", "apartments",  "detached", "semidetached_house",
                                             "terrace", "bungalow", "residential", "flats"};
         if (r.value("category", "") == "building") return true;
         for (const char* field : {"addresstype", "type"}) {
@@ -321,7 +325,8 @@ public:
         auto lat = coordinate(r, "lat", 90);
         auto lon = coordinate(r, "lon", 180);
         if (!lat || !lon) return Reply::malformed_because("Nominatim result without lat/lon");
-        return {Reply::Kind::answered, {found(*lat, *lon, is_property(r) ? Precision::property : Precision::street)}, ""};
+        return {
+            Reply::Kind::answered, {found(*lat, *lon, is_property(r) ? Precision::property : Precision::street)}, ""};
     }
 };
 
@@ -338,7 +343,8 @@ public:
         for (std::size_t i = 0; i < queries.size(); ++i) {
             // A UPRN names the property exactly: no matching of free text needed.
             if (queries[i].uprn) {
-                jobs.push_back({base + "/search/places/v1/uprn?uprn=" + std::to_string(*queries[i].uprn) + tail, "", {i}});
+                jobs.push_back(
+                    {base + "/search/places/v1/uprn?uprn=" + std::to_string(*queries[i].uprn) + tail, "", {i}});
                 continue;
             }
             std::string text = address_text(queries[i]);
@@ -346,7 +352,8 @@ public:
                 answer(i, not_found());
                 continue;
             }
-            jobs.push_back({base + "/search/places/v1/find?query=" + url_encode(text) + "&maxresults=1" + tail, "", {i}});
+            jobs.push_back(
+                {base + "/search/places/v1/find?query=" + url_encode(text) + "&maxresults=1" + tail, "", {i}});
         }
     }
 
@@ -421,12 +428,10 @@ bool permanent(CURLcode code) {
 class Engine final : public HttpGeocoder {
 public:
     Engine(std::unique_ptr<Provider> provider, HttpGeocoderOptions options)
-        : provider_(std::move(provider)),
-          options_(std::move(options)),
+        : provider_(std::move(provider)), options_(std::move(options)),
           base_(options_.base_url.empty() ? provider_->default_base() : options_.base_url),
           bucket_(options_.rate > 0 ? options_.rate : documented_rate(provider_->name())),
-          backoff_(options_.backoff_base_seconds, options_.max_backoff_seconds),
-          multi_(http::new_multi()) {
+          backoff_(options_.backoff_base_seconds, options_.max_backoff_seconds), multi_(http::new_multi()) {
         while (!base_.empty() && base_.back() == '/') base_.pop_back();
         redact_.add(options_.api_key);
     }
@@ -464,7 +469,7 @@ private:
     void request_succeeded(bool probe);
     void update_breaker(Run& run, Clock::time_point now);
     double send_what_is_allowed(Run& run, Clock::time_point now);  // returns seconds until more may go
-    std::size_t collect(Run& run);  // handles finished transfers; returns how many
+    std::size_t collect(Run& run);                                 // handles finished transfers; returns how many
     void abandon_in_flight(Run& run);
     std::string clean(const std::string& text) const { return redact_(text); }
 
@@ -564,7 +569,8 @@ void Engine::retry_later(Run& run, const Attempt& attempt, const std::string& wh
     if (wait) pause_until_ = std::max(pause_until_, after(now, delay));
     ++run.stats.retries;
     run.retry.emplace(after(now, delay), attempt.job);
-    spdlog::debug("{}: {}; attempt {} of {} in {:.2f} s", name(), clean(why), attempts + 1, options_.max_attempts, delay);
+    spdlog::debug("{}: {}; attempt {} of {} in {:.2f} s", name(), clean(why), attempts + 1, options_.max_attempts,
+                  delay);
 }
 
 void Engine::finish(Run& run, std::unique_ptr<Attempt> a, CURLcode code) {
@@ -592,8 +598,9 @@ void Engine::refused(Run& run, const Attempt& a, long status) {
         if (wait && *wait > options_.max_retry_after_seconds) {
             auto seconds = [](double s) { return std::to_string(static_cast<long long>(s)); };
             request_failed(run, a.probe);
-            fail_job(run, a.job, what + " with Retry-After " + seconds(*wait) + " s, longer than the " +
-                                     seconds(options_.max_retry_after_seconds) + " s we wait");
+            fail_job(run, a.job,
+                     what + " with Retry-After " + seconds(*wait) + " s, longer than the " +
+                         seconds(options_.max_retry_after_seconds) + " s we wait");
             return;
         }
         // A 429 without Retry-After still says "slow down": pause every request, not just this one.
@@ -614,16 +621,15 @@ void Engine::read_reply(Run& run, const Attempt& a) {
         case Reply::Kind::answered: {
             request_succeeded(a.probe);
             const auto& qs = run.jobs[a.job].queries;
-            for (std::size_t k = 0; k < qs.size() && k < reply.results.size(); ++k) deliver(run, qs[k], reply.results[k]);
+            for (std::size_t k = 0; k < qs.size() && k < reply.results.size(); ++k)
+                deliver(run, qs[k], reply.results[k]);
             return;
         }
         case Reply::Kind::rate_limited:
             ++run.stats.http_429;
             retry_later(run, a, who + ": " + reply.error, backoff_.wait(run.attempts[a.job]));
             return;
-        case Reply::Kind::retry:
-            retry_later(run, a, who + ": " + reply.error, std::nullopt);
-            return;
+        case Reply::Kind::retry: retry_later(run, a, who + ": " + reply.error, std::nullopt); return;
         case Reply::Kind::malformed:
             ++run.stats.malformed;
             request_failed(run, a.probe);
@@ -746,9 +752,10 @@ HttpGeocodeStats Engine::geocode(const std::vector<GeocodeQuery>& queries,
         collect(run);
     }
     run.stats.seconds = seconds_between(started, Clock::now());
-    spdlog::debug("{}: {} queries, {} requests ({} retries, {} rate-limited), {} found, {} not found, {} failed in {:.1f} s",
-                  name(), queries.size(), run.stats.requests, run.stats.retries, run.stats.http_429, run.stats.found,
-                  run.stats.not_found, run.stats.failed, run.stats.seconds);
+    spdlog::debug(
+        "{}: {} queries, {} requests ({} retries, {} rate-limited), {} found, {} not found, {} failed in {:.1f} s",
+        name(), queries.size(), run.stats.requests, run.stats.retries, run.stats.http_429, run.stats.found,
+        run.stats.not_found, run.stats.failed, run.stats.seconds);
     return run.stats;
 }
 
@@ -765,8 +772,9 @@ std::unique_ptr<HttpGeocoder> make_http_geocoder(const std::string& name, const 
         throw Error(exit_usage, "geocoder " + name + " needs an API key (" +
                                     (name == "google" ? "GOOGLE_API_KEY" : "OS_PLACES_API_KEY") + ")");
     if (options.max_in_flight < 1 || options.max_attempts < 1 || options.rate < 0 || options.timeout_seconds <= 0)
-        throw Error(exit_usage, "geocoder " + name + ": max_in_flight and max_attempts must be at least 1, rate "
-                                "not negative, timeout positive");
+        throw Error(exit_usage, "geocoder " + name +
+                                    ": max_in_flight and max_attempts must be at least 1, rate "
+                                    "not negative, timeout positive");
     return std::make_unique<Engine>(std::move(provider), options);
 }
 

@@ -139,7 +139,8 @@ void KeySieve::log(const std::uint64_t* hashes, std::size_t count) {
     if (log_fd_ < 0 || !write_all(log_fd_, hashes, count * sizeof *hashes)) {
         log_failed_ = true;
         spdlog::warn("load: cannot write the log of key hashes to {}: {}; every duplicate-key candidate will be "
-                     "checked in the database", std::getenv("TMPDIR") ? "$TMPDIR" : "/tmp", std::strerror(errno));
+                     "checked in the database",
+                     std::getenv("TMPDIR") ? "$TMPDIR" : "/tmp", std::strerror(errno));
     }
 }
 
@@ -219,8 +220,11 @@ namespace {
 void find_key_rows(db::Connection& db, const std::string& rows, const std::vector<std::string>* suspects) {
     if (!suspects) {
         db.exec("CREATE TEMP TABLE epc_key_rows ON COMMIT DROP AS "
-                "SELECT s.ctid AS tid, s.cert_key, s.file_no, s.line_no FROM " + rows + " s WHERE s.cert_key IN "
-                "(SELECT cert_key FROM " + rows + " GROUP BY cert_key HAVING count(*) > 1)");
+                "SELECT s.ctid AS tid, s.cert_key, s.file_no, s.line_no FROM " +
+                rows +
+                " s WHERE s.cert_key IN "
+                "(SELECT cert_key FROM " +
+                rows + " GROUP BY cert_key HAVING count(*) > 1)");
         return;
     }
     db.exec("CREATE TEMP TABLE epc_suspect_keys (cert_key text) ON COMMIT DROP");
@@ -235,7 +239,8 @@ void find_key_rows(db::Connection& db, const std::string& rows, const std::vecto
     // Through the temporary table, so that keys are sanitised exactly as the load wrote them.
     const std::string keys = db.exec("SELECT array_agg(cert_key)::text FROM epc_suspect_keys").text(0, 0);
     db.exec("CREATE TEMP TABLE epc_key_rows ON COMMIT DROP AS "
-            "SELECT s.ctid AS tid, s.cert_key, s.file_no, s.line_no FROM " + rows + " s WHERE s.cert_key = ANY ($1)",
+            "SELECT s.ctid AS tid, s.cert_key, s.file_no, s.line_no FROM " +
+                rows + " s WHERE s.cert_key = ANY ($1)",
             {keys});
 }
 
@@ -247,26 +252,33 @@ void move_duplicates(db::Session& session, long long run_id, const std::vector<s
     const db::StagingTables& t = session.staging();
     find_key_rows(db, t.rows, suspects);
     // The later occurrences leave staging by row id (a TID scan: staging is not read again).
-    db.exec("WITH ranked AS ("
-            "  SELECT tid, file_no, line_no, row_number() OVER w AS rn, first_value(file_no) OVER w AS first_file,"
-            "         first_value(line_no) OVER w AS first_line"
-            "  FROM epc_key_rows WINDOW w AS (PARTITION BY cert_key ORDER BY file_no, line_no)),"
-            " later AS (SELECT * FROM ranked WHERE rn > 1),"
-            " moved AS ("
-            "  DELETE FROM " + t.rows + " s WHERE s.ctid = ANY (ARRAY(SELECT tid FROM later))"
+    db.exec(
+        "WITH ranked AS ("
+        "  SELECT tid, file_no, line_no, row_number() OVER w AS rn, first_value(file_no) OVER w AS first_file,"
+        "         first_value(line_no) OVER w AS first_line"
+        "  FROM epc_key_rows WINDOW w AS (PARTITION BY cert_key ORDER BY file_no, line_no)),"
+        " later AS (SELECT * FROM ranked WHERE rn > 1),"
+        " moved AS ("
+        "  DELETE FROM " +
+            t.rows +
+            " s WHERE s.ctid = ANY (ARRAY(SELECT tid FROM later))"
             "  RETURNING s.ctid AS tid, s.*)"
-            " INSERT INTO " + t.rejects + " (file_no, file_name, line_no, reason, detail, raw)"
+            " INSERT INTO " +
+            t.rejects +
+            " (file_no, file_name, line_no, reason, detail, raw)"
             " SELECT m.file_no, f.file_name, m.line_no, $2,"
             "        format('key %s was already loaded from %s line %s', m.cert_key, first.file_name, l.first_line),"
-            "        " + concat_ws_expression("m") +
+            "        " +
+            concat_ws_expression("m") +
             " FROM moved m JOIN later l ON l.tid = m.tid"
             " JOIN epc.import_file f ON f.run_id = $1 AND f.file_no = m.file_no"
             " JOIN epc.import_file first ON first.run_id = $1 AND first.file_no = l.first_file",
-            {run_id, reject_reason_name(RejectReason::duplicate_key)});
+        {run_id, reject_reason_name(RejectReason::duplicate_key)});
     db.exec("UPDATE epc.import_file f SET rows_loaded = f.rows_loaded - d.n, rows_rejected = f.rows_rejected + d.n "
-            "FROM (SELECT file_no, count(*) AS n FROM " + t.rejects +
+            "FROM (SELECT file_no, count(*) AS n FROM " +
+                t.rejects +
                 " WHERE reason = $2 GROUP BY file_no) d "
-            "WHERE f.run_id = $1 AND f.file_no = d.file_no",
+                "WHERE f.run_id = $1 AND f.file_no = d.file_no",
             {run_id, reject_reason_name(RejectReason::duplicate_key)});
 }
 

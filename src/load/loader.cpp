@@ -81,10 +81,10 @@ private:
 // State shared by all pipelines of one load.
 class LoadJob {
 public:
-    LoadJob(const LoadOptions& options, const db::Session& session, long long run_id,
-            std::vector<const CertFile*> todo, std::uint64_t rejects_so_far, std::uint64_t expected_keys)
-        : options_(options), type_(session.type()), tables_(session.staging()), run_id_(run_id), todo_(std::move(todo)), rejects_(rejects_so_far),
-          sieve_(expected_keys) {}
+    LoadJob(const LoadOptions& options, const db::Session& session, long long run_id, std::vector<const CertFile*> todo,
+            std::uint64_t rejects_so_far, std::uint64_t expected_keys)
+        : options_(options), type_(session.type()), tables_(session.staging()), run_id_(run_id), todo_(std::move(todo)),
+          rejects_(rejects_so_far), sieve_(expected_keys) {}
 
     const CertFile* next_file() {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -106,15 +106,15 @@ public:
     void count_reject() {
         std::uint64_t total = ++rejects_;
         if (options_.max_rejects && total > *options_.max_rejects && !failed_.load())
-            fail(std::make_exception_ptr(Error(
-                exit_too_many_rejects, "more than " + std::to_string(*options_.max_rejects) +
-                                           " rows rejected (--max-rejects); see " + tables_.rejects)));
+            fail(std::make_exception_ptr(
+                Error(exit_too_many_rejects, "more than " + std::to_string(*options_.max_rejects) +
+                                                 " rows rejected (--max-rejects); see " + tables_.rejects)));
     }
     void file_done(const FileStats& stats) {
         std::lock_guard<std::mutex> lock(mutex_);
         ++files_done_;
-        spdlog::debug("loaded {}: {} rows read, {} loaded, {} rejected", stats.name, stats.rows_read,
-                      stats.rows_loaded, stats.rows_rejected);
+        spdlog::debug("loaded {}: {} rows read, {} loaded, {} rejected", stats.name, stats.rows_read, stats.rows_loaded,
+                      stats.rows_rejected);
     }
     void worker_finished() {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -161,7 +161,8 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
         if (!reader.next(record)) throw Error(exit_invalid_archive, file->name + " has no header line");
         FieldMap map = map_header(record.fields, job.type_);
         if (!map.missing_required.empty())
-            throw Error(exit_invalid_archive, file->name + ": header has no " + map.missing_required.front() + " column");
+            throw Error(exit_invalid_archive,
+                        file->name + ": header has no " + map.missing_required.front() + " column");
 
         FileStats stats;
         stats.file_no = file->file_no;
@@ -184,7 +185,8 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
                 ++stats.rows_loaded;
                 std::string_view key = trim(record.fields[static_cast<std::size_t>(map.key)]);
                 // A key with non-ASCII bytes may equal another once invalid UTF-8 is replaced: always check it.
-                bool ascii = std::all_of(key.begin(), key.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+                bool ascii = std::all_of(key.begin(), key.end(),
+                                         [](char c) { return static_cast<unsigned char>(c) < 0x80; });
                 keys.add(key, !ascii);
             }
             if (rows.size() >= kChunkBytes) {
@@ -250,8 +252,8 @@ private:
         end_copy();
         db_.exec("INSERT INTO epc.import_file (run_id, file_no, file_name, rows_read, rows_loaded, "
                  "rows_rejected, invalid_utf8_values, invalid_values) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
-                 {job_.run_id_, s.file_no, s.name, s.rows_read, s.rows_loaded, s.rows_rejected,
-                  s.invalid_utf8_values, s.invalid_values});
+                 {job_.run_id_, s.file_no, s.name, s.rows_read, s.rows_loaded, s.rows_rejected, s.invalid_utf8_values,
+                  s.invalid_values});
         tx_->commit();
         tx_.reset();
         job_.file_done(s);
@@ -286,8 +288,8 @@ std::string format_rate(double rows, double seconds) {
 // Which files this process loads: all of them, or its shard's share, less those already in the
 // ledger; largest first, so the pipelines finish together instead of one trailing on a big file.
 struct FilePlan {
-    std::set<int> mine;                  // file_no of this process's files
-    std::vector<const CertFile*> todo;   // still to load
+    std::set<int> mine;                 // file_no of this process's files
+    std::vector<const CertFile*> todo;  // still to load
 };
 
 FilePlan plan_files(const ArchiveInfo& archive, const db::RunStart& start, const std::optional<Shard>& shard) {
@@ -311,8 +313,7 @@ void log_plan(const ArchiveInfo& archive, const db::RunStart& start, const FileP
     else if (start.resumed)
         spdlog::info("load: resuming run {}: {} of {} files already loaded, {} to go", start.run_id,
                      start.done_files.size(), archive.files.size(), plan.todo.size());
-    else
-        spdlog::info("load: run {}: {} files into {}", start.run_id, archive.files.size(), table);
+    else spdlog::info("load: run {}: {} files into {}", start.run_id, archive.files.size(), table);
 }
 
 db::RunArchive run_archive(const ArchiveInfo& a) {
@@ -322,8 +323,8 @@ db::RunArchive run_archive(const ArchiveInfo& a) {
 // The pipelines: per worker a parse thread and a COPY thread with its own connection, joined by
 // a bounded queue. Returns when every worker has finished (or stopped on an error).
 void stream_files(db::Session& session, const ArchiveInfo& archive, LoadJob& job, Clock::time_point started) {
-    const unsigned workers =
-        std::max(1u, std::min<unsigned>(job.options_.jobs, static_cast<unsigned>(job.todo_.size())));
+    const unsigned workers = std::max(1u,
+                                      std::min<unsigned>(job.options_.jobs, static_cast<unsigned>(job.todo_.size())));
     // libzip 1.7.3 races when archives are opened concurrently: open every handle here first.
     std::vector<ZipHandle> zips;
     std::vector<db::Connection> conns;
@@ -408,8 +409,8 @@ private:
 // duplicate-key check over every key, the run's totals, status loaded); the others leave it to that
 // one. Serialised, so exactly one completes it. Returns how many of the run's files are loaded and
 // whether this process completed the load.
-std::pair<std::size_t, bool> complete_load(db::Session& session, const ArchiveInfo& archive,
-                                           const db::RunStart& start, LoadJob& job, Clock::time_point started) {
+std::pair<std::size_t, bool> complete_load(db::Session& session, const ArchiveInfo& archive, const db::RunStart& start,
+                                           LoadJob& job, Clock::time_point started) {
     db::Connection& db = session.db();
     const auto streamed = Clock::now();
     db::Transaction tx(db);

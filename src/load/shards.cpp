@@ -8,7 +8,8 @@ namespace epc {
 std::vector<int> assign_shards(const std::vector<CertFile>& files, int count) {
     std::vector<std::size_t> order(files.size());
     for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return files[a].size > files[b].size; });
+    std::stable_sort(order.begin(), order.end(),
+                     [&](std::size_t a, std::size_t b) { return files[a].size > files[b].size; });
     std::vector<std::uint64_t> bytes(static_cast<std::size_t>(std::max(count, 1)), 0);
     std::vector<int> shard(files.size(), 0);
     for (std::size_t i : order) {

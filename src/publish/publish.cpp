@@ -37,7 +37,8 @@ std::optional<db::StagingOwner> publishable_run(db::Session& session, PublishSum
     const std::string type(cert_type_name(session.type()));
     const std::optional<db::StagingOwner> owner = session.staging_owner();
     if (!owner)
-        throw Error(exit_usage, "nothing to publish for " + type + ": no run has loaded staging yet (run 'load' first)");
+        throw Error(exit_usage,
+                    "nothing to publish for " + type + ": no run has loaded staging yet (run 'load' first)");
     summary.run_id = owner->run_id;
     const std::string run = std::to_string(owner->run_id);
     if (owner->status == db::RunStatus::published) {
@@ -51,8 +52,9 @@ std::optional<db::StagingOwner> publishable_run(db::Session& session, PublishSum
                                     ", which was published and then reverted; load a release first (--force "
                                     "imports the same release again)");
     if (owner->status != db::RunStatus::loaded)
-        throw Error(exit_usage, "refusing to publish " + type + ": staging belongs to run " + run + ", whose load is '" +
-                                    std::string(db::run_status_name(owner->status)) + "', not complete; re-run 'load' first");
+        throw Error(exit_usage, "refusing to publish " + type + ": staging belongs to run " + run +
+                                    ", whose load is '" + std::string(db::run_status_name(owner->status)) +
+                                    "', not complete; re-run 'load' first");
     const long long staged = session.db().exec("SELECT count(*) FROM " + session.staging().rows).integer(0, 0);
     if (staged == 0)
         throw Error(exit_usage, "refusing to publish " + type + ": staging of run " + run +
@@ -141,9 +143,11 @@ void add_missing_columns(db::Connection& db, const ReleaseTables& t) {
 void find_changes(db::Session& session, const ReleaseTables& t, long long run_id) {
     db::Connection& db = session.db();
     db.exec("CREATE TEMP TABLE publish_incoming (LIKE " + t.production + ", is_new boolean NOT NULL) ON COMMIT DROP");
-    db.exec("INSERT INTO publish_incoming (" + production_column_list() + ", is_new) SELECT n.*, p.cert_key IS NULL "
-            "FROM (" + staged_release_sql(session) + ") n (" + production_column_list() + ") LEFT JOIN " +
-                t.production + " p ON p.cert_key = n.cert_key WHERE p.row_hash IS DISTINCT FROM n.row_hash",
+    db.exec("INSERT INTO publish_incoming (" + production_column_list() +
+                ", is_new) SELECT n.*, p.cert_key IS NULL "
+                "FROM (" +
+                staged_release_sql(session) + ") n (" + production_column_list() + ") LEFT JOIN " + t.production +
+                " p ON p.cert_key = n.cert_key WHERE p.row_hash IS DISTINCT FROM n.row_hash",
             {run_id});
     db.exec("CREATE TEMP TABLE publish_gone ON COMMIT DROP AS SELECT p.cert_key FROM " + t.production +
             " p WHERE NOT EXISTS (SELECT 1 FROM " + session.staging().rows + " s WHERE s.cert_key = p.cert_key)");
@@ -198,17 +202,18 @@ void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummar
 // Why there is nothing to revert, for the error: what the type's latest publish was.
 Error nothing_to_revert(db::Connection& db, CertType type) {
     const std::string name(cert_type_name(type));
-    db::Result last = db.exec("SELECT run_id, status FROM epc.import_run WHERE cert_type = $1 AND status IN ($2, $3) "
-                              "ORDER BY run_id DESC LIMIT 1",
-                              {name, db::run_status_name(db::RunStatus::published),
-                               db::run_status_name(db::RunStatus::reverted)});
+    db::Result last = db.exec(
+        "SELECT run_id, status FROM epc.import_run WHERE cert_type = $1 AND status IN ($2, $3) "
+        "ORDER BY run_id DESC LIMIT 1",
+        {name, db::run_status_name(db::RunStatus::published), db::run_status_name(db::RunStatus::reverted)});
     std::string why = "nothing has been published yet";
     if (last.rows() > 0 && last.text(0, 1) == db::run_status_name(db::RunStatus::reverted))
         why = "the last publish (run " + last.text(0, 0) +
               ") was reverted already, and revert goes back one publish only";
     else if (last.rows() > 0)
-        why = "run " + last.text(0, 0) + " was the first release published (or was published before revert "
-                                         "existed): no release before it was kept";
+        why = "run " + last.text(0, 0) +
+              " was the first release published (or was published before revert "
+              "existed): no release before it was kept";
     return Error(exit_usage, "nothing to revert for " + name + ": " + why + "; production is unchanged");
 }
 
@@ -234,10 +239,9 @@ void undo_changes(db::Connection& db, const ReleaseTables& t, RevertSummary& s) 
     s.restored = affected(db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
                                   production_column_list("u") + ") FROM " + t.undo +
                                   " u WHERE p.cert_key = u.cert_key"));
-    s.reinserted = affected(db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
-                                    production_column_list("u") + " FROM " + t.undo +
-                                    " u WHERE NOT EXISTS (SELECT 1 FROM " + t.production +
-                                    " p WHERE p.cert_key = u.cert_key)"));
+    s.reinserted = affected(
+        db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " + production_column_list("u") + " FROM " +
+                t.undo + " u WHERE NOT EXISTS (SELECT 1 FROM " + t.production + " p WHERE p.cert_key = u.cert_key)"));
 }
 
 void mark_reverted(db::Connection& db, CertType type, const ReleaseTables& t, RevertSummary& s) {
@@ -271,8 +275,7 @@ PublishSummary publish(db::Session& session) {
     db.exec(row_hash_settings(false));
     if (db.exec("SELECT to_regclass($1) IS NOT NULL", {t.production}).boolean(0, 0))
         publish_changes(session, t, summary);
-    else
-        publish_first_release(session, t, summary);
+    else publish_first_release(session, t, summary);
 
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     spdlog::info("publish: {} now holds run {}: {} certificates, {} new, {} changed, {} gone since the previous "
@@ -299,8 +302,8 @@ RevertSummary revert(db::Session& session) {
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     spdlog::info("revert: {} holds the release of run {} again: {} certificates; run {} is reverted ({} of its keys "
                  "removed, {} changed rows restored, {} removed rows back), in {:.1f} s",
-                 names.production, summary.back_to_run, summary.rows, summary.run_id, summary.removed,
-                 summary.restored, summary.reinserted, summary.seconds);
+                 names.production, summary.back_to_run, summary.rows, summary.run_id, summary.removed, summary.restored,
+                 summary.reinserted, summary.seconds);
     return summary;
 }
 

@@ -380,8 +380,7 @@ void LineReader::refill() {
 }
 
 CsvReader::CsvReader(std::string name, std::unique_ptr<io::ByteSourceBase> source, bool backslash_escapes)
-    : name_(std::move(name)),
-      lines_(name_, std::make_unique<QuoteAwareSource>(std::move(source), backslash_escapes)),
+    : name_(std::move(name)), lines_(name_, std::make_unique<QuoteAwareSource>(std::move(source), backslash_escapes)),
       splitter_(backslash_escapes) {}
 
 bool CsvReader::next(Record& record) {

@@ -1,10 +1,10 @@
 #include "epc/transform/fields.hpp"
 
+#include <strings.h>
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <stdexcept>
-#include <strings.h>
 
 #include "epc/db/copy_binary.hpp"
 
@@ -73,7 +73,7 @@ std::string_view trim(std::string_view s) {
 bool is_sentinel(std::string_view trimmed) {
     const std::string_view s = trimmed;
     // The publisher's ways of saying "no value" (docs/data-formats.md §4).
-    static constexpr std::string_view kSentinels[] = {"NO DATA!", "NODATA!",  "INVALID!",   "N/A",
+    static constexpr std::string_view kSentinels[] = {"NO DATA!",     "NODATA!", "INVALID!",   "N/A",
                                                       "Not recorded", "Unknown", "DEC OR 9999"};
     if (s.empty()) return true;
     if (s.size() > 12) return false;
@@ -250,10 +250,8 @@ FieldMap map_header(const std::vector<Field>& header, CertType type) {
     for (const Column& column : certificate_columns()) {
         FieldMap::Slot slot = find_slot(header, column, type);
         const bool present = slot.position >= 0 || (!slot.parts.empty() && slot.parts.front() >= 0);
-        if (!present && column.absence == Absence::error)
-            m.missing_required.push_back(header_label(column));
-        else if (!present && expected_in(column, type))
-            m.missing_optional.push_back(header_label(column));
+        if (!present && column.absence == Absence::error) m.missing_required.push_back(header_label(column));
+        else if (!present && expected_in(column, type)) m.missing_optional.push_back(header_label(column));
         m.slots.push_back(std::move(slot));
     }
     m.key = m.position(kKeyColumn);
@@ -335,8 +333,8 @@ void put_bookkeeping(std::string& out, int file_no, std::uint64_t line, std::str
 std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field>& fields, int file_no,
                                     std::uint64_t line, std::string& out, RowCounters& counters) {
     if (fields.size() != map.columns)
-        return Rejection{RejectReason::field_count, "expected " + std::to_string(map.columns) + " fields, found " +
-                                                        std::to_string(fields.size())};
+        return Rejection{RejectReason::field_count,
+                         "expected " + std::to_string(map.columns) + " fields, found " + std::to_string(fields.size())};
     const std::size_t start = out.size();
     RowCounters row;
     std::string joined;

@@ -1,6 +1,6 @@
 // The real binary, run the way operators run it: exit codes, messages, logs, report, kill -9.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -9,8 +9,8 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <set>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -181,7 +181,8 @@ TEST(Cli, DatabaseUnavailableIsTransientAndPasswordNeverShown) {
     std::string zip = make_zip(fo, "cli-nodb");
     const std::string secret = "hunter2-very-secret";
     std::string report = testing::TempDir() + "cli-nodb.json";
-    Outcome o = run({"load", "--zip", zip, "--db", "postgresql://epc:" + secret + "@127.0.0.1:1/epc", "--report", report});
+    Outcome o = run(
+        {"load", "--zip", zip, "--db", "postgresql://epc:" + secret + "@127.0.0.1:1/epc", "--report", report});
     EXPECT_EQ(o.exit_code, 5) << o.err;
     EXPECT_TRUE(has(o.err, "cannot connect to PostgreSQL")) << o.err;
     EXPECT_FALSE(has(o.err + o.out, secret));
@@ -236,7 +237,8 @@ TEST(Cli, KilledRunStartedAgainFinishesWithExactlyTheRightRows) {
     epc::test::load_expected(c, "expected_rows", rows);
     EXPECT_EQ(epc::test::rows_missing(c, "expected_rows", "epc.stage_domestic"), 0);
     EXPECT_EQ(epc::test::rows_missing(c, "epc.stage_domestic", "expected_rows"), 0);
-    EXPECT_EQ(c.exec("SELECT count(*) FROM epc.reject_domestic").integer(0, 0), static_cast<long long>(e.rows_rejected));
+    EXPECT_EQ(c.exec("SELECT count(*) FROM epc.reject_domestic").integer(0, 0),
+              static_cast<long long>(e.rows_rejected));
 }
 
 TEST(Cli, CorruptDataFoundWhileInflatingFailsTheRunAsInvalidArchive) {
@@ -246,7 +248,8 @@ TEST(Cli, CorruptDataFoundWhileInflatingFailsTheRunAsInvalidArchive) {
     fo.rows = 20000;
     std::string zip = make_zip(fo, "cli-corrupt");
     std::string bytes = epc::test::read_file(zip);
-    for (std::size_t i = bytes.size() / 2; i < bytes.size() / 2 + 64; ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x5A);
+    for (std::size_t i = bytes.size() / 2; i < bytes.size() / 2 + 64; ++i)
+        bytes[i] = static_cast<char>(bytes[i] ^ 0x5A);
     std::ofstream(zip, std::ios::binary) << bytes;
     TestDatabase db;
     Outcome o = run({"load", "--zip", zip, "--db", db.conninfo()});
@@ -305,7 +308,6 @@ TEST(Cli, RunValidatesLoadsAndPublishes) {
     EXPECT_EQ(run({"publish", "--zip", zip, "--db", db.conninfo()}).exit_code, 2);
 }
 
-
 TEST(Cli, RunDownloadsTheReleaseAndCheckReleaseTellsWhenThereIsANewOne) {
     fixture::Options fo;
     fo.rows = 2000;
@@ -316,8 +318,14 @@ TEST(Cli, RunDownloadsTheReleaseAndCheckReleaseTellsWhenThereIsANewOne) {
     TestDatabase db;
     const std::string work = testing::TempDir() + "cli-download-work";
     const std::string kept = testing::TempDir() + "cli-download-kept";
-    const std::vector<std::string> common = {"--base-url", svc.base_url(), "--work-dir", work, "--db", db.conninfo(),
-                                             "--credentials-file", epc::test::credentials_file(svc, testing::TempDir() + "cli-download.env")};
+    const std::vector<std::string> common = {"--base-url",
+                                             svc.base_url(),
+                                             "--work-dir",
+                                             work,
+                                             "--db",
+                                             db.conninfo(),
+                                             "--credentials-file",
+                                             epc::test::credentials_file(svc, testing::TempDir() + "cli-download.env")};
     auto with = [&](std::vector<std::string> args) {
         args.insert(args.end(), common.begin(), common.end());
         return run(args);
@@ -361,7 +369,8 @@ TEST(Cli, DownloadedArchiveThatFailsValidationIsQuarantinedWithItsReasons) {
     const std::string failed = testing::TempDir() + "cli-quarantine-failed";
     std::filesystem::remove_all(failed);
     Outcome o = run({"--base-url", svc.base_url(), "--work-dir", work, "--failed-to", failed, "--db", db.conninfo(),
-                     "--credentials-file", epc::test::credentials_file(svc, testing::TempDir() + "cli-quarantine.env")});
+                     "--credentials-file",
+                     epc::test::credentials_file(svc, testing::TempDir() + "cli-quarantine.env")});
     EXPECT_EQ(o.exit_code, 3) << o.err;
     EXPECT_TRUE(has(o.err, "quarantined")) << o.err;
     std::vector<std::filesystem::path> files;
@@ -389,11 +398,11 @@ TEST(Cli, GeocodeKilledMidwayThenRerunAsksOnlyForTheRest) {
                             "WHERE split_part(address_key, '|', 2) <> ''");
     for (int i = 0; i < pcs.rows(); ++i) postcodes.add(pcs.text(i, 0), 52.5, -1.25);
     postcodes.set_latency(std::chrono::milliseconds(40));
-    const std::vector<std::string> args = {"geocode", "--db", db.conninfo(), "--geocoder",
-                                           "postcodes-io=" + postcodes.base_url(), "--geocode-rate", "10"};
+    const std::vector<std::string> args = {
+        "geocode", "--db", db.conninfo(), "--geocoder", "postcodes-io=" + postcodes.base_url(), "--geocode-rate", "10"};
     pid_t pid = start(args, "cli-geo-kill");
-    bool killed =
-        epc::test::wait_for_count(c, "SELECT count(*) FROM epc.geocode_cache", 2000, std::chrono::seconds(120));
+    bool killed = epc::test::wait_for_count(c, "SELECT count(*) FROM epc.geocode_cache", 2000,
+                                            std::chrono::seconds(120));
     if (killed) kill(pid, SIGKILL);
     Outcome first = finish(pid, "cli-geo-kill");
     ASSERT_TRUE(killed) << "geocoding finished before it could be killed: " << first.err;

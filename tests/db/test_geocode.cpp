@@ -166,7 +166,7 @@ TEST(Geocode, OnlyDistinctUncachedPostcodesReachTheHttpGeocoder) {
                                       "(SELECT address_key, min(uprn) AS u FROM epc.stage_domestic "
                                       " WHERE address_key IS NOT NULL GROUP BY 1) k "
                                       "WHERE (u IS NULL OR u % 2 = 1) AND split_part(address_key, '|', 2) <> ''")
-                                    .integer(0, 0);
+                                   .integer(0, 0);
     std::set<std::string> asked;
     std::size_t total = 0;
     for (const auto& r : postcodes.records()) {

@@ -8,8 +8,8 @@
 #include <sstream>
 #include <thread>
 
-#include "epc/extract/archive.hpp"
 #include "epc/db/locks.hpp"
+#include "epc/extract/archive.hpp"
 #include "epc/load/loader.hpp"
 #include "fixture/fixture.hpp"
 #include "support/pg_test.hpp"
@@ -72,8 +72,9 @@ void expect_matches_fixture(TestDatabase& db, CertType type, const Generated& g,
         EXPECT_EQ(f.integer(0, 1), static_cast<long long>(e.files[i].rows_loaded)) << e.files[i].name;
         EXPECT_EQ(f.integer(0, 2), static_cast<long long>(e.files[i].rows_rejected)) << e.files[i].name;
     }
-    db::Result run = c.exec("SELECT status, rows_read, rows_loaded, rows_rejected FROM epc.import_run WHERE run_id = $1",
-                            {std::to_string(s.run_id)});
+    db::Result run = c.exec(
+        "SELECT status, rows_read, rows_loaded, rows_rejected FROM epc.import_run WHERE run_id = $1",
+        {std::to_string(s.run_id)});
     EXPECT_EQ(run.text(0, 0), "loaded");
     EXPECT_EQ(run.integer(0, 1), static_cast<long long>(e.rows_read));
     EXPECT_EQ(run.integer(0, 2), static_cast<long long>(e.rows_loaded));
@@ -129,16 +130,15 @@ TEST_P(LoadEveryTypeAndLayout, StagingEqualsFixtureWithAllHazards) {
     expect_matches_fixture(db, o.cert_type, g, s);
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, LoadEveryTypeAndLayout,
-                         testing::Values(Case{CertType::domestic, Layout::legacy}, Case{CertType::domestic, Layout::current},
-                                         Case{CertType::non_domestic, Layout::legacy},
-                                         Case{CertType::non_domestic, Layout::current},
-                                         Case{CertType::display, Layout::legacy}, Case{CertType::display, Layout::current},
-                                         Case{CertType::domestic, Layout::single}),
-                         [](const testing::TestParamInfo<Case>& info) {
-                             return std::string(cert_type_sql(info.param.type)) + "_" +
-                                    std::string(layout_name(info.param.layout));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Types, LoadEveryTypeAndLayout,
+    testing::Values(Case{CertType::domestic, Layout::legacy}, Case{CertType::domestic, Layout::current},
+                    Case{CertType::non_domestic, Layout::legacy}, Case{CertType::non_domestic, Layout::current},
+                    Case{CertType::display, Layout::legacy}, Case{CertType::display, Layout::current},
+                    Case{CertType::domestic, Layout::single}),
+    [](const testing::TestParamInfo<Case>& info) {
+        return std::string(cert_type_sql(info.param.type)) + "_" + std::string(layout_name(info.param.layout));
+    });
 
 TEST(Load, EachHazardAloneLoadsCorrectly) {
     for (fixture::Hazard h : fixture::all_hazards()) {

@@ -3,8 +3,8 @@
 // PostgreSQL finishes after the client has moved on, so the next stage could be refused with exit 4).
 #include <gtest/gtest.h>
 
-#include "epc/extract/archive.hpp"
 #include "epc/db/locks.hpp"
+#include "epc/extract/archive.hpp"
 #include "epc/load/loader.hpp"
 #include "epc/publish/publish.hpp"
 #include "support/pg_test.hpp"
@@ -21,7 +21,8 @@ constexpr int kInProcessHandOvers = 25;
 constexpr int kCrossProcessHandOvers = 8;
 
 std::string small_release(const std::string& name) {
-    std::string csv = "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
+    std::string csv =
+        "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
     for (int k = 1; k <= 20; ++k)
         csv += std::to_string(k) + "," + std::to_string(k) + " Low Road,AB1 2CD,2022-01-0" + std::to_string(1 + k % 9) +
                ",rental,70,," + "E06000001\n";
@@ -34,7 +35,8 @@ std::string small_release(const std::string& name) {
 // Whether another session can take the domestic lock right now (and gives it back at once).
 bool type_lock_is_free(TestDatabase& db) {
     db::Connection c = db.connect();
-    const std::string key = std::to_string(db::kLockNamespace) + ", " + std::to_string(db::lock_object(CertType::domestic));
+    const std::string key = std::to_string(db::kLockNamespace) + ", " +
+                            std::to_string(db::lock_object(CertType::domestic));
     const bool got = c.exec("SELECT pg_try_advisory_lock(" + key + ")").text(0, 0) == "t";
     if (got) c.exec("SELECT pg_advisory_unlock(" + key + ")");
     return got;
@@ -69,17 +71,17 @@ TEST(Locks, LoadThenPublishAsTwoProcessesNeverFindsTheLockHeld) {
     const std::string zip = small_release("locks-processes");
     const std::string log = testing::TempDir() + "locks-processes";
     for (int i = 0; i < kCrossProcessHandOvers; ++i) {
-        epc::test::Outcome load =
-            epc::test::Process({EPC_IMPORT_BIN, "load", "--zip", zip, "--db", db.conninfo(), "--log-format", "json", "--work-dir",
-                                testing::TempDir() + "locks-work"},
-                               log + "-load")
-                .wait();
+        epc::test::Outcome load = epc::test::Process({EPC_IMPORT_BIN, "load", "--zip", zip, "--db", db.conninfo(),
+                                                      "--log-format", "json", "--work-dir",
+                                                      testing::TempDir() + "locks-work"},
+                                                     log + "-load")
+                                      .wait();
         ASSERT_EQ(load.exit_code, 0) << load.err;
         ASSERT_TRUE(type_lock_is_free(db)) << "after load process " << i;
-        epc::test::Outcome publish =
-            epc::test::Process({EPC_IMPORT_BIN, "publish", "--db", db.conninfo(), "--log-format", "json"},
-                               log + "-publish")
-                .wait();
+        epc::test::Outcome publish = epc::test::Process(
+                                         {EPC_IMPORT_BIN, "publish", "--db", db.conninfo(), "--log-format", "json"},
+                                         log + "-publish")
+                                         .wait();
         ASSERT_EQ(publish.exit_code, 0) << publish.err;
     }
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.import_run WHERE status = 'published'"), kCrossProcessHandOvers);

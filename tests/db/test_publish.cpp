@@ -35,7 +35,8 @@ PublishSummary publish_to(TestDatabase& db) {
 
 // A one-directory legacy archive holding exactly these keys.
 std::string release(const std::string& name, std::initializer_list<int> keys) {
-    std::string csv = "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
+    std::string csv =
+        "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
     for (int k : keys)
         csv += std::to_string(k) + ",\"" + std::to_string(k) + ", High Street\",AB1 2CD,2021-03-0" +
                std::to_string(1 + k % 9) + ",marketed sale," + std::to_string(50 + k) + "," + std::to_string(1000 + k) +
@@ -68,10 +69,10 @@ TEST(Publish, ProductionHoldsExactlyTheStagedReleaseWithItsIndexes) {
     epc::test::load_expected(c, "expected_rows", rows.str());
     EXPECT_EQ(epc::test::rows_missing(c, "expected_rows", "epc.domestic_certificates"), 0);
     EXPECT_EQ(epc::test::rows_missing(c, "epc.domestic_certificates", "expected_rows"), 0);
-    EXPECT_EQ(c.exec("SELECT count(*) FROM epc.domestic_certificates WHERE run_id <> $1",
-                     {std::to_string(loaded.run_id)})
-                  .integer(0, 0),
-              0);
+    EXPECT_EQ(
+        c.exec("SELECT count(*) FROM epc.domestic_certificates WHERE run_id <> $1", {std::to_string(loaded.run_id)})
+            .integer(0, 0),
+        0);
     db::Result idx = c.exec("SELECT string_agg(indexdef, '; ' ORDER BY indexdef) FROM pg_indexes "
                             "WHERE schemaname = 'epc' AND tablename = 'domestic_certificates'");
     std::string defs = idx.text(0, 0);
@@ -103,7 +104,7 @@ TEST(Publish, NewReleaseReplacesTheOldAndCountsWhatCameAndWent) {
     EXPECT_EQ(p.disappeared, 2u);  // 1, 2: opted out or cancelled
     EXPECT_EQ(db.scalar("SELECT string_agg(cert_key, ',' ORDER BY cert_key::int) FROM epc.domestic_certificates"),
               "3,4,5,6,7,8");
-    EXPECT_EQ(p.changed, 0u);      // 3, 4, 5 are the same certificates
+    EXPECT_EQ(p.changed, 0u);  // 3, 4, 5 are the same certificates
     // run_id is the run that last added or changed a row: the unchanged ones keep the first run's.
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates WHERE run_id = " + std::to_string(b.run_id)), 3);
     // No copy of production is left behind.

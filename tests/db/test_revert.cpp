@@ -72,8 +72,9 @@ long long differences(db::Connection& c, const std::string& snap) {
     const std::string cols = production_column_list();
     const std::string prod = "SELECT " + cols + " FROM epc.domestic_certificates";
     const std::string other = "SELECT " + cols + " FROM " + snap;
-    return c.exec("SELECT (SELECT count(*) FROM (" + prod + " EXCEPT ALL " + other + ") a) + (SELECT count(*) FROM (" +
-                  other + " EXCEPT ALL " + prod + ") b)")
+    return c
+        .exec("SELECT (SELECT count(*) FROM (" + prod + " EXCEPT ALL " + other + ") a) + (SELECT count(*) FROM (" +
+              other + " EXCEPT ALL " + prod + ") b)")
         .integer(0, 0);
 }
 
@@ -102,13 +103,14 @@ TEST(Revert, UsersObjectsOnProductionSurviveTwoPublishesAndARevert) {
     c.exec("CREATE ROLE " + role);
     c.exec("GRANT USAGE ON SCHEMA epc TO " + role + "; GRANT SELECT ON epc.domestic_certificates TO " + role +
            "; CREATE VIEW public.big_homes AS SELECT cert_key, total_floor_area FROM epc.domestic_certificates "
-           "WHERE total_floor_area > 55; GRANT SELECT ON public.big_homes TO " + role +
+           "WHERE total_floor_area > 55; GRANT SELECT ON public.big_homes TO " +
+           role +
            "; COMMENT ON TABLE epc.domestic_certificates IS 'EPC register, domestic';"
            "CREATE TABLE public.my_notes (cert_key text REFERENCES epc.domestic_certificates (cert_key), note text);"
            "INSERT INTO public.my_notes VALUES ('3', 'visited');"
            "ALTER TABLE epc.domestic_certificates ENABLE ROW LEVEL SECURITY;"
-           "CREATE POLICY below_100 ON epc.domestic_certificates FOR SELECT TO " + role +
-           " USING (cert_key::int < 100)");
+           "CREATE POLICY below_100 ON epc.domestic_certificates FOR SELECT TO " +
+           role + " USING (cert_key::int < 100)");
 
     auto users_objects_work = [&](long long rows, const std::string& view_keys) {
         EXPECT_EQ(c.exec("SELECT 'epc.domestic_certificates'::regclass::oid").integer(0, 0), oid);
@@ -196,7 +198,8 @@ TEST(Revert, PublishCountsAreExactOnAMutatedReleaseAndRevertRestoresTheOneBefore
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates WHERE run_id = " + std::to_string(b.run_id)),
               static_cast<long long>(pb.added + pb.changed));
     EXPECT_EQ(db.scalar("SELECT rows_published || ',' || rows_added || ',' || rows_changed || ',' || rows_disappeared "
-                        "FROM epc.import_run WHERE run_id = " + std::to_string(b.run_id)),
+                        "FROM epc.import_run WHERE run_id = " +
+                        std::to_string(b.run_id)),
               std::to_string(b_keys.size()) + ",30," + std::to_string(changed.size() + 1) + "," + std::to_string(gone));
     // Only what this publish replaced or removed is kept for revert.
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.undo_domestic"), static_cast<long long>(pb.changed + pb.disappeared));
@@ -350,7 +353,8 @@ TEST(Revert, AKilledPublishLeavesTheOldReleaseAndTheNextRunPublishes) {
         ASSERT_EQ(again.exit_code, 0) << again.err;
         EXPECT_EQ(differences_from_staging(c), 0);
         EXPECT_EQ(db.scalar("SELECT status || ':' || rows_added || ',' || rows_changed || ',' || rows_disappeared "
-                            "FROM epc.import_run WHERE run_id = " + std::to_string(b.run_id)),
+                            "FROM epc.import_run WHERE run_id = " +
+                            std::to_string(b.run_id)),
                   "published:2,2,2");
     }
 }

@@ -103,9 +103,9 @@ public:
         fs::remove_all(dir_);
         fs::create_directories(dir_);
         const std::vector<std::string> env = environment({});
-        server_ = std::make_unique<Process>(
-            std::vector<std::string>{s3rver_path(), "-d", dir_, "-a", "127.0.0.1", "-p", "0", "--configure-bucket", "bucket"},
-            dir_, &env, Process::merged);
+        server_ = std::make_unique<Process>(std::vector<std::string>{s3rver_path(), "-d", dir_, "-a", "127.0.0.1", "-p",
+                                                                     "0", "--configure-bucket", "bucket"},
+                                            dir_, &env, Process::merged);
         const std::string log = server_->out_path();
         const std::regex listening("listening on 127\\.0\\.0\\.1:([0-9]+)");
         for (int i = 0; i < 300 && port_ == 0; ++i) {
@@ -159,15 +159,15 @@ private:
 };
 
 // s3rver comes from npm (bin/install-deps installs it); a machine without npm cannot have it.
-#define REQUIRE_S3_TOOLS()                                                                                        \
-    do {                                                                                                          \
-        if (!fs::exists(s3rver_path())) {                                                                         \
-            if (!on_path("npm"))                                                                                  \
-                GTEST_SKIP() << "npm is not available, so s3rver (the S3 stand-in, an npm package) cannot be "   \
-                                "installed; S3 uploads are not tested here";                                      \
-            FAIL() << "s3rver is not installed at " << s3rver_path() << ": run bin/install-deps";                \
-        }                                                                                                         \
-        if (!on_path("aws")) FAIL() << "the AWS CLI is not installed: run bin/install-deps";                     \
+#define REQUIRE_S3_TOOLS()                                                                                     \
+    do {                                                                                                       \
+        if (!fs::exists(s3rver_path())) {                                                                      \
+            if (!on_path("npm"))                                                                               \
+                GTEST_SKIP() << "npm is not available, so s3rver (the S3 stand-in, an npm package) cannot be " \
+                                "installed; S3 uploads are not tested here";                                   \
+            FAIL() << "s3rver is not installed at " << s3rver_path() << ": run bin/install-deps";              \
+        }                                                                                                      \
+        if (!on_path("aws")) FAIL() << "the AWS CLI is not installed: run bin/install-deps";                   \
     } while (0)
 
 }  // namespace

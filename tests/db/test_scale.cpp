@@ -64,8 +64,8 @@ std::string dump(TestDatabase& db, const std::string& sql, int columns) {
 
 bool has(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
 
-const std::string kPublished =
-    "SELECT " + certificate_column_list() + " FROM epc.domestic_certificates ORDER BY cert_key";
+const std::string kPublished = "SELECT " + certificate_column_list() +
+                               " FROM epc.domestic_certificates ORDER BY cert_key";
 const char* kRejects = "SELECT file_no, line_no, reason, detail FROM epc.reject_domestic ORDER BY 1, 2, 3";
 
 }  // namespace
@@ -89,8 +89,8 @@ TEST(Shards, LoadedTogetherTheyPublishExactlyWhatOneProcessDoes) {
     std::vector<std::string> reports;
     for (int i = 0; i < n; ++i) {
         reports.push_back(scratch("shard-report-" + std::to_string(i)) + ".json");
-        std::vector<std::string> argv = {EPC_IMPORT_BIN, "load", "--zip", zip, "--db", sharded.conninfo(),
-                                         "--jobs", "1", "--report", reports.back()};
+        std::vector<std::string> argv = {EPC_IMPORT_BIN,     "load",   "--zip", zip,        "--db",
+                                         sharded.conninfo(), "--jobs", "1",     "--report", reports.back()};
         std::vector<std::string> env;
         if (i == n - 1) {
             env = epc::test::environment_with(
@@ -98,8 +98,8 @@ TEST(Shards, LoadedTogetherTheyPublishExactlyWhatOneProcessDoes) {
         } else {
             argv.insert(argv.end(), {"--shard", std::to_string(i) + "/" + std::to_string(n)});
         }
-        shards.push_back(std::make_unique<Process>(argv, scratch("shard-" + std::to_string(i)),
-                                                   env.empty() ? nullptr : &env));
+        shards.push_back(
+            std::make_unique<Process>(argv, scratch("shard-" + std::to_string(i)), env.empty() ? nullptr : &env));
     }
     int completed = 0;
     std::set<int> files_seen;
@@ -142,7 +142,8 @@ TEST(Shards, LocksKeepShardsAndOrdinaryRunsApart) {
     const std::string zip = make_zip(fo, "shard-locks");
     TestDatabase db;
     db::Connection holder = db.connect();
-    const std::string type_lock = std::to_string(db::kLockNamespace) + ", " + std::to_string(db::lock_object(CertType::domestic));
+    const std::string type_lock = std::to_string(db::kLockNamespace) + ", " +
+                                  std::to_string(db::lock_object(CertType::domestic));
 
     holder.exec("SELECT pg_advisory_lock(" + type_lock + ")");  // an ordinary run is going on
     Outcome shard = run({"load", "--zip", zip, "--db", db.conninfo(), "--shard", "0/2"});
@@ -284,12 +285,12 @@ std::vector<std::string> aws_environment() {
     std::vector<std::string> env;
     for (const std::string& kv : epc::test::environment_with({}))
         if (kv.rfind("AWS_", 0) != 0) env.push_back(kv);
-    env.insert(env.end(), {"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=example", "AWS_DEFAULT_REGION=eu-west-2",
-                           "AWS_CONFIG_FILE=" + none, "AWS_SHARED_CREDENTIALS_FILE=" + none,
-                           "AWS_EC2_METADATA_DISABLED=true", "AWS_MAX_ATTEMPTS=1"});
+    env.insert(env.end(),
+               {"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=example", "AWS_DEFAULT_REGION=eu-west-2",
+                "AWS_CONFIG_FILE=" + none, "AWS_SHARED_CREDENTIALS_FILE=" + none, "AWS_EC2_METADATA_DISABLED=true",
+                "AWS_MAX_ATTEMPTS=1"});
     return env;
 }
-
 
 }  // namespace
 
@@ -302,9 +303,16 @@ TEST(Schedule, CheckReleaseSubmitsTheImportToAwsBatchOnlyWhenThereIsANewRelease)
     BatchStandIn batch;
     TestDatabase db;
     const std::vector<std::string> env = aws_environment();
-    const std::vector<std::string> common = {"--base-url", svc.base_url(), "--db", db.conninfo(),
-                                             "--credentials-file", epc::test::credentials_file(svc, scratch("submit.env")),
-                                             "--batch-endpoint-url", batch.url(), "--submit-queue", "epc-queue"};
+    const std::vector<std::string> common = {"--base-url",
+                                             svc.base_url(),
+                                             "--db",
+                                             db.conninfo(),
+                                             "--credentials-file",
+                                             epc::test::credentials_file(svc, scratch("submit.env")),
+                                             "--batch-endpoint-url",
+                                             batch.url(),
+                                             "--submit-queue",
+                                             "epc-queue"};
     auto check = [&](std::vector<std::string> args) {
         args.insert(args.begin(), "check-release");
         args.insert(args.end(), common.begin(), common.end());
@@ -405,8 +413,8 @@ TEST(Schedule, DocumentedCrontabLineStartedTwiceAtOnceImportsOnce) {
     command = std::regex_replace(command, std::regex("/var/lib/epc-import"), home);
     command = std::regex_replace(command, std::regex("(^|[ ;&|{(])epc-import "),
                                  "$1" + std::string(EPC_IMPORT_BIN) + " --base-url " + svc.base_url() + " ");
-    const std::vector<std::string> env =
-        epc::test::environment_with({"PGDATABASE=" + db.name(), "EPC_TOKEN=" + svc.token});
+    const std::vector<std::string> env = epc::test::environment_with(
+        {"PGDATABASE=" + db.name(), "EPC_TOKEN=" + svc.token});
 
     Process first({"/bin/sh", "-c", command}, scratch("cron-1"), &env);
     Process second({"/bin/sh", "-c", command}, scratch("cron-2"), &env);
@@ -458,7 +466,8 @@ TEST(Operability, EveryStageLogsStartEndCountsAndRateAsJsonLines) {
     }
     auto logged = [&](const std::string& pattern) {
         std::regex re(pattern);
-        return std::any_of(messages.begin(), messages.end(), [&](const std::string& m) { return std::regex_search(m, re); });
+        return std::any_of(messages.begin(), messages.end(),
+                           [&](const std::string& m) { return std::regex_search(m, re); });
     };
     EXPECT_TRUE(logged("^extract: inspecting "));
     EXPECT_TRUE(logged("^load: shard 0/2 of run 1: [0-9]+ of the [0-9]+ files"));

@@ -90,12 +90,12 @@ TEST(Schema, ADatabaseOfRelease01IsUpgradedKeepingItsHistory) {
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.display_certificates"), display_rows);
 
     // The version is recorded, and what version 2 brought is there.
-    EXPECT_EQ(db.scalar("SELECT string_agg(version || ':' || applied_by, ',' ORDER BY version) FROM epc.schema_version"),
-              "1:found in the database (an epc-import before 0.2),2:epc-import " EPC_VERSION
-              ",3:epc-import " EPC_VERSION);
+    EXPECT_EQ(
+        db.scalar("SELECT string_agg(version || ':' || applied_by, ',' ORDER BY version) FROM epc.schema_version"),
+        "1:found in the database (an epc-import before 0.2),2:epc-import " EPC_VERSION ",3:epc-import " EPC_VERSION);
     EXPECT_EQ(db.count("SELECT count(*) FROM pg_constraint WHERE conname = 'import_run_status_check'"), 1);
-    EXPECT_EQ(db.count("SELECT count(*) FROM pg_indexes WHERE schemaname = 'epc' AND indexname = 'import_run_type_run'"),
-              1);
+    EXPECT_EQ(
+        db.count("SELECT count(*) FROM pg_indexes WHERE schemaname = 'epc' AND indexname = 'import_run_type_run'"), 1);
     // What version 3 brought: the 'reverted' status is allowed, and the undo bookkeeping exists.
     EXPECT_EQ(db.count("SELECT count(*) FROM pg_constraint WHERE conname = 'import_run_status_check' "
                        "AND pg_get_constraintdef(oid) LIKE '%reverted%'"),
@@ -108,7 +108,8 @@ TEST(Schema, ADatabaseOfRelease01IsUpgradedKeepingItsHistory) {
 
 TEST(Schema, ANewDatabaseStartsAtTheCurrentVersion) {
     TestDatabase db;
-    epc::test::Outcome load = import({"load", "--zip", release_zip("schema-new", 32), "--db", db.conninfo()}, "schema-new");
+    epc::test::Outcome load = import({"load", "--zip", release_zip("schema-new", 32), "--db", db.conninfo()},
+                                     "schema-new");
     ASSERT_EQ(load.exit_code, 0) << load.err;
     db::Connection c = db.connect();
     EXPECT_EQ(db::database_schema_version(c), db::current_schema_version());

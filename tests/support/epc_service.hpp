@@ -8,11 +8,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
 #include <stdexcept>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,18 +62,18 @@ inline std::string base64(const std::string& in) {
 
 // Misbehaviour, consumed as it happens (counts go down).
 struct Faults {
-    int service_500 = 0;              // the next N file requests to the service answer 500
-    int service_429 = 0;              // ... answer 429 with Retry-After: retry_after
-    int service_503 = 0;              // ... answer 503 with Retry-After: retry_after
+    int service_500 = 0;  // the next N file requests to the service answer 500
+    int service_429 = 0;  // ... answer 429 with Retry-After: retry_after
+    int service_503 = 0;  // ... answer 503 with Retry-After: retry_after
     std::string retry_after = "1";
-    int s3_500 = 0;                   // the next N S3 requests answer 500
-    int cuts = 0;                     // the next N S3 transfers close the connection mid-body ...
-    std::size_t cut_after = 0;        // ... after this many body bytes (0: half of that answer)
-    int expired = 0;                  // the next N presigned URLs are issued already expired
-    long long size_delta = 0;         // added to the size the service advertises
-    bool ignore_range = false;        // S3 answers a Range request with 200 and the whole file
-    bool missing = false;             // the service answers 404 for the file and its info
-    int stall_ms = 0;                 // with a cut: sleep this long before closing the connection
+    int s3_500 = 0;             // the next N S3 requests answer 500
+    int cuts = 0;               // the next N S3 transfers close the connection mid-body ...
+    std::size_t cut_after = 0;  // ... after this many body bytes (0: half of that answer)
+    int expired = 0;            // the next N presigned URLs are issued already expired
+    long long size_delta = 0;   // added to the size the service advertises
+    bool ignore_range = false;  // S3 answers a Range request with 200 and the whole file
+    bool missing = false;       // the service answers 404 for the file and its info
+    int stall_ms = 0;           // with a cut: sleep this long before closing the connection
 };
 
 // Where a stand-in listens. Tests: loopback, ports chosen by the system. The compose trial
@@ -93,10 +93,10 @@ public:
     const std::string email = "importer@example.org";
     const std::string api_key = "key-9d8c7b6a5f4e3d2c1b0a";
     const std::string login_token = "lt-5e6f7a8b9c0d1e2f3a4b5c6d";  // legacy login-with-token link
-    const std::string session = "sess-0a1b2c3d4e5f60718293a4b5";   // the cookie that link sets
-    std::string last_updated = "2026-11-01T03:04:05Z";  // tests change it to publish a new release
-    int expiry_s = 30;        // presigned URLs expire after this many seconds
-    bool single_use = true;   // a presigned URL works once
+    const std::string session = "sess-0a1b2c3d4e5f60718293a4b5";    // the cookie that link sets
+    std::string last_updated = "2026-11-01T03:04:05Z";              // tests change it to publish a new release
+    int expiry_s = 30;                                              // presigned URLs expire after this many seconds
+    bool single_use = true;                                         // a presigned URL works once
     std::atomic<int> s3_delay_ms{0};  // every S3 transfer starts this late: makes a download last
 
     EpcService(std::string body, std::string type = "domestic", Listen listen = Listen())
@@ -108,7 +108,8 @@ public:
         };
         port_ = bind(service_, listen.port);
         s3_port_ = bind(s3_, listen.s3_port);
-        if (port_ <= 0 || s3_port_ <= 0) throw std::runtime_error("stand-in EPC service: cannot bind to " + listen.bind);
+        if (port_ <= 0 || s3_port_ <= 0)
+            throw std::runtime_error("stand-in EPC service: cannot bind to " + listen.bind);
         threads_.emplace_back([this] { service_.listen_after_bind(); });
         threads_.emplace_back([this] { s3_.listen_after_bind(); });
         for (int i = 0; i < 500 && !(service_.is_running() && s3_.is_running()); ++i)
@@ -181,7 +182,9 @@ private:
         return req.get_header_value("Cookie").find("_epc_session=" + session) != std::string::npos;
     }
 
-    std::string file_name(bool legacy) const { return legacy ? "all-" + type_ + "-certificates.zip" : type_ + "-csv.zip"; }
+    std::string file_name(bool legacy) const {
+        return legacy ? "all-" + type_ + "-certificates.zip" : type_ + "-csv.zip";
+    }
 
     // The service's answer to a file request: faults, then a 302 to a fresh presigned URL.
     void redirect(httplib::Response& res, bool legacy) {

@@ -138,13 +138,15 @@ private:
     static std::string compact(const std::string& s) {
         std::string out;
         for (char c : s)
-            if (!std::isspace(static_cast<unsigned char>(c))) out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+            if (!std::isspace(static_cast<unsigned char>(c)))
+                out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
         return out;
     }
 
     void handle(const httplib::Request& req, httplib::Response& res) {
         int now_running = ++concurrent_;
-        for (int seen = max_concurrent_; now_running > seen && !max_concurrent_.compare_exchange_weak(seen, now_running);) {
+        for (int seen = max_concurrent_;
+             now_running > seen && !max_concurrent_.compare_exchange_weak(seen, now_running);) {
         }
         struct Leave {
             std::atomic<int>& n;
@@ -179,13 +181,12 @@ private:
         }
         if (fault && fault->type == Fault::Type::cut) {
             // Announce a long body, send a piece, then drop the connection.
-            res.set_content_provider(
-                100000, "application/json",
-                [](std::size_t offset, std::size_t, httplib::DataSink& sink) {
-                    if (offset > 0) return false;
-                    sink.write("{\"status\":", 10);
-                    return true;
-                });
+            res.set_content_provider(100000, "application/json",
+                                     [](std::size_t offset, std::size_t, httplib::DataSink& sink) {
+                                         if (offset > 0) return false;
+                                         sink.write("{\"status\":", 10);
+                                         return true;
+                                     });
             return;
         }
         if (fault && fault->type == Fault::Type::no_match) places.clear();
@@ -193,7 +194,9 @@ private:
         if (kind_ == Kind::google || kind_ == Kind::os_places) {
             if (req.get_param_value("key") != api_key_) {
                 if (kind_ == Kind::google) {
-                    reply(res, {{"status", "REQUEST_DENIED"}, {"error_message", "The provided API key is invalid."}, {"results", nlohmann::json::array()}});
+                    reply(res, {{"status", "REQUEST_DENIED"},
+                                {"error_message", "The provided API key is invalid."},
+                                {"results", nlohmann::json::array()}});
                 } else {
                     res.status = 401;
                     reply(res, {{"fault", {{"faultstring", "Invalid ApiKey"}}}});
@@ -213,7 +216,9 @@ private:
         }
     }
 
-    static void reply(httplib::Response& res, const nlohmann::json& body) { res.set_content(body.dump(), "application/json"); }
+    static void reply(httplib::Response& res, const nlohmann::json& body) {
+        res.set_content(body.dump(), "application/json");
+    }
 
     static const Place* find_text(const std::vector<Place>& places, const std::string& text) {
         for (const auto& p : places)
@@ -225,12 +230,16 @@ private:
         auto body = nlohmann::json::parse(req.body, nullptr, false);
         if (body.is_discarded() || !body.is_object() || !body["postcodes"].is_array()) {
             res.status = 400;
-            reply(res, {{"status", 400}, {"error", "Invalid JSON submitted. You need to submit a JSON object with an array of postcodes"}});
+            reply(res,
+                  {{"status", 400},
+                   {"error", "Invalid JSON submitted. You need to submit a JSON object with an array of postcodes"}});
             return;
         }
         if (body["postcodes"].size() > 100) {  // as the real service does
             res.status = 400;
-            reply(res, {{"status", 400}, {"error", "Too many postcodes submitted. Up to 100 postcodes can be bulk requested at a time"}});
+            reply(res,
+                  {{"status", 400},
+                   {"error", "Too many postcodes submitted. Up to 100 postcodes can be bulk requested at a time"}});
             return;
         }
         nlohmann::json result = nlohmann::json::array();
@@ -239,7 +248,11 @@ private:
             nlohmann::json r = nullptr;
             for (const auto& p : places)
                 if (compact(p.match) == compact(pc))
-                    r = {{"postcode", p.match}, {"quality", 1}, {"country", "England"}, {"latitude", p.latitude}, {"longitude", p.longitude}};
+                    r = {{"postcode", p.match},
+                         {"quality", 1},
+                         {"country", "England"},
+                         {"latitude", p.latitude},
+                         {"longitude", p.longitude}};
             result.push_back({{"query", pc}, {"result", r}});
         }
         reply(res, {{"status", 200}, {"result", result}});
@@ -252,9 +265,10 @@ private:
             return;
         }
         nlohmann::json location = {{"lat", p->latitude}, {"lng", p->longitude}};
-        nlohmann::json result = {{"formatted_address", p->match + ", UK"},
-                                 {"geometry", {{"location", location}, {"location_type", p->type.empty() ? "ROOFTOP" : p->type}}},
-                                 {"types", nlohmann::json::array({"street_address"})}};
+        nlohmann::json result = {
+            {"formatted_address", p->match + ", UK"},
+            {"geometry", {{"location", location}, {"location_type", p->type.empty() ? "ROOFTOP" : p->type}}},
+            {"types", nlohmann::json::array({"street_address"})}};
         reply(res, {{"status", "OK"}, {"results", nlohmann::json::array({result})}});
     }
 
@@ -270,26 +284,37 @@ private:
             return;
         }
         std::string type = p->type.empty() ? "house" : p->type;
-        nlohmann::json place = {{"place_id", 1}, {"lat", std::to_string(p->latitude)}, {"lon", std::to_string(p->longitude)},
-                                {"category", type == "house" ? "place" : "highway"}, {"type", type},
-                                {"addresstype", type == "house" ? "place" : "road"}, {"display_name", p->match}};
+        nlohmann::json place = {{"place_id", 1},
+                                {"lat", std::to_string(p->latitude)},
+                                {"lon", std::to_string(p->longitude)},
+                                {"category", type == "house" ? "place" : "highway"},
+                                {"type", type},
+                                {"addresstype", type == "house" ? "place" : "road"},
+                                {"display_name", p->match}};
         reply(res, nlohmann::json::array({place}));
     }
 
     void answer_os_places(const httplib::Request& req, httplib::Response& res, const std::vector<Place>& places) {
         bool by_uprn = req.path == "/search/places/v1/uprn";
-        nlohmann::json header = {{"uri", req.path}, {"query", by_uprn ? req.get_param_value("uprn") : req.get_param_value("query")},
-                                 {"offset", 0}, {"totalresults", 0}};
+        nlohmann::json header = {{"uri", req.path},
+                                 {"query", by_uprn ? req.get_param_value("uprn") : req.get_param_value("query")},
+                                 {"offset", 0},
+                                 {"totalresults", 0}};
         const Place* p = nullptr;
         for (const auto& place : places)
-            if (by_uprn ? place.match == req.get_param_value("uprn") : req.get_param_value("query").find(place.match) != std::string::npos)
+            if (by_uprn ? place.match == req.get_param_value("uprn")
+                        : req.get_param_value("query").find(place.match) != std::string::npos)
                 p = &place;
         if (!p || req.get_param_value("output_srs") != "EPSG:4326") {
             reply(res, {{"header", header}});  // no `results` key at all, as the real API
             return;
         }
         header["totalresults"] = 1;
-        nlohmann::json dpa = {{"UPRN", "100000000001"}, {"ADDRESS", p->match}, {"LAT", p->latitude}, {"LNG", p->longitude}, {"MATCH", 1.0}};
+        nlohmann::json dpa = {{"UPRN", "100000000001"},
+                              {"ADDRESS", p->match},
+                              {"LAT", p->latitude},
+                              {"LNG", p->longitude},
+                              {"MATCH", 1.0}};
         reply(res, {{"header", header}, {"results", nlohmann::json::array({nlohmann::json{{"DPA", dpa}}})}});
     }
 

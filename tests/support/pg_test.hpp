@@ -11,10 +11,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <thread>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "epc/db/columns.hpp"
 #include "epc/db/connection.hpp"

@@ -43,13 +43,13 @@ inline void write_zip(const std::string& path, const Entries& entries) {
 // An entry of a zip written byte by byte, for what libzip will not write: Zip64 records on small
 // entries, a CRC-32 or size the data does not match, a cut deflate stream, stored entries.
 struct RawEntry {
-    std::string name;                    // "dir/" = a directory
+    std::string name;  // "dir/" = a directory
     std::string content;
-    bool deflate = true;                 // else stored
-    bool zip64 = false;                  // sizes and offset in Zip64 extra fields, as in archives over 4 GB
-    std::optional<std::uint32_t> crc;    // the CRC-32 the headers declare; default: the content's
-    std::optional<std::uint64_t> size;   // the uncompressed size they declare; default: the content's
-    std::size_t cut = 0;                 // bytes dropped off the end of the compressed data
+    bool deflate = true;                // else stored
+    bool zip64 = false;                 // sizes and offset in Zip64 extra fields, as in archives over 4 GB
+    std::optional<std::uint32_t> crc;   // the CRC-32 the headers declare; default: the content's
+    std::optional<std::uint64_t> size;  // the uncompressed size they declare; default: the content's
+    std::size_t cut = 0;                // bytes dropped off the end of the compressed data
 };
 
 namespace detail {
@@ -87,19 +87,19 @@ inline void put_header(std::string& out, const RawEntry& e, const Written& w, bo
     put(out, central ? 0x02014b50 : 0x04034b50, 4);
     if (central) put(out, (3 << 8) | version, 2);  // made by: Unix
     put(out, version, 2);
-    put(out, 0, 2);                                // flags
+    put(out, 0, 2);  // flags
     put(out, w.method, 2);
-    put(out, 0, 2);                                // time
-    put(out, (45 << 9) | (1 << 5) | 1, 2);         // date: 2025-01-01
+    put(out, 0, 2);                         // time
+    put(out, (45 << 9) | (1 << 5) | 1, 2);  // date: 2025-01-01
     put(out, w.crc, 4);
     put(out, e.zip64 ? 0xFFFFFFFF : w.comp_size, 4);
     put(out, e.zip64 ? 0xFFFFFFFF : w.size, 4);
     put(out, e.name.size(), 2);
     put(out, e.zip64 ? (central ? 28 : 20) : 0, 2);
     if (central) {
-        put(out, 0, 2);                            // comment
-        put(out, 0, 2);                            // disk
-        put(out, 0, 2);                            // internal attributes
+        put(out, 0, 2);  // comment
+        put(out, 0, 2);  // disk
+        put(out, 0, 2);  // internal attributes
         put(out, e.name.back() == '/' ? 0x41ED0010 : 0x81A40000, 4);
         put(out, e.zip64 ? 0xFFFFFFFF : w.offset, 4);
     }
@@ -118,7 +118,7 @@ inline void put_end(std::string& out, std::size_t entries, std::uint64_t cd_offs
     if (zip64) {
         const std::uint64_t record = out.size();
         put(out, 0x06064b50, 4);
-        put(out, 44, 8);   // size of the rest of the record
+        put(out, 44, 8);  // size of the rest of the record
         put(out, (3 << 8) | 45, 2);
         put(out, 45, 2);
         put(out, 0, 4);

@@ -12,8 +12,8 @@
 // When every server listens it prints one JSON line on stdout, e.g.
 //   {"epc_base_url":"http://127.0.0.1:40123","token":"tok-...","postcodes_io_url":"http://127.0.0.1:40125"}
 // (keys only for the servers asked for), then runs until SIGINT or SIGTERM.
-#include <CLI/CLI.hpp>
 #include <httplib.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <netinet/in.h>
@@ -41,7 +41,8 @@ namespace {
 std::string compact(const std::string& s) {
     std::string out;
     for (char c : s)
-        if (!std::isspace(static_cast<unsigned char>(c))) out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        if (!std::isspace(static_cast<unsigned char>(c)))
+            out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     return out;
 }
 
@@ -81,8 +82,11 @@ nlohmann::json lookup(const std::string& query) {
     const std::uint64_t h = fnv1a(pc);
     const double latitude = 50.0 + 5.0 * static_cast<double>(h & 0xffffffffu) / 4294967296.0;
     const double longitude = -5.0 + 6.0 * static_cast<double>(h >> 32) / 4294967296.0;
-    return {{"postcode", spaced(pc)}, {"quality", 1}, {"country", "England"},
-            {"latitude", latitude},   {"longitude", longitude}};
+    return {{"postcode", spaced(pc)},
+            {"quality", 1},
+            {"country", "England"},
+            {"latitude", latitude},
+            {"longitude", longitude}};
 }
 
 // "; charset=utf-8" as the real postcodes.io sends it; it also keeps cpp-httplib (0.11) from
@@ -114,10 +118,12 @@ public:
             if (r.is_null()) return reply(res, 404, {{"status", 404}, {"error", "Postcode not found"}});
             reply(res, 200, {{"status", 200}, {"result", r}});
         });
-        port_ = port == 0 ? server_.bind_to_any_port(listen.bind) : (server_.bind_to_port(listen.bind, port) ? port : -1);
+        port_ = port == 0 ? server_.bind_to_any_port(listen.bind)
+                          : (server_.bind_to_port(listen.bind, port) ? port : -1);
         if (port_ <= 0) throw std::runtime_error("postcodes.io stand-in: cannot bind to " + listen.bind);
         thread_ = std::thread([this] { server_.listen_after_bind(); });
-        for (int i = 0; i < 500 && !server_.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        for (int i = 0; i < 500 && !server_.is_running(); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
 
     ~PostcodesIo() {
@@ -142,11 +148,15 @@ private:
         wait();
         auto body = nlohmann::json::parse(req.body, nullptr, false);
         if (body.is_discarded() || !body.is_object() || !body.contains("postcodes") || !body["postcodes"].is_array())
-            return reply(res, 400, {{"status", 400},
-                                    {"error", "Invalid JSON submitted. You need to submit a JSON object with an array of postcodes"}});
+            return reply(
+                res, 400,
+                {{"status", 400},
+                 {"error", "Invalid JSON submitted. You need to submit a JSON object with an array of postcodes"}});
         if (body["postcodes"].size() > 100)  // as the real service does
-            return reply(res, 400, {{"status", 400},
-                                    {"error", "Too many postcodes submitted. Up to 100 postcodes can be bulk requested at a time"}});
+            return reply(
+                res, 400,
+                {{"status", 400},
+                 {"error", "Too many postcodes submitted. Up to 100 postcodes can be bulk requested at a time"}});
         nlohmann::json result = nlohmann::json::array();
         for (const auto& q : body["postcodes"]) {
             std::string pc = q.is_string() ? q.get<std::string>() : "";
@@ -175,12 +185,14 @@ std::string read_file(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    CLI::App app{"Runs the EPC service and/or postcodes.io stand-ins (on 127.0.0.1 unless --host) until SIGINT/SIGTERM; prints "
-                 "their URLs as one JSON line on stdout when they listen."};
+    CLI::App app{
+        "Runs the EPC service and/or postcodes.io stand-ins (on 127.0.0.1 unless --host) until SIGINT/SIGTERM; prints "
+        "their URLs as one JSON line on stdout when they listen."};
     std::string epc_zip, certtype = "domestic";
     bool postcodes_io = false;
     int latency_ms = 0, threads = 32;
-    app.add_option("--epc-zip", epc_zip, "serve this file as the current EPC service's download")->check(CLI::ExistingFile);
+    app.add_option("--epc-zip", epc_zip, "serve this file as the current EPC service's download")
+        ->check(CLI::ExistingFile);
     app.add_option("--certtype", certtype, "the certificate type the EPC service offers")
         ->check(CLI::IsMember({"domestic", "non-domestic", "display"}));
     app.add_flag("--postcodes-io", postcodes_io, "run the postcodes.io stand-in (knows every well-formed postcode)");
@@ -195,7 +207,8 @@ int main(int argc, char** argv) {
                    "host name in the URLs handed out (the ready line, the redirect to the S3 host); default: --host, "
                    "or 127.0.0.1 for 0.0.0.0");
     app.add_option("--epc-port", listen.port, "EPC service port (default: any free port)")->check(CLI::Range(0, 65535));
-    app.add_option("--s3-port", listen.s3_port, "its S3 host's port (default: any free port)")->check(CLI::Range(0, 65535));
+    app.add_option("--s3-port", listen.s3_port, "its S3 host's port (default: any free port)")
+        ->check(CLI::Range(0, 65535));
     app.add_option("--postcodes-io-port", postcodes_io_port, "postcodes.io port (default: any free port)")
         ->check(CLI::Range(0, 65535));
     CLI11_PARSE(app, argc, argv);

@@ -13,7 +13,8 @@ using epc::test::Entries;
 
 namespace {
 
-const std::string kHeader = "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
+const std::string kHeader =
+    "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
 const std::string kRow = "1,\"1, A Road\",AB1 2CD,2020-01-01,rental,50,1,E06000001\n";
 const std::string kRecs = "LMK_KEY,IMPROVEMENT_ITEM\n1,1\n";
 
@@ -68,8 +69,11 @@ TEST(Archive, ValidCurrentAndSingleLayouts) {
     EXPECT_EQ(current.layout, Layout::current);
     EXPECT_EQ(current.files.size(), 2u);
 
-    ArchiveInfo single = inspect({{"certificates.csv", kHeader + kRow}, {"recommendations.csv", kRecs},
-                                  {"schema.json", "{}"}, {"columns.csv", "a"}, {"LICENCE.txt", "OGL"}});
+    ArchiveInfo single = inspect({{"certificates.csv", kHeader + kRow},
+                                  {"recommendations.csv", kRecs},
+                                  {"schema.json", "{}"},
+                                  {"columns.csv", "a"},
+                                  {"LICENCE.txt", "OGL"}});
     EXPECT_TRUE(single.problems.empty());
     EXPECT_EQ(single.layout, Layout::single);
     EXPECT_TRUE(single.warnings.empty());
@@ -86,12 +90,12 @@ TEST(Archive, IdentityChangesWithContent) {
 TEST(Archive, ReportsEveryProblemNotJustTheFirst) {
     ArchiveInfo a = inspect(concat({
         legacy_dir("domestic-E06000001-Hartlepool"),
-        legacy_dir("domestic-X99-Nowhere"),                                   // bad name
+        legacy_dir("domestic-X99-Nowhere"),                                       // bad name
         {{"domestic-E06000002-Middlesbrough/certificates.csv", kHeader + kRow}},  // no recommendations
-        legacy_dir("domestic-E06000003-Redcar-and-Cleveland", ""),          // empty certificates
-        legacy_dir("domestic-E06000004-Stockton-on-Tees", "KEY,DATE\n1,2\n"),  // no key column
-        legacy_dir("non-domestic-E06000005-Darlington"),                    // wrong type
-        {{"../../evil.txt", "x"}},                                          // escapes
+        legacy_dir("domestic-E06000003-Redcar-and-Cleveland", ""),                // empty certificates
+        legacy_dir("domestic-E06000004-Stockton-on-Tees", "KEY,DATE\n1,2\n"),     // no key column
+        legacy_dir("non-domestic-E06000005-Darlington"),                          // wrong type
+        {{"../../evil.txt", "x"}},                                                // escapes
     }));
     EXPECT_TRUE(mentions(a.problems, "'domestic-X99-Nowhere/' does not match")) << a.problems.size();
     EXPECT_TRUE(mentions(a.problems, "domestic-E06000002-Middlesbrough/' has no recommendations.csv"));
@@ -103,7 +107,8 @@ TEST(Archive, ReportsEveryProblemNotJustTheFirst) {
 }
 
 TEST(Archive, ExpectedDirectoryCountIsEnforcedOnlyWhenAsked) {
-    Entries two = concat({legacy_dir("domestic-E06000001-Hartlepool"), legacy_dir("domestic-W06000001-Isle-of-Anglesey")});
+    Entries two = concat(
+        {legacy_dir("domestic-E06000001-Hartlepool"), legacy_dir("domestic-W06000001-Isle-of-Anglesey")});
     EXPECT_TRUE(inspect(two).problems.empty());
     EXPECT_TRUE(inspect(two, {CertType::domestic, 2}).problems.empty());
     ArchiveInfo wrong = inspect(two, {CertType::domestic, 349});
@@ -112,7 +117,8 @@ TEST(Archive, ExpectedDirectoryCountIsEnforcedOnlyWhenAsked) {
 }
 
 TEST(Archive, CurrentLayoutNeedsPairs) {
-    ArchiveInfo a = inspect({{"certificates-2024.csv", kHeader + kRow}, {"recommendations-2025.csv", kRecs},
+    ArchiveInfo a = inspect({{"certificates-2024.csv", kHeader + kRow},
+                             {"recommendations-2025.csv", kRecs},
                              {"certificates-2025.csv", kHeader + kRow}});
     EXPECT_TRUE(mentions(a.problems, "recommendations-2024.csv is missing"));
     EXPECT_EQ(a.problems.size(), 1u);
@@ -157,7 +163,8 @@ TEST(Archive, CorruptDataIsCaughtWhileStreaming) {
     // so only inflating (CRC/inflate error) can tell.
     std::string path = tmp("corrupt.zip");
     std::string body = kHeader;
-    for (int i = 0; i < 20000; ++i) body += std::to_string(i) + ",\"" + std::to_string(i * 7919) + " Road\",X,2020-01-01,a,1,1,E\n";
+    for (int i = 0; i < 20000; ++i)
+        body += std::to_string(i) + ",\"" + std::to_string(i * 7919) + " Road\",X,2020-01-01,a,1,1,E\n";
     epc::test::write_zip(path, legacy_dir("domestic-E06000001-Hartlepool", body));
     std::string bytes;
     {
@@ -205,7 +212,7 @@ epc::test::RawEntry raw(std::string content, bool deflate, bool zip64) {
 }
 
 struct Streamed {
-    std::string text;           // what read() handed out before the end or the error
+    std::string text;  // what read() handed out before the end or the error
     std::optional<Error> error;
     EntryDecoder decoder = EntryDecoder::libzip;
 };
@@ -264,8 +271,9 @@ TEST(EntrySource, CrcMismatchIsCaughtBeforeTheLastBytesAreHandedOn) {
     for (bool deflate : {true, false})
         for (bool zip64 : {false, true}) {
             epc::test::RawEntry e = raw(csv, deflate, zip64);
-            e.crc = static_cast<std::uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(csv.data()),
-                                                     static_cast<uInt>(csv.size()))) ^ 0x1;
+            e.crc = static_cast<std::uint32_t>(
+                        crc32(0, reinterpret_cast<const Bytef*>(csv.data()), static_cast<uInt>(csv.size()))) ^
+                    0x1;
             Streamed s = stream_raw(e);
             ASSERT_TRUE(s.error) << describe(deflate, zip64);
             EXPECT_EQ(s.error->code(), exit_invalid_archive);

@@ -44,15 +44,14 @@ const std::vector<Layout> kLayouts = {Layout::legacy, Layout::current, Layout::s
 TEST(Columns, TodaysColumnsAndTypes) {
     EXPECT_EQ(certificate_column_list(),
               "cert_key, lodgement_date, transaction_type, total_floor_area, address, postcode, uprn, local_authority");
-    EXPECT_EQ(certificate_columns_ddl(),
-              "\n    cert_key         text NOT NULL,"
-              "\n    lodgement_date   date NOT NULL,"
-              "\n    transaction_type text,"
-              "\n    total_floor_area numeric,"
-              "\n    address          text,"
-              "\n    postcode         text,"
-              "\n    uprn             bigint,"
-              "\n    local_authority  text");
+    EXPECT_EQ(certificate_columns_ddl(), "\n    cert_key         text NOT NULL,"
+                                         "\n    lodgement_date   date NOT NULL,"
+                                         "\n    transaction_type text,"
+                                         "\n    total_floor_area numeric,"
+                                         "\n    address          text,"
+                                         "\n    postcode         text,"
+                                         "\n    uprn             bigint,"
+                                         "\n    local_authority  text");
     EXPECT_EQ(staging_column_list(), certificate_column_list() + ", file_no, line_no, address_key");
     EXPECT_EQ(staging_column_count(), 11u);
 }
@@ -199,8 +198,8 @@ TEST(Columns, AddressFromPartsWhenNoAddressColumn) {
 }
 
 TEST(Columns, DisplayFilesNeedNoTransactionType) {
-    const std::vector<std::string> header = {"LMK_KEY", "LODGEMENT_DATE", "TOTAL_FLOOR_AREA", "ADDRESS",
-                                             "POSTCODE", "UPRN", "LOCAL_AUTHORITY"};
+    const std::vector<std::string> header = {"LMK_KEY",  "LODGEMENT_DATE", "TOTAL_FLOOR_AREA", "ADDRESS",
+                                             "POSTCODE", "UPRN",           "LOCAL_AUTHORITY"};
     EXPECT_TRUE(map_header(views(header), CertType::display).missing_optional.empty());
     EXPECT_EQ(map_header(views(header), CertType::domestic).missing_optional,
               (std::vector<std::string>{"TRANSACTION_TYPE"}));

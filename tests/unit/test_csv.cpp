@@ -105,7 +105,8 @@ TEST(Csv, NulBytesAndInvalidBytesDoNotCutRecords) {
     auto rows = parse(text);
     ASSERT_EQ(rows.size(), 3u);
     EXPECT_EQ(rows[1].fields.size(), 3u);
-    EXPECT_EQ(rows[1].fields[1], std::string("a\xFE" "b"));
+    EXPECT_EQ(rows[1].fields[1], std::string("a\xFE"
+                                             "b"));
     EXPECT_EQ(rows[1].fields[2], std::string("q\xFEr"));  // a real 0xFF is not taken for a newline
     EXPECT_EQ(rows[2].fields, (Fields{"2", "c", "d"}));
 }
@@ -118,8 +119,7 @@ TEST(Csv, UnclosedQuoteCostsOneRecordNotTheFile) {
     auto rows = parse(text);
     ASSERT_GE(rows.size(), 6u);
     // The last five records come through intact.
-    for (int i = 0; i < 5; ++i)
-        EXPECT_EQ(rows[rows.size() - 5 + i].fields, (Fields{std::to_string(i + 10), "ok"}));
+    for (int i = 0; i < 5; ++i) EXPECT_EQ(rows[rows.size() - 5 + i].fields, (Fields{std::to_string(i + 10), "ok"}));
 }
 
 TEST(Csv, LongFileAcrossManyReadBlocks) {

@@ -10,9 +10,9 @@
 #include <random>
 #include <sstream>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "epc/extract/credentials.hpp"
 #include "epc/extract/download.hpp"
@@ -128,10 +128,12 @@ TEST(Sha256, StandardVectors) {
     EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
               "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
-    EXPECT_EQ(sha256_hex("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrs"
-                         "mnopqrstnopqrstu"),
-              "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
-    EXPECT_EQ(sha256_hex(std::string(1000000, 'a')), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    EXPECT_EQ(
+        sha256_hex("abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrs"
+                   "mnopqrstnopqrstu"),
+        "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+    EXPECT_EQ(sha256_hex(std::string(1000000, 'a')),
+              "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 TEST(Sha256, PaddingBoundariesAndSplitUpdates) {
@@ -191,7 +193,7 @@ TEST_F(Download, CurrentServiceClean) {
     EXPECT_FALSE(to_s3[0].has("Range"));
 
     std::string log = logs();
-    EXPECT_NE(log.find("%"), std::string::npos) << log;   // progress: percentage, rate, ETA
+    EXPECT_NE(log.find("%"), std::string::npos) << log;  // progress: percentage, rate, ETA
     EXPECT_NE(log.find("ETA"), std::string::npos) << log;
     EXPECT_NE(log.find("complete"), std::string::npos) << log;
 }
@@ -312,9 +314,10 @@ TEST_F(Download, CompletePartFileAnswered416IsComplete) {
     DownloadResult first = download_release(o);
     // As if the earlier run had stopped between the last byte and the rename.
     fs::rename(first.path, first.path + ".part");
-    std::ofstream(first.path + ".part.json")
-        << nlohmann::json{{"file", "domestic-csv.zip"}, {"size", body_.size()}, {"last_updated", service.last_updated}}
-               .dump();
+    std::ofstream(first.path + ".part.json") << nlohmann::json{
+        {"file", "domestic-csv.zip"},
+        {"size", body_.size()},
+        {"last_updated", service.last_updated}}.dump();
     DownloadResult r = download_release(o);
     EXPECT_EQ(read_file(r.path), body_);
     EXPECT_EQ(r.sha256, sha256_hex(body_));
@@ -575,8 +578,9 @@ TEST_F(Download, SecretsNeverReachLogsOrErrors) {
     std::string everything = log + errors_;
     ASSERT_NE(log.find("127.0.0.1"), std::string::npos);  // the logs were captured
     ASSERT_FALSE(service.signatures().empty());
-    for (const std::string& secret : {service.token, service.api_key, test::base64(service.email + ":" + service.api_key),
-                                      std::string("X-Amz-Signature"), std::string("X-Amz-Credential")})
+    for (const std::string& secret :
+         {service.token, service.api_key, test::base64(service.email + ":" + service.api_key),
+          std::string("X-Amz-Signature"), std::string("X-Amz-Credential")})
         EXPECT_EQ(everything.find(secret), std::string::npos) << secret << " in:\n" << everything;
     for (const std::string& signature : service.signatures())
         EXPECT_EQ(everything.find(signature), std::string::npos) << signature;

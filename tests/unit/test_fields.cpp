@@ -11,8 +11,9 @@ namespace {
 
 std::vector<Field> views(const std::vector<std::string>& v) { return {v.begin(), v.end()}; }
 
-const std::vector<std::string> kHeader = {"LMK_KEY",          "ADDRESS1", "ADDRESS",  "POSTCODE", "LODGEMENT_DATE",
-                                          "TRANSACTION_TYPE", "TOTAL_FLOOR_AREA", "UPRN", "LOCAL_AUTHORITY"};
+const std::vector<std::string> kHeader = {"LMK_KEY",          "ADDRESS1",       "ADDRESS",
+                                          "POSTCODE",         "LODGEMENT_DATE", "TRANSACTION_TYPE",
+                                          "TOTAL_FLOOR_AREA", "UPRN",           "LOCAL_AUTHORITY"};
 
 }  // namespace
 
@@ -54,15 +55,17 @@ TEST(Fields, CopyTextEscapesAndReplacesInvalidUtf8) {
     EXPECT_TRUE(append_copy_text(out, "caf\xE9!"));  // Latin-1 é
     EXPECT_EQ(out, "caf\xEF\xBF\xBD!");
     out.clear();
-    EXPECT_TRUE(append_copy_text(out, "\xE2\x82" "A"));  // truncated sequence: each byte replaced
-    EXPECT_EQ(out, "\xEF\xBF\xBD\xEF\xBF\xBD" "A");
+    EXPECT_TRUE(append_copy_text(out, "\xE2\x82"
+                                      "A"));  // truncated sequence: each byte replaced
+    EXPECT_EQ(out, "\xEF\xBF\xBD\xEF\xBF\xBD"
+                   "A");
     out.clear();
     EXPECT_TRUE(append_copy_text(out, "\xED\xA0\x80"));  // UTF-16 surrogate: invalid in UTF-8
     EXPECT_EQ(out, "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
 TEST(Fields, HeaderMappingIsCaseInsensitivePerType) {
-    std::vector<std::string> current = {"certificate_number", "address", "postcode", "lodgement_date",
+    std::vector<std::string> current = {"certificate_number", "address", "postcode",        "lodgement_date",
                                         "floor_area",         "uprn",    "local_authority", "extra"};
     FieldMap m = map_header(views(current), CertType::non_domestic);
     EXPECT_EQ(m.key, 0);
@@ -71,9 +74,9 @@ TEST(Fields, HeaderMappingIsCaseInsensitivePerType) {
     EXPECT_TRUE(m.missing_required.empty());
     EXPECT_EQ(m.missing_optional, (std::vector<std::string>{"TRANSACTION_TYPE"}));
 
-    FieldMap display = map_header(views({"LMK_KEY", "LODGEMENT_DATE", "TOTAL_FLOOR_AREA", "ADDRESS", "POSTCODE", "UPRN",
-                                         "LOCAL_AUTHORITY"}),
-                                  CertType::display);
+    FieldMap display = map_header(
+        views({"LMK_KEY", "LODGEMENT_DATE", "TOTAL_FLOOR_AREA", "ADDRESS", "POSTCODE", "UPRN", "LOCAL_AUTHORITY"}),
+        CertType::display);
     EXPECT_TRUE(display.missing_optional.empty());  // no TRANSACTION_TYPE is normal for display
 
     FieldMap broken = map_header(views({"KEY", "DATE"}), CertType::domestic);
@@ -113,8 +116,8 @@ TEST(Fields, FormatRowTypesAndNulls) {
     FieldMap m = map_header(views(kHeader), CertType::domestic);
     std::string out;
     RowCounters c;
-    std::vector<std::string> row = {" 123 ", "x", "11, Braddon Road", "TS1 1AA", "2020-01-02",
-                                    "NO DATA!", "about 80", "", "E06000001"};
+    std::vector<std::string> row = {" 123 ",    "x", "11, Braddon Road", "TS1 1AA", "2020-01-02", "NO DATA!",
+                                    "about 80", "",  "E06000001"};
     EXPECT_FALSE(format_row(m, views(row), 3, 17, out, c));
     auto f = decode_tuple(out);
     ASSERT_EQ(f.size(), staging_column_count());
@@ -193,7 +196,8 @@ TEST(Fields, FormatRowRejections) {
 }
 
 TEST(Fields, AddressJoinedWhenNoAddressColumn) {
-    FieldMap m = map_header(views({"LMK_KEY", "ADDRESS1", "ADDRESS2", "ADDRESS3", "LODGEMENT_DATE"}), CertType::domestic);
+    FieldMap m = map_header(views({"LMK_KEY", "ADDRESS1", "ADDRESS2", "ADDRESS3", "LODGEMENT_DATE"}),
+                            CertType::domestic);
     std::string out;
     RowCounters c;
     EXPECT_FALSE(format_row(m, views({"1", "Flat 2", "", "Mill Lane", "2020-01-01"}), 0, 2, out, c));
@@ -202,7 +206,10 @@ TEST(Fields, AddressJoinedWhenNoAddressColumn) {
 
 TEST(Fields, RejectLineKeepsRawText) {
     std::string out;
-    format_reject(2, "dir/certificates.csv", 9, {RejectReason::bad_date, "why"}, "1,\"a\xFF" "b\"", out);
+    format_reject(2, "dir/certificates.csv", 9, {RejectReason::bad_date, "why"},
+                  "1,\"a\xFF"
+                  "b\"",
+                  out);
     EXPECT_EQ(out, "2\tdir/certificates.csv\t9\tbad_date\twhy\t1,\"a\\nb\"\n");
 }
 

@@ -161,8 +161,8 @@ std::string trim(const std::string& s) {
 }
 
 bool is_sentinel(const std::string& t) {
-    static const std::set<std::string> s = {"", "no data!", "nodata!", "invalid!", "n/a", "not recorded", "unknown",
-                                            "dec or 9999"};
+    static const std::set<std::string> s = {"",    "no data!",     "nodata!", "invalid!",
+                                            "n/a", "not recorded", "unknown", "dec or 9999"};
     return s.count(lower(t)) != 0;
 }
 
@@ -343,11 +343,16 @@ const std::string kUnknownDir = "-_unknown_local_authority--Unknown-Local-Author
 TEST(FixtureHeaders, RealColumnListsAndCounts) {
     auto dom = fx::certificate_columns(CertType::domestic, Layout::legacy);
     ASSERT_EQ(dom.size(), 92u);
-    std::vector<std::string> head = {"LMK_KEY", "ADDRESS1", "ADDRESS2", "ADDRESS3", "POSTCODE",
-                                     "BUILDING_REFERENCE_NUMBER", "CURRENT_ENERGY_RATING"};
+    std::vector<std::string> head = {"LMK_KEY",
+                                     "ADDRESS1",
+                                     "ADDRESS2",
+                                     "ADDRESS3",
+                                     "POSTCODE",
+                                     "BUILDING_REFERENCE_NUMBER",
+                                     "CURRENT_ENERGY_RATING"};
     EXPECT_TRUE(std::equal(head.begin(), head.end(), dom.begin()));
-    std::vector<std::string> tail = {"LODGEMENT_DATETIME", "TENURE", "FIXED_LIGHTING_OUTLETS_COUNT",
-                                     "LOW_ENERGY_FIXED_LIGHT_COUNT", "UPRN", "UPRN_SOURCE"};
+    std::vector<std::string> tail = {"LODGEMENT_DATETIME",           "TENURE", "FIXED_LIGHTING_OUTLETS_COUNT",
+                                     "LOW_ENERGY_FIXED_LIGHT_COUNT", "UPRN",   "UPRN_SOURCE"};
     EXPECT_TRUE(std::equal(tail.begin(), tail.end(), dom.end() - 6));
 
     auto nd = fx::certificate_columns(CertType::non_domestic, Layout::legacy);
@@ -428,7 +433,8 @@ TEST(FixtureZip, LegacyZipIsReadableWithTheRealLayout) {
 
     // The header is the canonical one; every record has the header's width; keys are 31-34 digits.
     std::string header;
-    for (const auto& c : fx::certificate_columns(CertType::domestic, Layout::legacy)) header += (header.empty() ? "" : ",") + c;
+    for (const auto& c : fx::certificate_columns(CertType::domestic, Layout::legacy))
+        header += (header.empty() ? "" : ",") + c;
     std::uint64_t records = 0, bytes = 0;
     for (const auto& z : entries) {
         if (!ends_with(z.name, "/certificates.csv")) continue;
@@ -436,7 +442,8 @@ TEST(FixtureZip, LegacyZipIsReadableWithTheRealLayout) {
         auto parsed = parse_csv(z.content);
         for (std::size_t r = 1; r < parsed.size(); ++r) {
             ASSERT_EQ(parsed[r].fields.size(), 92u) << z.name << " line " << parsed[r].line;
-            EXPECT_TRUE(std::regex_match(parsed[r].fields[0], std::regex("^[1-9][0-9]{30,33}$"))) << parsed[r].fields[0];
+            EXPECT_TRUE(std::regex_match(parsed[r].fields[0], std::regex("^[1-9][0-9]{30,33}$")))
+                << parsed[r].fields[0];
         }
         records += parsed.size() - 1;
         bytes += z.content.size() - z.content.find('\n');
@@ -461,10 +468,10 @@ TEST(FixtureZip, CurrentLayoutIsFlatWithLowerCaseHeaders) {
     std::vector<ZipEntry> entries = read_zip(path);
     std::vector<std::string> names;
     for (const auto& z : entries) names.push_back(z.name);
-    EXPECT_EQ(names, (std::vector<std::string>{"certificates-2022.csv", "recommendations-2022.csv",
-                                               "certificates-2023.csv", "recommendations-2023.csv",
-                                               "certificates-2024.csv", "recommendations-2024.csv",
-                                               "certificates-2025.csv", "recommendations-2025.csv"}));
+    EXPECT_EQ(names,
+              (std::vector<std::string>{"certificates-2022.csv", "recommendations-2022.csv", "certificates-2023.csv",
+                                        "recommendations-2023.csv", "certificates-2024.csv", "recommendations-2024.csv",
+                                        "certificates-2025.csv", "recommendations-2025.csv"}));
     EXPECT_EQ(e.directories, 0u);
     for (const auto& z : entries) {
         if (z.name.rfind("certificates-", 0) != 0) continue;
@@ -591,14 +598,12 @@ TEST_P(FixtureExpectations, MatchAnIndependentReadingOfTheBytes) {
     EXPECT_LT(e.rows_rejected, e.rows_read / 20);
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTypesAndLayouts, FixtureExpectations,
-                         testing::Values(TypeLayout{CertType::domestic, Layout::legacy},
-                                         TypeLayout{CertType::domestic, Layout::current},
-                                         TypeLayout{CertType::domestic, Layout::single},
-                                         TypeLayout{CertType::non_domestic, Layout::legacy},
-                                         TypeLayout{CertType::non_domestic, Layout::current},
-                                         TypeLayout{CertType::display, Layout::legacy},
-                                         TypeLayout{CertType::display, Layout::current}));
+INSTANTIATE_TEST_SUITE_P(
+    AllTypesAndLayouts, FixtureExpectations,
+    testing::Values(TypeLayout{CertType::domestic, Layout::legacy}, TypeLayout{CertType::domestic, Layout::current},
+                    TypeLayout{CertType::domestic, Layout::single}, TypeLayout{CertType::non_domestic, Layout::legacy},
+                    TypeLayout{CertType::non_domestic, Layout::current}, TypeLayout{CertType::display, Layout::legacy},
+                    TypeLayout{CertType::display, Layout::current}));
 
 TEST(FixtureHazards, EachHazardAloneIsAccountedFor) {
     for (fx::Hazard h : fx::all_hazards()) {
@@ -645,7 +650,9 @@ TEST(FixtureHazards, EachHazardAloneIsAccountedFor) {
             case fx::Hazard::bad_floor_area: EXPECT_GT(e.invalid_floor_area, 0u); break;
             case fx::Hazard::bad_uprn: EXPECT_GT(e.invalid_uprn, 0u); break;
             case fx::Hazard::extra_columns: EXPECT_TRUE(has("ASSESSOR_NOTES")); break;
-            case fx::Hazard::reordered_columns: EXPECT_FALSE(has("\nLMK_KEY,ADDRESS1") && all.rfind("LMK_KEY,ADDRESS1", 0) == 0); break;
+            case fx::Hazard::reordered_columns:
+                EXPECT_FALSE(has("\nLMK_KEY,ADDRESS1") && all.rfind("LMK_KEY,ADDRESS1", 0) == 0);
+                break;
             default: break;
         }
         if (h != fx::Hazard::crlf) {

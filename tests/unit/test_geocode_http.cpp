@@ -25,7 +25,8 @@ namespace {
 
 const std::string kKey = "k3y-S3CRET/with+odd=chars";
 
-GeocodeQuery query(const std::string& address, const std::string& postcode = "", std::optional<std::uint64_t> uprn = {}) {
+GeocodeQuery query(const std::string& address, const std::string& postcode = "",
+                   std::optional<std::uint64_t> uprn = {}) {
     return {address + "|" + postcode, address, postcode, uprn};
 }
 
@@ -108,8 +109,9 @@ TEST(GeocodeHttp, GoogleFoundNotFoundAndPrecision) {
     GeocoderStandIn s(GeocoderStandIn::Kind::google, kKey);
     s.add("1 High Street", 51.5, -0.12, "ROOFTOP");
     s.add("Mill Lane", 52.1, -1.5, "GEOMETRIC_CENTER");
-    Outcome out = run("google", options(s), {query("1 High Street, Townville", "AB1 2CD"), query("3 Mill Lane", "AB1 3CD"),
-                                             query("Nowhere Farm", "ZZ9 9ZZ"), query("", "")});
+    Outcome out = run("google", options(s),
+                      {query("1 High Street, Townville", "AB1 2CD"), query("3 Mill Lane", "AB1 3CD"),
+                       query("Nowhere Farm", "ZZ9 9ZZ"), query("", "")});
     ASSERT_EQ(out.results[0].status, Status::found);
     EXPECT_DOUBLE_EQ(out.results[0].latitude, 51.5);
     EXPECT_DOUBLE_EQ(out.results[0].longitude, -0.12);
@@ -155,7 +157,8 @@ TEST(GeocodeHttp, NominatimFoundNotFoundAndPrecision) {
     GeocoderStandIn s(GeocoderStandIn::Kind::nominatim);
     s.add("2 Church Road", 53.25, -2.5, "house");
     s.add("Station Road", 53.3, -2.6, "residential");  // a highway=residential way
-    Outcome out = run("nominatim", options(s), {query("2 Church Road", "CH1 1AA"), query("9 Station Road"), query("Lost Cottage")});
+    Outcome out = run("nominatim", options(s),
+                      {query("2 Church Road", "CH1 1AA"), query("9 Station Road"), query("Lost Cottage")});
     ASSERT_EQ(out.results[0].status, Status::found);
     EXPECT_DOUBLE_EQ(out.results[0].latitude, 53.25);  // from a string
     EXPECT_DOUBLE_EQ(out.results[0].longitude, -2.5);
@@ -175,8 +178,9 @@ TEST(GeocodeHttp, OsPlacesFindAndUprn) {
     GeocoderStandIn s(GeocoderStandIn::Kind::os_places, kKey);
     s.add("10 Downing Street", 51.5034, -0.1276);
     s.add("200000000001", 52.0, -1.0);
-    Outcome out = run("os-places", options(s), {query("10 Downing Street", "SW1A 2AA"), query("Nowhere", "SW1A 9ZZ"),
-                                                query("Somewhere", "", 200000000001ull)});
+    Outcome out = run("os-places", options(s),
+                      {query("10 Downing Street", "SW1A 2AA"), query("Nowhere", "SW1A 9ZZ"),
+                       query("Somewhere", "", 200000000001ull)});
     ASSERT_EQ(out.results[0].status, Status::found);
     EXPECT_DOUBLE_EQ(out.results[0].latitude, 51.5034);
     EXPECT_EQ(out.results[0].precision, Precision::property);
@@ -395,7 +399,8 @@ TEST(GeocodeHttp, ApiKeyNeverLogged) {
         s.fail_next(Fault::google("REQUEST_DENIED"));
         auto o = options(s);
         o.max_in_flight = 1;
-        Outcome out = run("google", o, {query("1 Road"), query("2 Road"), query("3 Road"), query("4 Road"), query("5 Road")});
+        Outcome out = run("google", o,
+                          {query("1 Road"), query("2 Road"), query("3 Road"), query("4 Road"), query("5 Road")});
         for (const auto& r : out.results) errors.push_back(r.error);
         EXPECT_GE(s.count(), 3u);
     }

@@ -66,7 +66,7 @@ TEST(HttpBackoff, BoundDoublesUpToTheMaximum) {
     EXPECT_EQ(backoff.bound(3), 2.0);
     EXPECT_EQ(backoff.bound(6), 16.0);
     EXPECT_EQ(backoff.bound(7), 30.0);
-    EXPECT_EQ(backoff.bound(5000), 30.0);  // 2^4999 overflows to infinity: still the maximum
+    EXPECT_EQ(backoff.bound(5000), 30.0);            // 2^4999 overflows to infinity: still the maximum
     EXPECT_EQ(http::Backoff(-1, 10).bound(3), 0.0);  // never a negative wait
 }
 

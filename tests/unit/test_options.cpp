@@ -32,7 +32,8 @@ TEST(Options, DefaultsToRunDomestic) {
 }
 
 TEST(Options, SubcommandAndOptionsInAnyOrder) {
-    ParseResult r = parse({"--certtype", "non-domestic", "load", "--zip", "a.zip", "--jobs", "3", "--max-rejects", "10"});
+    ParseResult r = parse(
+        {"--certtype", "non-domestic", "load", "--zip", "a.zip", "--jobs", "3", "--max-rejects", "10"});
     ASSERT_TRUE(r.options);
     EXPECT_EQ(r.options->command, Command::load);
     EXPECT_EQ(r.options->type, CertType::non_domestic);

@@ -18,38 +18,37 @@ namespace epc {
 
 // The subcommands; what each one runs is the app's stage table (src/app/app.cpp).
 enum class Command { run, extract, load, geocode, publish, check_release, revert };
-inline constexpr Command kCommands[] = {Command::run,     Command::extract, Command::load,
-                                        Command::geocode, Command::publish, Command::check_release,
-                                        Command::revert};
+inline constexpr Command kCommands[] = {Command::run,     Command::extract,       Command::load,  Command::geocode,
+                                        Command::publish, Command::check_release, Command::revert};
 std::string_view command_name(Command command);  // as typed on the command line: check-release
 
 struct Options {
-    Command command = Command::run;           // the subcommand (run when none is given)
-    CertType type = CertType::domestic;       // --certtype
-    std::optional<std::string> zip;           // --zip: local archive instead of a download
-    std::string source = "current";           // --source: current | legacy publisher service
-    std::string base_url;                     // --base-url: the service's URL (empty: the real one)
-    std::string work_dir = "./epc-work";      // --work-dir: downloads
+    Command command = Command::run;               // the subcommand (run when none is given)
+    CertType type = CertType::domestic;           // --certtype
+    std::optional<std::string> zip;               // --zip: local archive instead of a download
+    std::string source = "current";               // --source: current | legacy publisher service
+    std::string base_url;                         // --base-url: the service's URL (empty: the real one)
+    std::string work_dir = "./epc-work";          // --work-dir: downloads
     std::optional<std::string> credentials_file;  // --credentials-file: KEY=VALUE lines (EPC_TOKEN, ...)
-    std::optional<std::string> archive_to;    // --archive-to DIR|s3://BUCKET/PREFIX: keep valid archives here
-    std::optional<std::string> failed_to;     // --failed-to DIR|s3://BUCKET/PREFIX: quarantine (default <work-dir>/failed)
-    std::string s3_endpoint_url;              // --s3-endpoint-url: aws --endpoint-url (empty: AWS itself)
-    bool force = false;                       // --force: import even an unchanged release
-    std::string db;                           // --db conninfo/URI; empty = libpq defaults / DATABASE_URL
-    std::optional<int> expect_dirs;           // --expect-dirs: legacy layout must have exactly N dirs
-    unsigned jobs = 0;                        // --jobs: parallel loader connections (0 = core count)
-    std::optional<std::uint64_t> max_rejects;  // --max-rejects: error budget
-    bool backslash_escapes = true;            // --csv-escapes: \" inside quotes is a quote
-    std::string geocoder;                     // --geocoder CHAIN: empty = no geocoding
-    double geocode_rate = 0;                  // --geocode-rate: requests/s per HTTP provider (0 = documented limit)
-    int geocode_retry_days = 90;              // --geocode-retry-days: ask again about "not found" after this
+    std::optional<std::string> archive_to;        // --archive-to DIR|s3://BUCKET/PREFIX: keep valid archives here
+    std::optional<std::string> failed_to;  // --failed-to DIR|s3://BUCKET/PREFIX: quarantine (default <work-dir>/failed)
+    std::string s3_endpoint_url;           // --s3-endpoint-url: aws --endpoint-url (empty: AWS itself)
+    bool force = false;                    // --force: import even an unchanged release
+    std::string db;                        // --db conninfo/URI; empty = libpq defaults / DATABASE_URL
+    std::optional<int> expect_dirs;        // --expect-dirs: legacy layout must have exactly N dirs
+    unsigned jobs = 0;                     // --jobs: parallel loader connections (0 = core count)
+    std::optional<std::uint64_t> max_rejects;     // --max-rejects: error budget
+    bool backslash_escapes = true;                // --csv-escapes: \" inside quotes is a quote
+    std::string geocoder;                         // --geocoder CHAIN: empty = no geocoding
+    double geocode_rate = 0;                      // --geocode-rate: requests/s per HTTP provider (0 = documented limit)
+    int geocode_retry_days = 90;                  // --geocode-retry-days: ask again about "not found" after this
     LogFormat log_format = LogFormat::automatic;  // --log-format
-    bool verbose = false;                     // --verbose: per-file detail
-    bool log_sql = false;                     // --log-sql: every SQL statement with its duration
-    std::optional<std::string> report;        // --report: run summary as JSON
-    std::optional<Shard> shard;               // --shard I/N, or AWS_BATCH_JOB_ARRAY_INDEX/_SIZE
-    std::optional<SubmitOptions> submit;      // check-release --submit-queue ...
-    bool dry_run = false;                     // --dry-run: print the configuration and stop
+    bool verbose = false;                         // --verbose: per-file detail
+    bool log_sql = false;                         // --log-sql: every SQL statement with its duration
+    std::optional<std::string> report;            // --report: run summary as JSON
+    std::optional<Shard> shard;                   // --shard I/N, or AWS_BATCH_JOB_ARRAY_INDEX/_SIZE
+    std::optional<SubmitOptions> submit;          // check-release --submit-queue ...
+    bool dry_run = false;                         // --dry-run: print the configuration and stop
 };
 
 // What parse_options() found: options to run with, or an exit code (help, version, usage error)
@@ -61,8 +60,9 @@ struct ParseResult {
 
 // `env` looks up environment variables (AWS_BATCH_JOB_ARRAY_INDEX/_SIZE); tests pass their own.
 using EnvLookup = std::function<const char*(const char*)>;
-ParseResult parse_options(const std::vector<std::string>& args,
-                          const EnvLookup& env = [](const char* name) -> const char* { return std::getenv(name); });
+ParseResult parse_options(
+    const std::vector<std::string>& args,
+    const EnvLookup& env = [](const char* name) -> const char* { return std::getenv(name); });
 
 // "I/N" with 0 <= I < N; nullopt when malformed.
 std::optional<Shard> parse_shard(const std::string& text);

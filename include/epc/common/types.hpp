@@ -40,7 +40,7 @@ enum ExitCode : int {
     exit_locked = 4,
     exit_transient = 5,
     exit_too_many_rejects = 6,
-    exit_credentials = 7,   // the publisher refused the credentials (401/403): fix them, do not retry
+    exit_credentials = 7,  // the publisher refused the credentials (401/403): fix them, do not retry
     exit_nothing_new = 10,
 };
 

@@ -36,8 +36,8 @@ using CertTypes = unsigned;
 using Layouts = unsigned;
 constexpr CertTypes type_bit(CertType type) { return 1u << static_cast<unsigned>(type); }
 constexpr Layouts layout_bit(Layout layout) { return 1u << static_cast<unsigned>(layout); }
-inline constexpr CertTypes kAllTypes =
-    type_bit(CertType::domestic) | type_bit(CertType::non_domestic) | type_bit(CertType::display);
+inline constexpr CertTypes kAllTypes = type_bit(CertType::domestic) | type_bit(CertType::non_domestic) |
+                                       type_bit(CertType::display);
 inline constexpr Layouts kLegacyService = layout_bit(Layout::legacy) | layout_bit(Layout::single);
 inline constexpr Layouts kCurrentService = layout_bit(Layout::current);
 inline constexpr Layouts kAllLayouts = kLegacyService | kCurrentService;

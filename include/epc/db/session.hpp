@@ -25,11 +25,11 @@ StagingTables staging_tables(CertType type);
 // The archive a run loads, as its import_run row records it.
 struct RunArchive {
     std::string path;
-    std::string identity;          // fingerprint of the entries: the same archive, whatever its name
+    std::string identity;  // fingerprint of the entries: the same archive, whatever its name
     std::uint64_t bytes = 0;
     Layout layout = Layout::legacy;
-    std::size_t files = 0;         // certificates files
-    std::string source = "file";   // current | legacy | file (--zip)
+    std::size_t files = 0;        // certificates files
+    std::string source = "file";  // current | legacy | file (--zip)
     std::string release_last_updated;
     std::string sha256;
 };

@@ -26,30 +26,30 @@ ZipHandle open_zip(const std::string& path);
 
 // A certificates CSV to load.
 struct CertFile {
-    int file_no = 0;          // position among the archive's certificates files, in archive order
-    zip_uint64_t index = 0;   // libzip entry index
-    std::string name;         // entry name, e.g. domestic-E06000001-Hartlepool/certificates.csv
-    std::uint64_t size = 0;   // uncompressed bytes
+    int file_no = 0;         // position among the archive's certificates files, in archive order
+    zip_uint64_t index = 0;  // libzip entry index
+    std::string name;        // entry name, e.g. domestic-E06000001-Hartlepool/certificates.csv
+    std::uint64_t size = 0;  // uncompressed bytes
 };
 
 struct ArchiveInfo {
     std::string path;
-    std::uint64_t bytes = 0;             // size of the zip file
+    std::uint64_t bytes = 0;  // size of the zip file
     Layout layout = Layout::legacy;
-    std::vector<CertFile> files;         // certificates CSVs in archive order
-    std::size_t directories = 0;         // legacy layout: Local Authority directories found
-    std::string identity;                // fingerprint of the entries (names, sizes, CRC-32s)
-    std::vector<std::string> problems;   // every validation failure found; empty = valid
-    std::vector<std::string> warnings;   // worth telling the operator, not worth refusing the archive
+    std::vector<CertFile> files;        // certificates CSVs in archive order
+    std::size_t directories = 0;        // legacy layout: Local Authority directories found
+    std::string identity;               // fingerprint of the entries (names, sizes, CRC-32s)
+    std::vector<std::string> problems;  // every validation failure found; empty = valid
+    std::vector<std::string> warnings;  // worth telling the operator, not worth refusing the archive
     // Where it came from, recorded with the run (set by the caller after a download).
-    std::string source = "file";         // current | legacy | file (--zip)
-    std::string release_last_updated;    // current service: the release's lastUpdated
-    std::string sha256;                  // of the downloaded zip
+    std::string source = "file";       // current | legacy | file (--zip)
+    std::string release_last_updated;  // current service: the release's lastUpdated
+    std::string sha256;                // of the downloaded zip
 };
 
 struct ValidationOptions {
     CertType type = CertType::domestic;
-    std::optional<int> expect_dirs;   // legacy layout: require exactly this many directories
+    std::optional<int> expect_dirs;  // legacy layout: require exactly this many directories
 };
 
 // An entry that inflates to more than this many times its compressed size is refused as a

@@ -29,37 +29,37 @@ std::optional<Source> parse_source(std::string_view name);
 std::string_view default_base_url(Source source);
 
 struct ReleaseInfo {
-    std::uint64_t size = 0;     // bytes of the zip the service advertises
-    std::string last_updated;   // current service: lastUpdated (ISO-8601); legacy: empty
-    std::string file_name;      // the publisher's name: domestic-csv.zip, all-domestic-certificates.zip
+    std::uint64_t size = 0;    // bytes of the zip the service advertises
+    std::string last_updated;  // current service: lastUpdated (ISO-8601); legacy: empty
+    std::string file_name;     // the publisher's name: domestic-csv.zip, all-domestic-certificates.zip
 };
 
 struct DownloadOptions {
     Source source = Source::current;
     CertType type = CertType::domestic;
-    std::string base_url;                  // empty = default_base_url(source)
-    std::string work_dir = "epc-work";     // created when missing
+    std::string base_url;               // empty = default_base_url(source)
+    std::string work_dir = "epc-work";  // created when missing
     Credentials creds;
-    int max_attempts = 6;                  // consecutive attempts without progress before giving up
-    double initial_backoff_s = 2.0;        // first backoff bound; doubles per failed attempt
-    double max_backoff_s = 120.0;          // backoff bound (full jitter: sleep uniform(0, bound))
-    double max_retry_after_s = 600.0;      // a longer Retry-After is clamped to this
+    int max_attempts = 6;              // consecutive attempts without progress before giving up
+    double initial_backoff_s = 2.0;    // first backoff bound; doubles per failed attempt
+    double max_backoff_s = 120.0;      // backoff bound (full jitter: sleep uniform(0, bound))
+    double max_retry_after_s = 600.0;  // a longer Retry-After is clamped to this
     long connect_timeout_s = 30;
     // A transfer slower than low_speed_bytes/s for low_speed_time_s counts as a timeout (retried).
     // S3 serves tens of MB/s; a stalled connection otherwise hangs until the job's own timeout.
     long low_speed_bytes = 1024;
     long low_speed_time_s = 60;
-    double progress_interval_s = 10.0;     // at most one progress log line per interval
-    bool progress_bar = false;             // a terminal: redraw one bar line instead of logging
+    double progress_interval_s = 10.0;  // at most one progress log line per interval
+    bool progress_bar = false;          // a terminal: redraw one bar line instead of logging
 };
 
 struct DownloadResult {
-    std::string path;           // <work_dir>/<type>-<source>.zip
+    std::string path;  // <work_dir>/<type>-<source>.zip
     std::uint64_t bytes = 0;
-    std::string sha256;         // hex; also written to <path>.sha256 (sha256sum format)
+    std::string sha256;  // hex; also written to <path>.sha256 (sha256sum format)
     ReleaseInfo info;
-    int attempts = 0;           // download URL requests made (1 = clean first try)
-    bool resumed = false;       // some bytes came from a Range request
+    int attempts = 0;      // download URL requests made (1 = clean first try)
+    bool resumed = false;  // some bytes came from a Range request
 };
 
 // <work_dir>/<type>-<source>.zip

@@ -32,19 +32,19 @@ std::vector<ChainLink> parse_chain(const std::string& chain);
 
 struct GeocodeOptions {
     std::vector<ChainLink> chain;
-    double rate = 0;              // --geocode-rate: requests per second per HTTP provider (0: documented limit)
+    double rate = 0;                // --geocode-rate: requests per second per HTTP provider (0: documented limit)
     int retry_not_found_days = 90;  // cached "not found" answers older than this are asked again
-    std::size_t batch = 1000;     // results per cache write
-    HttpGeocoderOptions http;     // retry, breaker and concurrency settings for every HTTP provider
+    std::size_t batch = 1000;       // results per cache write
+    HttpGeocoderOptions http;       // retry, breaker and concurrency settings for every HTTP provider
 };
 
 struct GeocodeSummary {
     std::uint64_t distinct_addresses = 0;
     std::uint64_t cache_hits = 0;
-    std::uint64_t sent = 0;        // queries handed to providers
+    std::uint64_t sent = 0;  // queries handed to providers
     std::uint64_t found = 0;
     std::uint64_t not_found = 0;
-    std::uint64_t failed = 0;      // transient: not cached, asked again next run
+    std::uint64_t failed = 0;  // transient: not cached, asked again next run
     std::uint64_t http_requests = 0;
     std::uint64_t http_429 = 0;
     std::map<std::string, std::uint64_t> found_by_provider;

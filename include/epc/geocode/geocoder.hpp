@@ -39,9 +39,9 @@ struct HttpGeocodeStats {
     std::uint64_t not_found = 0;
     std::uint64_t failed = 0;
     std::uint64_t retries = 0;
-    std::uint64_t http_429 = 0;             // also Google's OVER_QUERY_LIMIT (HTTP 200)
-    std::uint64_t malformed = 0;            // responses whose body was not the provider's JSON
-    bool circuit_opened = false;            // the breaker opened (or was open) during the call
+    std::uint64_t http_429 = 0;   // also Google's OVER_QUERY_LIMIT (HTTP 200)
+    std::uint64_t malformed = 0;  // responses whose body was not the provider's JSON
+    bool circuit_opened = false;  // the breaker opened (or was open) during the call
     double seconds = 0;
 };
 
@@ -59,17 +59,17 @@ public:
 };
 
 struct HttpGeocoderOptions {
-    std::string base_url;               // empty: the provider's real endpoint
-    double rate = 0;                    // requests per second; 0: the provider's documented limit
-    int max_in_flight = 8;              // concurrent requests
-    int max_attempts = 5;               // per request, for 429/503/5xx/timeouts
+    std::string base_url;   // empty: the provider's real endpoint
+    double rate = 0;        // requests per second; 0: the provider's documented limit
+    int max_in_flight = 8;  // concurrent requests
+    int max_attempts = 5;   // per request, for 429/503/5xx/timeouts
     double max_backoff_seconds = 30;
-    double backoff_base_seconds = 0.5;  // first retry waits up to this (full jitter), doubling per attempt
+    double backoff_base_seconds = 0.5;     // first retry waits up to this (full jitter), doubling per attempt
     double max_retry_after_seconds = 300;  // a longer Retry-After fails the request instead of stalling the run
-    int breaker_failures = 10;          // consecutive failed requests that open the circuit
-    double breaker_open_seconds = 30;   // then one probe request; success closes it again
+    int breaker_failures = 10;             // consecutive failed requests that open the circuit
+    double breaker_open_seconds = 30;      // then one probe request; success closes it again
     double timeout_seconds = 30;
-    std::string api_key;                // Google / OS Places (from GOOGLE_API_KEY / OS_PLACES_API_KEY)
+    std::string api_key;  // Google / OS Places (from GOOGLE_API_KEY / OS_PLACES_API_KEY)
     std::string user_agent = "epc-import (https://github.com/epc-import)";
 };
 

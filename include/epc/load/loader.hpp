@@ -16,11 +16,11 @@
 namespace epc {
 
 struct LoadOptions {
-    unsigned jobs = 2;                       // parallel pipelines, each with its own connection
-    std::optional<std::uint64_t> max_rejects;  // fail the run when more rows than this are rejected
-    bool backslash_escapes = true;           // \" inside quotes is a quote (pre-2026-04-29 files)
+    unsigned jobs = 2;                               // parallel pipelines, each with its own connection
+    std::optional<std::uint64_t> max_rejects;        // fail the run when more rows than this are rejected
+    bool backslash_escapes = true;                   // \" inside quotes is a quote (pre-2026-04-29 files)
     const std::atomic<bool>* interrupted = nullptr;  // set by SIGINT/SIGTERM: stop cleanly
-    std::optional<Shard> shard;              // load only this share of the files (--shard)
+    std::optional<Shard> shard;                      // load only this share of the files (--shard)
 };
 
 // invalid_* count values in rows that passed the per-row checks, duplicate-key rejects included
@@ -44,7 +44,7 @@ struct LoadSummary {
     // (always, unsharded; for a shard, when it was the last to finish and completed the load).
     bool complete = true;
     std::size_t run_files_loaded = 0;  // files of the run in the ledger, all shards together
-    std::vector<FileStats> files;  // in archive order
+    std::vector<FileStats> files;      // in archive order
     std::uint64_t rows_read = 0;
     std::uint64_t rows_loaded = 0;
     std::uint64_t rows_rejected = 0;

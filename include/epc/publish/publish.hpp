@@ -42,12 +42,12 @@ std::string production_table(CertType type);
 PublishSummary publish(db::Session& session);
 
 struct RevertSummary {
-    long long run_id = 0;         // the publish undone, now 'reverted'
-    long long back_to_run = 0;    // the latest run still 'published': its release is in production again
-    std::uint64_t rows = 0;       // certificates now in production
-    std::uint64_t removed = 0;    // keys that publish added, removed again
-    std::uint64_t restored = 0;   // rows it changed, back to their previous values
-    std::uint64_t reinserted = 0; // rows it removed, back in production
+    long long run_id = 0;          // the publish undone, now 'reverted'
+    long long back_to_run = 0;     // the latest run still 'published': its release is in production again
+    std::uint64_t rows = 0;        // certificates now in production
+    std::uint64_t removed = 0;     // keys that publish added, removed again
+    std::uint64_t restored = 0;    // rows it changed, back to their previous values
+    std::uint64_t reinserted = 0;  // rows it removed, back in production
     double seconds = 0;
 };
 

@@ -89,8 +89,8 @@ private:
     std::unique_ptr<io::ByteSourceBase> source_;
     std::unique_ptr<char[]> buffer_;
     std::size_t capacity_ = 0;
-    std::size_t begin_ = 0;  // start of the next line
-    std::size_t end_ = 0;    // end of the bytes read
+    std::size_t begin_ = 0;    // start of the next line
+    std::size_t end_ = 0;      // end of the bytes read
     std::size_t scanned_ = 0;  // bytes from begin_ known to hold no '\n'
     std::uint64_t lines_ = 0;  // handed out so far
     bool at_start_ = true;
@@ -100,8 +100,8 @@ private:
 // One CSV record as read from a file.
 struct Record {
     std::vector<Field> fields;
-    std::string_view raw;      // the record's text as in the file (placeholders still in place)
-    std::uint64_t line = 0;    // physical line number where the record starts (header = 1)
+    std::string_view raw;    // the record's text as in the file (placeholders still in place)
+    std::uint64_t line = 0;  // physical line number where the record starts (header = 1)
 };
 
 // Reads records from a byte source, skipping blank lines.

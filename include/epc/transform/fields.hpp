@@ -21,9 +21,9 @@ struct FieldMap {
         int position = -1;       // the first of the column's header names found; -1 = none
         std::vector<int> parts;  // positions of column->joined_parts (-1 = absent), used when position < 0
     };
-    std::vector<Slot> slots;  // one per certificate column, in staging order
-    int key = -1;             // position of the certificate key (kKeyColumn)
-    std::size_t address_slot = 0;   // the slots the address key is derived from
+    std::vector<Slot> slots;       // one per certificate column, in staging order
+    int key = -1;                  // position of the certificate key (kKeyColumn)
+    std::size_t address_slot = 0;  // the slots the address key is derived from
     std::size_t postcode_slot = 0;
     std::uint16_t tuple_fields = 0;  // fields in a COPY tuple: the slots, then the bookkeeping columns
     std::size_t columns = 0;
@@ -64,9 +64,9 @@ void format_reject(int file_no, std::string_view file_name, std::uint64_t line, 
 // Building blocks, exposed for tests.
 std::string_view trim(std::string_view s);
 bool is_sentinel(std::string_view trimmed);
-bool is_valid_date(std::string_view s);     // exactly YYYY-MM-DD and a real calendar date
-bool is_decimal(std::string_view s);        // [+-]?digits[.digits] | [+-]?.digits
-bool is_uprn(std::string_view s);           // 1-18 digits
+bool is_valid_date(std::string_view s);  // exactly YYYY-MM-DD and a real calendar date
+bool is_decimal(std::string_view s);     // [+-]?digits[.digits] | [+-]?.digits
+bool is_uprn(std::string_view s);        // 1-18 digits
 // Appends s escaped for COPY text, replacing each byte that is not part of valid UTF-8 by
 // U+FFFD. Returns true when something was replaced.
 bool append_copy_text(std::string& out, std::string_view s);
