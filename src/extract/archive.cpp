@@ -57,7 +57,7 @@ bool escapes_archive(const std::string& name) {
 std::string read_first_line(zip_t* zip, zip_uint64_t index) {
     zip_file_t* f = zip_fopen_index(zip, index, 0);
     if (!f) return {};
-    std::string head(64 * 1024, '\0');
+    std::string head(std::size_t{64} * 1024, '\0');
     zip_int64_t n = zip_fread(f, head.data(), head.size());
     zip_fclose(f);
     if (n <= 0) return {};
@@ -245,8 +245,8 @@ Selection select_files(const Tree& tree, const ValidationOptions& options, Archi
         return {{root.single}, {root.single}};
     }
     if (!tree.dirs.empty()) return select_la_directories(tree, options, info);
-    info.problems.push_back("no certificates CSV found (neither <type>-<LA>/certificates.csv, "
-                            "certificates-YYYY.csv nor certificates.csv)");
+    info.problems.emplace_back("no certificates CSV found (neither <type>-<LA>/certificates.csv, "
+                               "certificates-YYYY.csv nor certificates.csv)");
     return {};
 }
 

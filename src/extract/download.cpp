@@ -1,5 +1,6 @@
 #include "epc/extract/download.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -673,9 +674,9 @@ std::optional<std::uint64_t> listed_size_value(const json& v, bool nested) {
 // An array entry that names the file: {"name": "...", "size": N}.
 bool names_file(const json& item, const std::string& name) {
     if (!item.is_object()) return false;
-    for (const char* key : {"name", "file", "fileName", "filename"})
-        if (item.contains(key) && item[key] == name) return true;
-    return false;
+    static constexpr const char* kNameKeys[] = {"name", "file", "fileName", "filename"};
+    return std::any_of(std::begin(kNameKeys), std::end(kNameKeys),
+                       [&](const char* key) { return item.contains(key) && item[key] == name; });
 }
 
 std::optional<std::uint64_t> find_listed_size(const json& j, const std::string& name, int depth) {

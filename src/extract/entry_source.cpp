@@ -79,7 +79,7 @@ struct EntrySource::State {
     [[noreturn]] void corrupt(const std::string& why) const {
         throw Error(exit_invalid_archive, "archive entry " + name + " is corrupt: " + why);
     }
-    std::size_t read_raw(void* into, std::size_t bytes);
+    std::size_t read_raw(void* into, std::size_t bytes) const;
     std::size_t read_inflated(char* out, std::size_t bytes);
     std::size_t read_stored(char* out, std::size_t bytes);
     std::size_t read_libzip(char* out, std::size_t bytes);
@@ -89,7 +89,7 @@ struct EntrySource::State {
 
 // The entry's raw bytes as libzip hands them out (compressed unless the decoder is libzip); 0 at
 // the end. libzip reads until `bytes` or the end, so a short count means the end.
-std::size_t EntrySource::State::read_raw(void* into, std::size_t bytes) {
+std::size_t EntrySource::State::read_raw(void* into, std::size_t bytes) const {
     const zip_int64_t got = zip_fread(file, into, bytes);
     if (got < 0) corrupt(zip_error_strerror(zip_file_get_error(file)));
     return static_cast<std::size_t>(got);

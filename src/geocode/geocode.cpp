@@ -32,6 +32,8 @@ public:
         if (!file_) throw Error(exit_usage, "cannot open geocoder file " + path);
     }
     ~FileSource() override { std::fclose(file_); }
+    FileSource(const FileSource&) = delete;
+    FileSource& operator=(const FileSource&) = delete;
     int read(char* buffer, int size) override { return static_cast<int>(std::fread(buffer, 1, size, file_)); }
 
 private:

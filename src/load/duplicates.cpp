@@ -118,6 +118,8 @@ KeySieve::KeySieve(std::uint64_t expected_keys) {
     mask_ = words - 1;
 }
 
+// The sieve's memory comes from aligned_alloc (huge-page aligned), so free() gives it back.
+// NOLINTNEXTLINE(cppcoreguidelines-no-malloc)
 void KeySieve::Free::operator()(std::atomic<std::uint64_t>* p) const { std::free(p); }
 
 KeySieve::~KeySieve() {

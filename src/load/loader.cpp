@@ -39,7 +39,7 @@ constexpr std::size_t kRejectChunkBytes = 256 << 10;
 constexpr std::size_t kQueueChunks = 8;
 
 struct Chunk {
-    enum Kind { begin_file, rows, rejects, end_file } kind;
+    enum Kind { begin_file, rows, rejects, end_file } kind = begin_file;
     std::string data;
     FileStats stats;  // end_file
 };
@@ -95,7 +95,7 @@ public:
     bool interrupted() const { return options_.interrupted && options_.interrupted->load(); }
     void fail(std::exception_ptr error) {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (!error_) error_ = error;
+        if (!error_) error_ = std::move(error);
         failed_ = true;
         done_cv_.notify_all();
     }
@@ -131,6 +131,9 @@ public:
         return files_done_;
     }
 
+    // The pipelines' shared state, read by every thread: constants, atomics and the sieve (itself
+    // thread-safe). What a mutex guards stays private below.
+    // NOLINTBEGIN(cppcoreguidelines-non-private-member-variables-in-classes)
     const LoadOptions& options_;
     const CertType type_;
     const db::StagingTables& tables_;
@@ -139,6 +142,7 @@ public:
     std::atomic<std::uint64_t> rows_read_{0};
     std::atomic<std::uint64_t> rejects_;
     KeySieve sieve_;
+    // NOLINTEND(cppcoreguidelines-non-private-member-variables-in-classes)
 
 private:
     std::mutex mutex_;
@@ -215,6 +219,8 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
 class FileWriter {
 public:
     FileWriter(LoadJob& job, db::Connection& db) : job_(job), db_(db) {}
+    FileWriter(const FileWriter&) = delete;
+    FileWriter& operator=(const FileWriter&) = delete;
 
     void write(Chunk& chunk) {
         switch (chunk.kind) {
@@ -352,7 +358,7 @@ void stream_files(db::Session& session, const ArchiveInfo& archive, LoadJob& job
     // Progress: at most once a second on a terminal, every 10 s in logs.
     const auto period = std::chrono::milliseconds(isatty(STDERR_FILENO) ? 1000 : 10000);
     while (!job.wait_workers(workers, period)) {
-        const double rows = static_cast<double>(job.rows_read_.load());
+        const auto rows = static_cast<double>(job.rows_read_.load());
         spdlog::info("load: {:.0f} rows read, {} rows/s, {}/{} files", rows, format_rate(rows, seconds_since(started)),
                      job.files_done(), job.todo_.size());
     }
@@ -385,6 +391,8 @@ public:
     ~BackgroundAnalyze() {
         if (thread_.joinable()) thread_.join();
     }
+    BackgroundAnalyze(const BackgroundAnalyze&) = delete;
+    BackgroundAnalyze& operator=(const BackgroundAnalyze&) = delete;
     void wait() {
         thread_.join();
         if (error_) std::rethrow_exception(error_);

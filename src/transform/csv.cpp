@@ -74,7 +74,7 @@ void QuoteAwareSource::scan(char* const begin, char* const end) {
                 quoted_bytes_ += skip;
                 p += skip;
                 if (p == end) break;
-                unsigned char c = static_cast<unsigned char>(*p);
+                const auto c = static_cast<unsigned char>(*p);
                 if (c == '"') {
                     state_ = State::quote_seen;
                 } else if (c == '\n') {
@@ -122,7 +122,7 @@ inline const char* next_comma(const char* from, const char* end) {
     const __m128i comma = _mm_set1_epi8(',');
     while (end - from >= 16) {
         __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from));
-        unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(block, comma)));
+        const auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(block, comma)));
         if (mask) return from + __builtin_ctz(mask);
         from += 16;
     }
@@ -154,7 +154,7 @@ public:
 
 private:
     std::uint64_t load(const char* at) const {
-        const std::size_t left = static_cast<std::size_t>(end_ - at);
+        const auto left = static_cast<std::size_t>(end_ - at);
         if (left >= 64) return bits64(at);
         char tail[64] = {};  // the line's end: never read past it
         std::memcpy(tail, at, left);
@@ -165,7 +165,7 @@ private:
 #ifdef __SSE2__
         const __m128i comma = _mm_set1_epi8(',');
         for (int i = 0; i < 4; ++i) {
-            __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at + 16 * i));
+            __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(at + std::ptrdiff_t{16} * i));
             bits |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(block, comma))))
                     << (16 * i);
         }
@@ -191,7 +191,7 @@ inline const char* next_quote_or_placeholder(const char* from, const char* end) 
     while (end - from >= 16) {
         __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(from));
         __m128i hits = _mm_or_si128(_mm_cmpeq_epi8(block, quote), _mm_cmpeq_epi8(block, placeholder));
-        unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(hits));
+        const auto mask = static_cast<unsigned>(_mm_movemask_epi8(hits));
         if (mask) return from + __builtin_ctz(mask);
         from += 16;
     }
@@ -298,8 +298,9 @@ namespace {
 constexpr std::size_t kReadBytes = 256 << 10;
 
 // The buffer a finished LineReader leaves to the next one on its thread: one per parse thread.
-thread_local std::unique_ptr<char[]> spare_buffer;
-thread_local std::size_t spare_capacity = 0;
+// Thread-local, so no two threads share it.
+thread_local std::unique_ptr<char[]> spare_buffer;  // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
+thread_local std::size_t spare_capacity = 0;        // NOLINT(cppcoreguidelines-avoid-non-const-global-variables)
 
 }  // namespace
 
@@ -326,7 +327,7 @@ bool LineReader::next(std::string_view& line) {
         const char* const start = buffer_.get() + begin_;
         const std::size_t pending = end_ - begin_;
         if (const void* nl = std::memchr(start + scanned_, '\n', pending - scanned_)) {
-            std::size_t len = static_cast<std::size_t>(static_cast<const char*>(nl) - start);
+            auto len = static_cast<std::size_t>(static_cast<const char*>(nl) - start);
             begin_ += len + 1;
             scanned_ = 0;
             if (len > 0 && start[len - 1] == '\r') --len;

@@ -76,6 +76,8 @@ class EntrySource : public io::ByteSourceBase {
 public:
     EntrySource(zip_t* zip, const CertFile& file);
     ~EntrySource() override;
+    EntrySource(const EntrySource&) = delete;
+    EntrySource& operator=(const EntrySource&) = delete;
     int read(char* buffer, int size) override;
     EntryDecoder decoder() const;
 

@@ -25,7 +25,7 @@ constexpr char kInvalidByte = '\xFE';
 
 // A quoted field longer than this is taken to be a quote that was never closed: from then on
 // newlines end records again, so one stray quote costs one rejected record, not the rest of the file.
-constexpr std::size_t kMaxQuotedBytes = 64 * 1024;
+constexpr std::size_t kMaxQuotedBytes = std::size_t{64} * 1024;
 
 class QuoteAwareSource : public io::ByteSourceBase {
 public:
