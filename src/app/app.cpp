@@ -211,7 +211,7 @@ public:
             archive = obtain_archive();
             if (!archive) return exit_ok;  // nothing new to import
         }
-        if (plan.stages & load_stage) load(*archive);
+        if (plan.stages & load_stage) load_or_quarantine(*archive);
         if ((plan.stages & geocode_stage) && (!plan.geocode_only_with_chain || !o_.geocoder.empty())) {
             stop_if_interrupted("geocoding");
             geocode_staging();
@@ -269,7 +269,8 @@ private:
             fetched = download();
         }
         const std::string path = fetched ? fetched->path : *o_.zip;
-        ArchiveInfo info = validate_or_quarantine(path, failed_to, fetched.has_value());
+        obtained_ = Obtained{path, failed_to, fetched.has_value()};
+        ArchiveInfo info = validate_or_quarantine();
         if (fetched) {
             info.source = o_.source;
             info.release_last_updated = fetched->info.last_updated;
@@ -302,21 +303,36 @@ private:
         return fetched;
     }
 
-    ArchiveInfo validate_or_quarantine(const std::string& path, const ArchiveTarget& failed_to, bool downloaded) {
+    ArchiveInfo validate_or_quarantine() {
         try {
-            return validate_archive(o_, path, report_);
+            return validate_archive(o_, obtained_->path, report_);
         } catch (const Error& e) {
-            if (e.code() != exit_invalid_archive) throw;
-            nlohmann::json why = {
-                {"archive", path},
-                {"cert_type", cert_type_name(o_.type)},
-                {"error", e.what()},
-                {"problems", report_.contains("archive") ? report_["archive"]["problems"] : nlohmann::json::array()}};
-            std::string where = quarantine_archive(path, failed_to, downloaded, why);
-            spdlog::error("extract: archive quarantined as {} (reasons in the .json beside it)", where);
-            report_["quarantined_to"] = where;
+            if (e.code() == exit_invalid_archive) quarantine(e);
             throw;
         }
+    }
+
+    // A corrupt entry that only inflating reveals (a CRC-32 or size that does not match, a broken
+    // deflate stream) fails the load like a failed validation: the archive goes to quarantine.
+    void load_or_quarantine(const ArchiveInfo& archive) {
+        try {
+            load(archive);
+        } catch (const Error& e) {
+            if (e.code() == exit_invalid_archive) quarantine(e);
+            throw;
+        }
+    }
+
+    // Moves a download (copies the operator's --zip) to --failed-to, with the reasons beside it.
+    void quarantine(const Error& e) {
+        const nlohmann::json why = {
+            {"archive", obtained_->path},
+            {"cert_type", cert_type_name(o_.type)},
+            {"error", e.what()},
+            {"problems", report_.contains("archive") ? report_["archive"]["problems"] : nlohmann::json::array()}};
+        const std::string where = quarantine_archive(obtained_->path, obtained_->failed_to, obtained_->downloaded, why);
+        spdlog::error("extract: archive quarantined as {} (reasons in the .json beside it)", where);
+        report_["quarantined_to"] = where;
     }
 
     // --archive-to: a download is kept under a name that says which release it was.
@@ -392,10 +408,18 @@ private:
                              {"seconds", r.seconds},   {"table", production_table(o_.type)}};
     }
 
+    // The archive this command works on, and where it goes if it turns out to be invalid.
+    struct Obtained {
+        std::string path;
+        ArchiveTarget failed_to;
+        bool downloaded = false;
+    };
+
     const Options& o_;
     nlohmann::json& report_;
     const std::string conninfo_;
     std::optional<db::Session> session_;
+    std::optional<Obtained> obtained_;
 };
 
 void fail_report(nlohmann::json& report, const std::string& error) {

@@ -278,12 +278,24 @@ TEST(Cli, CrcMismatchOfValidDeflateDataFailsTheRunAsInvalidArchive) {
     }
     epc::test::write_raw_zip(zip, entries);
     TestDatabase db;
-    Outcome o = run({"load", "--zip", zip, "--db", db.conninfo()});
+    const std::string failed = testing::TempDir() + "cli-crc-failed";
+    std::filesystem::remove_all(failed);
+    Outcome o = run({"load", "--zip", zip, "--db", db.conninfo(), "--failed-to", failed});
     EXPECT_EQ(o.exit_code, 3) << o.err;
     EXPECT_TRUE(has(o.err, "archive entry certificates.csv is corrupt: CRC-32")) << o.err;
     EXPECT_TRUE(has(o.err, "its directory says 12345678")) << o.err;
     EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run"), "failed");
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.stage_domestic"), 0);  // the file's rows rolled back
+    // Quarantined like an archive that fails validation: a copy of the operator's --zip, and why.
+    std::vector<std::string> quarantined;
+    for (const auto& entry : std::filesystem::directory_iterator(failed))
+        quarantined.push_back(entry.path().filename().string());
+    ASSERT_EQ(quarantined.size(), 2u) << o.err;
+    std::sort(quarantined.begin(), quarantined.end());  // <name>-<time>.json, <name>-<time>.zip
+    EXPECT_EQ(quarantined[1].rfind("cli-crc", 0), 0u) << quarantined[1];
+    EXPECT_NE(epc::test::read_file(failed + "/" + quarantined[0]).find("CRC-32"), std::string::npos)
+        << quarantined[0];
+    EXPECT_TRUE(std::filesystem::exists(zip));  // the operator's own file stays where it was
 }
 
 TEST(Cli, RunValidatesLoadsAndPublishes) {
