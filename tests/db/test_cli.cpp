@@ -293,9 +293,26 @@ TEST(Cli, CrcMismatchOfValidDeflateDataFailsTheRunAsInvalidArchive) {
     ASSERT_EQ(quarantined.size(), 2u) << o.err;
     std::sort(quarantined.begin(), quarantined.end());  // <name>-<time>.json, <name>-<time>.zip
     EXPECT_EQ(quarantined[1].rfind("cli-crc", 0), 0u) << quarantined[1];
-    EXPECT_NE(epc::test::read_file(failed + "/" + quarantined[0]).find("CRC-32"), std::string::npos)
-        << quarantined[0];
+    EXPECT_NE(epc::test::read_file(failed + "/" + quarantined[0]).find("CRC-32"), std::string::npos) << quarantined[0];
     EXPECT_TRUE(std::filesystem::exists(zip));  // the operator's own file stays where it was
+}
+
+TEST(Cli, LogSqlShowsEachStatementWithItsDurationButNotItsValues) {
+    fixture::Options fo;
+    fo.rows = 500;
+    std::string zip = make_zip(fo, "cli-log-sql");
+    TestDatabase db;
+    Outcome o = run({"load", "--zip", zip, "--db", db.conninfo(), "--log-format", "text", "--log-sql"});
+    ASSERT_EQ(o.exit_code, 0) << o.err;
+    EXPECT_TRUE(has(o.err, "sql [epc-import domestic load] ")) << o.err;
+    EXPECT_TRUE(has(o.err, " ms (8 parameters): INSERT INTO epc.import_file")) << o.err;
+    // The run's archive fingerprint is a parameter of the import_run row: it must not be logged.
+    const std::string identity = db.scalar("SELECT archive_identity FROM epc.import_run");
+    ASSERT_FALSE(identity.empty());
+    EXPECT_FALSE(has(o.err, identity)) << o.err;
+    Outcome quiet = run({"load", "--zip", zip, "--db", db.conninfo(), "--log-format", "text"});
+    ASSERT_EQ(quiet.exit_code, 0) << quiet.err;
+    EXPECT_FALSE(has(quiet.err, "sql [")) << quiet.err;
 }
 
 TEST(Cli, RunValidatesLoadsAndPublishes) {
