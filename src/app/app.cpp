@@ -374,12 +374,12 @@ private:
         go.retry_not_found_days = o_.geocode_retry_days;
         GeocodeSummary g = geocode(session(), go);
         report_["geocode"] = {
-            {"distinct_addresses", g.distinct_addresses},
-            {"cache_hits", g.cache_hits},
+            {"to_locate", g.to_locate},
             {"sent", g.sent},
             {"found", g.found},
             {"not_found", g.not_found},
             {"failed", g.failed},
+            {"postcodes_asked", g.postcodes_asked},
             {"found_by_provider", g.found_by_provider},
             {"http_requests", g.http_requests},
             {"http_429", g.http_429},

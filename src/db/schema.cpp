@@ -135,12 +135,27 @@ CREATE TABLE epc.release_undo (
     return sql;
 }
 
+// Version 4: postcode-level web geocoders (postcodes.io) are asked per distinct postcode, once,
+// ever; their answers are kept by postcode, beside the answers by address.
+const char* const kVersion4 = R"(
+CREATE TABLE epc.postcode_cache (
+    provider   text NOT NULL,
+    postcode   text NOT NULL,           -- canonical form "AB1 2CD"
+    status     text NOT NULL,           -- found | not_found (asked again after --geocode-retry-days)
+    latitude   double precision,
+    longitude  double precision,
+    checked_at timestamptz NOT NULL,
+    PRIMARY KEY (provider, postcode)
+);
+)";
+
 const std::vector<Migration>& migrations() {
     static const std::vector<Migration> list = {
         {1, "bookkeeping tables of epc-import 0.1", kVersion1},
         {2, "schema_version, run status check, index on import_run (cert_type, run_id)", version2()},
         {3, "production changed in place: row_hash, undo of the last publish (revert), rows_changed, 'reverted'",
          version3()},
+        {4, "postcode_cache: postcode-level geocoders asked once per postcode", kVersion4},
     };
     return list;
 }

@@ -22,8 +22,8 @@ namespace {
 
 const char* const kHttpProviders[] = {"postcodes-io", "google", "nominatim", "os-places"};
 
-// Queries read from the database per round of the chain: enough to keep HTTP providers busy,
-// few enough that memory stays small whatever the number of addresses.
+// Addresses or postcodes read from the database per round of an HTTP provider: enough to keep it
+// busy, few enough that memory stays small whatever their number.
 constexpr int kChunk = 5000;
 
 class FileSource : public io::ByteSourceBase {
@@ -163,19 +163,18 @@ void load_reference(db::Connection& db, const ChainLink& link) {
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
 }
 
-struct Final {
-    std::size_t index;
-    GeocodeResult result;
-    std::string provider;
-};
-
-// Writes final answers to the permanent cache in batches, each in its own transaction, so a crash
-// loses at most one batch and a re-run asks only for what is not cached.
+// Writes final answers to a permanent cache in batches, each in its own transaction on a
+// connection of its own, so a crash loses at most one batch and a re-run asks only for what is
+// not cached. One writer per cache: epc.geocode_cache (by address) and epc.postcode_cache.
 class CacheWriter {
 public:
-    CacheWriter(db::Connection& db, std::size_t batch) : db_(db), batch_(batch) {
-        db_.exec("CREATE TEMP TABLE epc_geocode_batch (address_key text, status text, latitude double precision, "
-                 "longitude double precision, provider text, precision text) ON COMMIT DELETE ROWS");
+    struct Target {
+        std::string upsert;  // INSERT INTO the cache ... SELECT ... FROM epc_geocode_batch ON CONFLICT ...
+    };
+    CacheWriter(db::Connection& db, std::size_t batch, Target target)
+        : db_(db), batch_(batch), target_(std::move(target)) {
+        db_.exec("CREATE TEMP TABLE IF NOT EXISTS epc_geocode_batch (key text, status text, latitude double "
+                 "precision, longitude double precision, provider text, precision text) ON COMMIT DELETE ROWS");
     }
     void add(const std::string& key, const GeocodeResult& r, const std::string& provider) {
         append_copy_text(buf_, key);
@@ -197,16 +196,11 @@ public:
     void flush() {
         if (pending_ == 0) return;
         db::Transaction tx(db_);
-        db::CopyIn copy(db_, "epc_geocode_batch", "address_key, status, latitude, longitude, provider, precision",
+        db::CopyIn copy(db_, "epc_geocode_batch", "key, status, latitude, longitude, provider, precision",
                         db::CopyFormat::text);
         copy.put(buf_);
         copy.finish();
-        db_.exec("INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, "
-                 "checked_at) SELECT DISTINCT ON (address_key) address_key, status, latitude, longitude, provider, "
-                 "precision, now() FROM epc_geocode_batch "
-                 "ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
-                 "longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, precision = EXCLUDED.precision, "
-                 "checked_at = EXCLUDED.checked_at");
+        db_.exec(target_.upsert);
         tx.commit();
         buf_.clear();
         pending_ = 0;
@@ -215,42 +209,27 @@ public:
 private:
     db::Connection& db_;
     std::size_t batch_;
+    Target target_;
     std::string buf_;
     std::size_t pending_ = 0;
 };
 
-// Looks queries up in an offline reference table; returns index -> coordinates for those found.
-std::map<std::size_t, std::pair<double, double>> lookup_reference(db::Connection& db, const std::string& provider,
-                                                                  const std::vector<GeocodeQuery>& queries,
-                                                                  const std::vector<std::size_t>& indexes) {
-    const Reference ref = reference_for(provider);
-    std::string keys = "{", idx = "{";
-    bool any = false;
-    for (std::size_t i : indexes) {
-        const GeocodeQuery& q = queries[i];
-        std::string k;
-        if (provider == "uprn") {
-            if (!q.uprn) continue;
-            k = std::to_string(*q.uprn);
-        } else {
-            if (q.postcode.empty()) continue;
-            k = "\"" + q.postcode + "\"";  // canonical postcodes hold only letters, digits and a space
-        }
-        if (any) keys += ',', idx += ',';
-        keys += k;
-        idx += std::to_string(i);
-        any = true;
-    }
-    std::map<std::size_t, std::pair<double, double>> found;
-    if (!any) return found;
-    keys += '}';
-    idx += '}';
-    db::Result r = db.exec(std::string("SELECT q.i, r.latitude, r.longitude FROM unnest($1::") + ref.key_type +
-                               "[], $2::int[]) AS q(key, i) JOIN " + ref.table + " r USING (key)",
-                           {keys, idx});
-    for (int row = 0; row < r.rows(); ++row)
-        found[static_cast<std::size_t>(r.integer(row, 0))] = {std::stod(r.text(row, 1)), std::stod(r.text(row, 2))};
-    return found;
+const CacheWriter::Target kAddressCache{
+    "INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, checked_at) "
+    "SELECT DISTINCT ON (key) key, status, latitude, longitude, provider, precision, now() FROM epc_geocode_batch "
+    "ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
+    "longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, precision = EXCLUDED.precision, "
+    "checked_at = EXCLUDED.checked_at"};
+const CacheWriter::Target kPostcodeCache{
+    "INSERT INTO epc.postcode_cache (provider, postcode, status, latitude, longitude, checked_at) "
+    "SELECT DISTINCT ON (provider, key) provider, key, status, latitude, longitude, now() FROM epc_geocode_batch "
+    "ON CONFLICT (provider, postcode) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
+    "longitude = EXCLUDED.longitude, checked_at = EXCLUDED.checked_at"};
+
+// A cached "not found" is an answer until it is --geocode-retry-days old; "found" is for ever.
+// `alias`: the cache table's alias; $1 is the number of days.
+std::string answered_by(const std::string& alias) {
+    return "(" + alias + ".status = 'found' OR " + alias + ".checked_at > now() - make_interval(days => $1))";
 }
 
 }  // namespace
@@ -326,136 +305,205 @@ std::vector<std::unique_ptr<HttpGeocoder>> make_http_geocoders(const GeocodeOpti
     return http;
 }
 
+std::uint64_t affected(const db::Result& r) { return std::stoull(r.affected()); }
+
 // epc_geocode_todo: the distinct address keys of this release that the cache does not answer,
-// behind the cursor epc_todo. Runs inside the caller's transaction.
+// with what providers ask by. The cache is probed per certificate before grouping, so a month
+// whose certificates are mostly known groups only the new addresses.
 void find_addresses_to_locate(db::Session& session, const GeocodeOptions& options, GeocodeSummary& summary) {
     db::Connection& db = session.db();
+    db.exec("DROP TABLE IF EXISTS epc_geocode_todo, epc_geocode_postcodes");
+    db.exec("CREATE TEMP TABLE epc_geocode_todo (address_key text PRIMARY KEY, address text, uprn bigint, "
+            "postcode text NOT NULL)");
+    db::Transaction tx(db);
     db.exec("SET LOCAL work_mem = '256MB'");
     db.exec("SET LOCAL jit = off");
-    db.exec("CREATE TEMP TABLE epc_geocode_todo ON COMMIT DROP AS SELECT address_key, min(address) AS address, "
-            "min(uprn) AS uprn FROM " +
-            session.staging().rows + " WHERE address_key IS NOT NULL GROUP BY address_key");
-    summary.distinct_addresses = static_cast<std::uint64_t>(
-        db.exec("SELECT count(*) FROM epc_geocode_todo").integer(0, 0));
-    db::Result hits = db.exec(
-        "DELETE FROM epc_geocode_todo t USING epc.geocode_cache c WHERE c.address_key = t.address_key AND "
-        "(c.status = 'found' OR c.checked_at > now() - make_interval(days => $1))",
-        {options.retry_not_found_days});
-    summary.cache_hits = std::stoull(hits.affected());
-    spdlog::info("geocode: {} distinct addresses, {} already in the cache, {} to locate", summary.distinct_addresses,
-                 summary.cache_hits, summary.distinct_addresses - summary.cache_hits);
-    db.exec("DECLARE epc_todo NO SCROLL CURSOR FOR SELECT address_key, coalesce(address, ''), uprn "
-            "FROM epc_geocode_todo ORDER BY address_key");
+    summary.to_locate = affected(
+        db.exec("INSERT INTO epc_geocode_todo SELECT s.address_key, min(s.address), min(s.uprn), "
+                "split_part(s.address_key, '|', 2) FROM " +
+                    session.staging().rows +
+                    " s WHERE s.address_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM epc.geocode_cache c WHERE "
+                    "c.address_key = s.address_key AND " +
+                    answered_by("c") + ") GROUP BY s.address_key",
+                {options.retry_not_found_days}));
+    tx.commit();
+    db.exec("ANALYZE epc_geocode_todo");
+    spdlog::info("geocode: {} distinct addresses of this release are not in the cache yet", summary.to_locate);
 }
 
-std::vector<GeocodeQuery> next_queries(db::Connection& db) {
-    db::Result chunk = db.exec("FETCH " + std::to_string(kChunk) + " FROM epc_todo");
-    std::vector<GeocodeQuery> queries(static_cast<std::size_t>(chunk.rows()));
-    for (int i = 0; i < chunk.rows(); ++i) {
-        GeocodeQuery& q = queries[static_cast<std::size_t>(i)];
-        q.key = chunk.text(i, 0);
-        q.address = chunk.text(i, 1);
-        q.postcode = q.key.substr(q.key.find('|') + 1);
-        if (!chunk.is_null(i, 2)) q.uprn = static_cast<std::uint64_t>(chunk.integer(i, 2));
-    }
-    return queries;
-}
-
-// Walks one chunk of queries along the chain: each query stops at the first provider that finds
-// it; a transient failure stops it there too (a later, coarser provider must not answer for a
-// better one that was merely down); what nobody found is cached as not found.
+// Walks the chain link by link over epc_geocode_todo: each link takes what it locates out of it,
+// and a transient failure takes the address out too (a later, coarser provider must not answer
+// for a better one that was merely down); what is left at the end is cached as not found. Each
+// provider is asked at its own precision: offline files in one join, postcode-level web services
+// once per distinct postcode ever (epc.postcode_cache), address-level ones per address.
 class ChainWalk {
 public:
-    ChainWalk(db::Connection& db, const GeocodeOptions& options, std::vector<std::unique_ptr<HttpGeocoder>>& http,
-              CacheWriter& writer, GeocodeSummary& summary)
-        : db_(db), options_(options), http_(http), writer_(writer), summary_(summary) {}
+    ChainWalk(db::Session& session, const GeocodeOptions& options, std::vector<std::unique_ptr<HttpGeocoder>>& http,
+              GeocodeSummary& summary)
+        : db_(session.db()), writer_db_(session.connect("geocode writer")), options_(options), http_(http),
+          summary_(summary) {}
 
-    void locate(const std::vector<GeocodeQuery>& queries) {
-        summary_.sent += queries.size();
-        std::vector<std::size_t> remaining(queries.size());
-        for (std::size_t i = 0; i < remaining.size(); ++i) remaining[i] = i;
-        for (std::size_t l = 0; l < options_.chain.size() && !remaining.empty(); ++l)
-            remaining = options_.chain[l].file.empty() ? ask_http(l, queries, remaining)
-                                                       : look_up_reference(l, queries, remaining);
-        GeocodeResult nobody_found;
-        nobody_found.status = GeocodeResult::Status::not_found;
-        for (std::size_t i : remaining) {
-            writer_.add(queries[i].key, nobody_found, "chain");
-            ++summary_.not_found;
+    void locate() {
+        summary_.sent = summary_.to_locate;
+        for (std::size_t l = 0; l < options_.chain.size() && left() > 0; ++l) {
+            const ChainLink& link = options_.chain[l];
+            if (!link.file.empty()) look_up_reference(link);
+            else if (http_[l]->precision() == Precision::postcode) ask_by_postcode(link, *http_[l]);
+            else ask_by_address(link, *http_[l]);
         }
+        cache_the_rest_as_not_found();
     }
 
 private:
-    void found(const GeocodeQuery& q, const GeocodeResult& r, const std::string& provider) {
-        writer_.add(q.key, r, provider);
-        ++summary_.found;
-        ++summary_.found_by_provider[provider];
+    std::uint64_t left() {
+        return static_cast<std::uint64_t>(db_.exec("SELECT count(*) FROM epc_geocode_todo").integer(0, 0));
     }
 
-    // Returns the queries the reference table does not know.
-    std::vector<std::size_t> look_up_reference(std::size_t link, const std::vector<GeocodeQuery>& queries,
-                                               const std::vector<std::size_t>& remaining) {
-        const std::string& provider = options_.chain[link].provider;
-        const auto located = lookup_reference(db_, provider, queries, remaining);
-        std::vector<std::size_t> next;
-        for (std::size_t i : remaining) {
-            auto it = located.find(i);
-            if (it == located.end()) {
-                next.push_back(i);
-                continue;
+    // Moves the addresses `matches` finds (a SELECT over epc_geocode_todo t giving address_key,
+    // latitude and longitude) into the address cache as found by `provider`, in one transaction.
+    void take_found(const std::string& provider, Precision precision, const std::string& matches,
+                    const db::Params& params = {}) {
+        db::Transaction tx(db_);
+        const std::uint64_t found = affected(db_.exec(
+            "WITH found AS (DELETE FROM epc_geocode_todo t USING (" + matches +
+                ") m (address_key, latitude, longitude) WHERE m.address_key = t.address_key RETURNING m.*) "
+                "INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, "
+                "checked_at) SELECT address_key, 'found', latitude, longitude, '" +
+                provider + "', '" + precision_name(precision) +
+                "', now() FROM found ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, "
+                "latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, "
+                "precision = EXCLUDED.precision, checked_at = EXCLUDED.checked_at",
+            params));
+        tx.commit();
+        summary_.found += found;
+        summary_.found_by_provider[provider] += found;
+    }
+
+    // An offline file: one join of the whole todo list with its reference table.
+    void look_up_reference(const ChainLink& link) {
+        const Reference ref = reference_for(link.provider);
+        const std::string by = link.provider == "uprn" ? "t.uprn" : "t.postcode";
+        take_found(link.provider, ref.precision,
+                   "SELECT t.address_key, r.latitude, r.longitude FROM epc_geocode_todo t JOIN " +
+                       std::string(ref.table) + " r ON r.key = " + by);
+    }
+
+    // A postcode-level web service: the distinct postcodes of the todo list it has not answered
+    // yet are asked once each; then its answers, old and new, are applied to the addresses.
+    void ask_by_postcode(const ChainLink& link, HttpGeocoder& geocoder) {
+        const db::Params days_and_provider{options_.retry_not_found_days, link.provider};
+        const std::string unanswered = "NOT EXISTS (SELECT 1 FROM epc.postcode_cache c WHERE c.provider = $2 AND "
+                                       "c.postcode = t.postcode AND " +
+                                       answered_by("c") + ")";
+        db_.exec("CREATE TEMP TABLE epc_geocode_postcodes AS SELECT DISTINCT t.postcode FROM epc_geocode_todo t "
+                 "WHERE t.postcode <> '' AND " +
+                     unanswered,
+                 days_and_provider);
+        CacheWriter writer(writer_db_, options_.batch, kPostcodeCache);
+        std::uint64_t asked = 0;
+        for (std::string after;;) {
+            db::Result chunk = db_.exec("SELECT postcode FROM epc_geocode_postcodes WHERE postcode > $1 "
+                                        "ORDER BY postcode LIMIT " +
+                                            std::to_string(kChunk),
+                                        {after});
+            if (chunk.rows() == 0) break;
+            std::vector<GeocodeQuery> queries(static_cast<std::size_t>(chunk.rows()));
+            for (int i = 0; i < chunk.rows(); ++i) {
+                GeocodeQuery& q = queries[static_cast<std::size_t>(i)];
+                q.key = q.postcode = chunk.text(i, 0);
             }
-            GeocodeResult r;
-            r.status = GeocodeResult::Status::found;
-            r.latitude = it->second.first;
-            r.longitude = it->second.second;
-            r.precision = reference_for(provider).precision;
-            found(queries[i], r, provider);
+            after = queries.back().key;
+            asked += queries.size();
+            count(geocoder.geocode(queries, [&](std::size_t k, const GeocodeResult& r) {
+                if (r.status != GeocodeResult::Status::failed) writer.add(queries[k].key, r, link.provider);
+            }));
         }
-        return next;
+        writer.flush();
+        db_.exec("DROP TABLE epc_geocode_postcodes");
+        summary_.postcodes_asked += asked;
+        spdlog::info("geocode: {}: {} postcodes asked (each once, ever)", link.provider, asked);
+
+        take_found(link.provider, geocoder.precision(),
+                   "SELECT t.address_key, c.latitude, c.longitude FROM epc_geocode_todo t JOIN epc.postcode_cache c "
+                   "ON c.provider = $1 AND c.postcode = t.postcode AND c.status = 'found'",
+                   {link.provider});
+        // Postcodes asked but still unanswered: the service failed on them.
+        summary_.failed += affected(
+            db_.exec("DELETE FROM epc_geocode_todo t WHERE t.postcode <> '' AND " + unanswered, days_and_provider));
     }
 
-    // Returns the queries the provider answered "not found" (failures are not passed on).
-    std::vector<std::size_t> ask_http(std::size_t link, const std::vector<GeocodeQuery>& queries,
-                                      const std::vector<std::size_t>& remaining) {
-        std::vector<GeocodeQuery> subset;
-        subset.reserve(remaining.size());
-        for (std::size_t i : remaining) subset.push_back(queries[i]);
-        std::vector<std::size_t> next;
-        const std::string& provider = options_.chain[link].provider;
-        HttpGeocodeStats stats = http_[link]->geocode(subset, [&](std::size_t k, const GeocodeResult& r) {
-            const std::size_t i = remaining[k];
-            if (r.status == GeocodeResult::Status::found) found(queries[i], r, provider);
-            else if (r.status == GeocodeResult::Status::not_found) next.push_back(i);
-            else ++summary_.failed;
-        });
+    // An address-level web service: the todo list in key order, a chunk at a time.
+    void ask_by_address(const ChainLink& link, HttpGeocoder& geocoder) {
+        CacheWriter writer(writer_db_, options_.batch, kAddressCache);
+        for (std::string after;;) {
+            db::Result chunk = db_.exec("SELECT address_key, coalesce(address, ''), uprn, postcode FROM "
+                                        "epc_geocode_todo WHERE address_key > $1 ORDER BY address_key LIMIT " +
+                                            std::to_string(kChunk),
+                                        {after});
+            if (chunk.rows() == 0) break;
+            std::vector<GeocodeQuery> queries(static_cast<std::size_t>(chunk.rows()));
+            for (int i = 0; i < chunk.rows(); ++i) {
+                GeocodeQuery& q = queries[static_cast<std::size_t>(i)];
+                q.key = chunk.text(i, 0);
+                q.address = chunk.text(i, 1);
+                if (!chunk.is_null(i, 2)) q.uprn = static_cast<std::uint64_t>(chunk.integer(i, 2));
+                q.postcode = chunk.text(i, 3);
+            }
+            after = queries.back().key;
+            std::string answered = "{";  // found or failed: out of the todo list
+            count(geocoder.geocode(queries, [&](std::size_t k, const GeocodeResult& r) {
+                if (r.status == GeocodeResult::Status::not_found) return;
+                if (r.status == GeocodeResult::Status::found) {
+                    writer.add(queries[k].key, r, link.provider);
+                    ++summary_.found;
+                    ++summary_.found_by_provider[link.provider];
+                } else {
+                    ++summary_.failed;
+                }
+                // Address keys hold letters, digits, spaces and '|' only: safe in a quoted element.
+                answered += (answered.size() > 1 ? ",\"" : "\"") + queries[k].key + "\"";
+            }));
+            writer.flush();
+            db_.exec("DELETE FROM epc_geocode_todo WHERE address_key = ANY($1::text[])", {answered + "}"});
+        }
+    }
+
+    void count(const HttpGeocodeStats& stats) {
         summary_.http_requests += stats.requests;
         summary_.http_429 += stats.http_429;
-        return next;
+    }
+
+    void cache_the_rest_as_not_found() {
+        summary_.not_found = affected(
+            db_.exec("INSERT INTO epc.geocode_cache (address_key, status, provider, checked_at) SELECT address_key, "
+                     "'not_found', 'chain', now() FROM epc_geocode_todo ON CONFLICT (address_key) DO UPDATE SET "
+                     "status = EXCLUDED.status, latitude = NULL, longitude = NULL, provider = EXCLUDED.provider, "
+                     "precision = NULL, checked_at = EXCLUDED.checked_at"));
+        db_.exec("DROP TABLE epc_geocode_todo");
     }
 
     db::Connection& db_;
+    db::Connection writer_db_;
     const GeocodeOptions& options_;
     std::vector<std::unique_ptr<HttpGeocoder>>& http_;
-    CacheWriter& writer_;
     GeocodeSummary& summary_;
 };
 
 void record_summary(db::Session& session, long long run_id, const GeocodeSummary& summary) {
-    const nlohmann::json counters = {{"distinct_addresses", summary.distinct_addresses},
-                                     {"cache_hits", summary.cache_hits},
+    const nlohmann::json counters = {{"to_locate", summary.to_locate},
                                      {"sent", summary.sent},
                                      {"found", summary.found},
                                      {"not_found", summary.not_found},
                                      {"failed", summary.failed},
+                                     {"postcodes_asked", summary.postcodes_asked},
                                      {"http_requests", summary.http_requests},
                                      {"http_429", summary.http_429}};
     session.db().exec("UPDATE epc.import_run SET geocode = $2 WHERE run_id = $1", {run_id, counters.dump()});
-    spdlog::info("geocode: {} sent, {} found, {} not found, {} failed (asked again next run); {} HTTP requests "
-                 "({:.1f}/s), {} answered 429, in {:.1f} s ({:.0f} addresses/s)",
-                 summary.sent, summary.found, summary.not_found, summary.failed, summary.http_requests,
+    spdlog::info("geocode: {} addresses located, {} not found, {} failed (asked again next run); {} postcodes "
+                 "asked of postcode-level services; {} HTTP requests ({:.1f}/s), {} answered 429, in {:.1f} s",
+                 summary.found, summary.not_found, summary.failed, summary.postcodes_asked, summary.http_requests,
                  summary.seconds > 0 ? static_cast<double>(summary.http_requests) / summary.seconds : 0.0,
-                 summary.http_429, summary.seconds,
-                 summary.seconds > 0 ? static_cast<double>(summary.sent) / summary.seconds : 0.0);
+                 summary.http_429, summary.seconds);
 }
 
 }  // namespace
@@ -470,15 +518,8 @@ GeocodeSummary geocode(db::Session& session, const GeocodeOptions& options) {
     std::vector<std::unique_ptr<HttpGeocoder>> http = make_http_geocoders(options);
 
     GeocodeSummary summary;
-    db::Connection writer_db = session.connect("geocode writer");
-    CacheWriter writer(writer_db, options.batch);
-    ChainWalk walk(session.db(), options, http, writer, summary);
-    db::Transaction tx(session.db());  // holds the cursor
     find_addresses_to_locate(session, options, summary);
-    for (auto queries = next_queries(session.db()); !queries.empty(); queries = next_queries(session.db()))
-        walk.locate(queries);
-    writer.flush();
-    tx.commit();
+    ChainWalk(session, options, http, summary).locate();
 
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     record_summary(session, run_id, summary);

@@ -70,6 +70,7 @@ GeocodeSummary run_geocode(Loaded& t, const std::string& chain) {
     GeocodeOptions o;
     o.chain = parse_chain(chain);
     o.batch = 300;
+    o.rate = 1000;            // Nominatim's documented limit is one request a second
     o.http.max_attempts = 2;  // a provider that is down fails fast here
     o.http.max_backoff_seconds = 0.05;
     o.http.breaker_open_seconds = 0.2;
@@ -90,9 +91,8 @@ TEST(Geocode, ChainLocatesEachDistinctAddressOnceWithPrecedence) {
            "FROM epc.stage_domestic WHERE address_key IS NOT NULL GROUP BY address_key");
     const long long distinct = c.exec("SELECT count(*) FROM want").integer(0, 0);
     const long long by_uprn = c.exec("SELECT count(*) FROM want WHERE uprn % 2 = 0").integer(0, 0);
-    EXPECT_EQ(s.distinct_addresses, static_cast<std::uint64_t>(distinct));
-    EXPECT_EQ(s.cache_hits, 0u);
-    EXPECT_EQ(s.sent, s.distinct_addresses);
+    EXPECT_EQ(s.to_locate, static_cast<std::uint64_t>(distinct));
+    EXPECT_EQ(s.sent, s.to_locate);
     EXPECT_EQ(s.found + s.not_found + s.failed, s.sent);
     EXPECT_EQ(s.failed, 0u);
     EXPECT_EQ(s.found_by_provider["uprn"], static_cast<std::uint64_t>(by_uprn));
@@ -121,7 +121,7 @@ TEST(Geocode, SecondRunSendsNothingAndALostBatchIsAskedAgain) {
     const std::string chain = "uprn:" + t.uprn_file + ",onspd:" + t.onspd_file;
     GeocodeSummary first = run_geocode(t, chain);
     GeocodeSummary second = run_geocode(t, chain);
-    EXPECT_EQ(second.cache_hits, first.distinct_addresses);
+    EXPECT_EQ(second.to_locate, 0u);
     EXPECT_EQ(second.sent, 0u);
     // Lose part of the cache, as a crash between batches would: only that part is asked again.
     const long long lost = t.db.count("WITH d AS (DELETE FROM epc.geocode_cache WHERE address_key IN "
@@ -129,7 +129,7 @@ TEST(Geocode, SecondRunSendsNothingAndALostBatchIsAskedAgain) {
                                       "RETURNING 1) SELECT count(*) FROM d");
     GeocodeSummary third = run_geocode(t, chain);
     EXPECT_EQ(third.sent, static_cast<std::uint64_t>(lost));
-    EXPECT_EQ(third.cache_hits, first.distinct_addresses - lost);
+    EXPECT_EQ(third.to_locate, static_cast<std::uint64_t>(lost));
     // The reference files were loaded once and reused.
     EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.reference_file"), 2);
 }
@@ -189,14 +189,109 @@ TEST(Geocode, OnlyDistinctUncachedPostcodesReachTheHttpGeocoder) {
     EXPECT_EQ(second.sent, 0u);
     EXPECT_EQ(postcodes.count(), before);
 
-    // A provider that is down: failures are not cached as "not found", so the next run asks again.
-    c.exec("DELETE FROM epc.geocode_cache WHERE provider = 'postcodes-io'");
+    // A provider that is down: failures are not cached as "not found" (neither by address nor by
+    // postcode), and no later link answers for it, so the next run asks again.
+    c.exec("DELETE FROM epc.geocode_cache WHERE provider IN ('postcodes-io', 'chain')");
+    c.exec("DELETE FROM epc.postcode_cache");
     postcodes.always(epc::test::GeocoderStandIn::Fault{epc::test::GeocoderStandIn::Fault::Type::status, 500, "", ""});
     GeocodeSummary down = run_geocode(t, chain);
     EXPECT_GT(down.failed, 0u);
+    EXPECT_EQ(down.found + down.failed + down.not_found, down.to_locate);
     EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache WHERE provider = 'postcodes-io'"), 0);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.postcode_cache"), 0);
     postcodes.clear_faults();
     GeocodeSummary recovered = run_geocode(t, chain);
     EXPECT_EQ(recovered.failed, 0u);
     EXPECT_EQ(recovered.found_by_provider["postcodes-io"], first.found_by_provider["postcodes-io"]);
+}
+
+namespace {
+
+// Every postcode in the bodies of postcodes.io requests from `from` on, with repeats.
+std::vector<std::string> postcodes_asked(const epc::test::GeocoderStandIn& stand_in, std::size_t from = 0) {
+    std::vector<std::string> asked;
+    const auto records = stand_in.records();
+    for (std::size_t i = from; i < records.size(); ++i) {
+        const nlohmann::json body = nlohmann::json::parse(records[i].body);
+        for (const auto& pc : body["postcodes"]) asked.push_back(pc.get<std::string>());
+    }
+    return asked;
+}
+
+}  // namespace
+
+// A postcode-level service is asked per distinct postcode, not per address, and never again about
+// a postcode it answered: new addresses at known postcodes (here: addresses whose cache entries
+// are gone, as a new month's would be) are located without a request.
+TEST(Geocode, PostcodeLevelServiceIsAskedEachPostcodeOnceEver) {
+    Loaded t;
+    prepare(t, "geo-postcode-once");
+    epc::test::GeocoderStandIn postcodes(epc::test::GeocoderStandIn::Kind::postcodes_io);
+    db::Connection c = t.db.connect();
+    db::Result pcs = c.exec("SELECT DISTINCT split_part(address_key, '|', 2) FROM epc.stage_domestic "
+                            "WHERE split_part(address_key, '|', 2) <> '' ORDER BY 1");
+    for (int i = 0; i < pcs.rows(); i += 3) postcodes.add(pcs.text(i, 0), 53.0 + i / 1e5, -1.5);
+    const std::string chain = "postcodes-io=" + postcodes.base_url();
+
+    GeocodeSummary first = run_geocode(t, chain);
+    const std::vector<std::string> asked = postcodes_asked(postcodes);
+    const std::set<std::string> distinct(asked.begin(), asked.end());
+    EXPECT_EQ(static_cast<int>(asked.size()), pcs.rows()) << "each postcode once";
+    EXPECT_EQ(static_cast<int>(distinct.size()), pcs.rows());
+    EXPECT_EQ(first.postcodes_asked, static_cast<std::uint64_t>(pcs.rows()));
+    const long long addresses_with_postcode = t.db.count(
+        "SELECT count(DISTINCT address_key) FROM epc.stage_domestic WHERE split_part(address_key, '|', 2) <> ''");
+    ASSERT_GT(addresses_with_postcode, pcs.rows()) << "the fixture should have several addresses per postcode";
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.postcode_cache WHERE provider = 'postcodes-io'"), pcs.rows());
+    // Every address at a known postcode carries its postcode's coordinates.
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache g JOIN epc.postcode_cache p ON p.postcode = "
+                         "split_part(g.address_key, '|', 2) WHERE p.status = 'found' AND (g.status <> 'found' OR "
+                         "g.latitude <> p.latitude OR g.precision <> 'postcode')"),
+              0);
+    EXPECT_EQ(static_cast<long long>(first.found_by_provider["postcodes-io"]),
+              t.db.count("SELECT count(*) FROM epc.geocode_cache WHERE provider = 'postcodes-io'"));
+
+    // Addresses new to the cache at postcodes already answered (found or not): no request at all.
+    const long long forgotten = t.db.count("WITH d AS (DELETE FROM epc.geocode_cache WHERE address_key IN (SELECT "
+                                           "address_key FROM epc.geocode_cache ORDER BY md5(address_key) LIMIT 500) "
+                                           "RETURNING 1) SELECT count(*) FROM d");
+    const std::size_t before = postcodes.count();
+    GeocodeSummary second = run_geocode(t, chain);
+    EXPECT_EQ(second.to_locate, static_cast<std::uint64_t>(forgotten));
+    EXPECT_EQ(second.postcodes_asked, 0u);
+    EXPECT_EQ(postcodes.count(), before);
+    EXPECT_EQ(second.found + second.not_found, static_cast<std::uint64_t>(forgotten));
+
+    // A postcode whose "not found" has expired is asked again, once.
+    c.exec("UPDATE epc.postcode_cache SET checked_at = now() - interval '100 days' WHERE postcode = "
+           "(SELECT min(postcode) FROM epc.postcode_cache WHERE status = 'not_found')");
+    c.exec("UPDATE epc.geocode_cache SET checked_at = now() - interval '100 days' WHERE status = 'not_found'");
+    run_geocode(t, chain);
+    EXPECT_EQ(postcodes_asked(postcodes, before).size(), 1u);
+}
+
+// An address-level service is asked per distinct address, once, ever; what an earlier link of the
+// chain located is not asked.
+TEST(Geocode, AddressLevelServiceIsAskedEachAddressOnceEver) {
+    Loaded t;
+    prepare(t, "geo-address-once");
+    epc::test::GeocoderStandIn nominatim(epc::test::GeocoderStandIn::Kind::nominatim);
+    nominatim.add("1", 51.5, -0.1, "house");  // any address with a "1" in it
+    const std::string chain = "uprn:" + t.uprn_file + ",nominatim=" + nominatim.base_url();
+    GeocodeSummary first = run_geocode(t, chain);
+    const long long not_by_uprn = t.db.count(
+        "SELECT count(*) FROM (SELECT address_key, min(uprn) AS u FROM epc.stage_domestic WHERE address_key IS NOT "
+        "NULL GROUP BY 1) k WHERE u IS NULL OR u % 2 = 1");
+    EXPECT_EQ(static_cast<long long>(nominatim.count()), not_by_uprn) << "one request per address not found by UPRN";
+    std::set<std::string> queries;
+    for (const auto& r : nominatim.records()) queries.insert(r.param("q"));
+    EXPECT_EQ(static_cast<long long>(queries.size()), not_by_uprn) << "an address was asked twice";
+    EXPECT_GT(first.found_by_provider["nominatim"], 0u);
+    EXPECT_GT(first.not_found, 0u);
+    EXPECT_EQ(first.found + first.not_found, first.to_locate);
+
+    const std::size_t before = nominatim.count();
+    GeocodeSummary second = run_geocode(t, chain);
+    EXPECT_EQ(second.to_locate, 0u);
+    EXPECT_EQ(nominatim.count(), before);
 }

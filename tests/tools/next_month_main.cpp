@@ -124,8 +124,11 @@ void transform_certificates(const std::string& text, std::ostream& out, Counts& 
     if (!next_line(line)) return;
     out << line << '\n';
     const std::vector<std::string_view> header = split_raw(line);
-    const Columns c{column(header, {"LMK_KEY", "CERTIFICATE_NUMBER"}), column(header, {"ADDRESS1"}),
-                    column(header, {"ADDRESS"}), column(header, {"POSTCODE"}), column(header, {"TOTAL_FLOOR_AREA", "FLOOR_AREA"}),
+    const Columns c{column(header, {"LMK_KEY", "CERTIFICATE_NUMBER"}),
+                    column(header, {"ADDRESS1"}),
+                    column(header, {"ADDRESS"}),
+                    column(header, {"POSTCODE"}),
+                    column(header, {"TOTAL_FLOOR_AREA", "FLOOR_AREA"}),
                     column(header, {"UPRN"})};
     while (next_line(line)) {
         if (line.empty()) continue;
@@ -257,10 +260,11 @@ int main(int argc, char** argv) {
         if (zip_close(target) != 0) throw std::runtime_error("cannot write " + out);
         std::filesystem::remove_all(scratch);
         write_references(seen, uprn_file, onspd_file);
-        std::printf("{\"kept\": %llu, \"removed\": %llu, \"changed\": %llu, \"added\": %llu, \"new_addresses\": %llu}\n",
-                    static_cast<unsigned long long>(counts.kept), static_cast<unsigned long long>(counts.removed),
-                    static_cast<unsigned long long>(counts.changed), static_cast<unsigned long long>(counts.added),
-                    static_cast<unsigned long long>(counts.new_addresses));
+        std::printf(
+            "{\"kept\": %llu, \"removed\": %llu, \"changed\": %llu, \"added\": %llu, \"new_addresses\": %llu}\n",
+            static_cast<unsigned long long>(counts.kept), static_cast<unsigned long long>(counts.removed),
+            static_cast<unsigned long long>(counts.changed), static_cast<unsigned long long>(counts.added),
+            static_cast<unsigned long long>(counts.new_addresses));
         return 0;
     } catch (const std::exception& e) {
         std::cerr << "epc-next-month: " << e.what() << "\n";

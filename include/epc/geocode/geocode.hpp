@@ -1,8 +1,10 @@
-// The geocode stage: locate each distinct address once, ever. Addresses are normalised into a key
-// when loaded; the distinct keys of a release are found in PostgreSQL; keys the permanent cache
-// (epc.geocode_cache) already answers are never sent out again; the rest go through a chain of
-// providers (offline reference tables first where configured, then HTTP geocoders), and results
-// are written to the cache in batches as they arrive, so a crash loses at most one batch.
+// The geocode stage: locate each distinct address once, ever, asking each provider at its own
+// precision. Addresses are normalised into a key when loaded; the keys of a release that the
+// permanent cache (epc.geocode_cache) does not answer are found in PostgreSQL; they go through the
+// chain of providers in order: offline reference files in one join in PostgreSQL; postcode-level
+// web services (postcodes.io) by distinct postcode, each postcode once, ever (epc.postcode_cache);
+// address-level ones by address. Web answers are written to the caches in batches as they arrive,
+// so a crash loses at most one batch.
 #pragma once
 
 #include <cstdint>
@@ -39,12 +41,12 @@ struct GeocodeOptions {
 };
 
 struct GeocodeSummary {
-    std::uint64_t distinct_addresses = 0;
-    std::uint64_t cache_hits = 0;
-    std::uint64_t sent = 0;  // queries handed to providers
+    std::uint64_t to_locate = 0;  // distinct addresses of the release the cache did not answer
+    std::uint64_t sent = 0;       // addresses handed to the chain (all of to_locate)
     std::uint64_t found = 0;
     std::uint64_t not_found = 0;
-    std::uint64_t failed = 0;  // transient: not cached, asked again next run
+    std::uint64_t failed = 0;           // transient: not cached, asked again next run
+    std::uint64_t postcodes_asked = 0;  // distinct postcodes sent to postcode-level web services
     std::uint64_t http_requests = 0;
     std::uint64_t http_429 = 0;
     std::map<std::string, std::uint64_t> found_by_provider;
