@@ -75,6 +75,7 @@ const std::vector<BookkeepingColumn>& bookkeeping_columns() {
         {"file_no", "int NOT NULL", "import_file.file_no of the file the row came from"},
         {"line_no", "bigint NOT NULL", "physical line where the record starts (header = 1)"},
         {"address_key", "text", "what the geocode stage locates (see address_key())"},
+        {"row_hash", "bigint NOT NULL", "hash64() of the certificate values as loaded: what publish compares"},
     };
     return columns;
 }
@@ -190,30 +191,19 @@ std::string production_extra_columns_ddl() {
     geocode_provider  text,
     geocode_precision text,              -- property | street | postcode
     run_id            bigint NOT NULL,   -- the import_run that last added or changed the row
-    row_hash          uuid               -- row_hash_expression() of the row: what publish compares)";
+    row_hash          bigint,            -- staging's row_hash: what publish compares
+    address_key       text               -- staging's address_key: what the geocode stage located)";
 }
 
 std::string production_column_list(std::string_view alias) {
     std::string list = certificate_column_list(alias);
-    for (const char* extra : {"latitude", "longitude", "geocode_provider", "geocode_precision", "run_id", "row_hash"}) {
+    for (const char* extra :
+         {"latitude", "longitude", "geocode_provider", "geocode_precision", "run_id", "row_hash", "address_key"}) {
         list.append(", ");
         if (!alias.empty()) list.append(alias).append(".");
         list.append(extra);
     }
     return list;
-}
-
-std::string row_hash_expression(const std::string& values) { return "md5(ROW(" + values + ")::text)::uuid"; }
-
-std::string row_hash_settings(bool local) {
-    const std::string set = local ? "SET LOCAL " : "SET ";
-    return set + "datestyle = 'ISO, YMD'; " + set + "extra_float_digits = 1";
-}
-
-std::string production_hash_values(std::string_view alias) {
-    const std::string a = alias.empty() ? "" : std::string(alias) + ".";
-    return certificate_column_list(alias) + ", " + a + "latitude, " + a + "longitude, " + a + "geocode_provider, " + a +
-           "geocode_precision";
 }
 
 }  // namespace epc

@@ -107,18 +107,17 @@ CREATE INDEX import_run_type_run ON epc.import_run (cert_type, run_id);
 }
 
 // Version 3: publishing changes production in place instead of replacing the table (src/publish),
-// so users' views, grants and keys on it survive. Each production row carries a hash of its values
-// (what a publish compares); the rows the last publish replaced or removed are kept in
-// epc.undo_<type> for `revert`, which release_undo ties to that publish; a run can be 'reverted'
-// and counts its changed rows. Production tables made before get the hash, filled from their rows:
-// one rewrite of each table, once.
+// so users' views, grants and keys on it survive. The rows the last publish replaced or removed
+// are kept in epc.undo_<type> for `revert`, which release_undo ties to that publish; a run can be
+// 'reverted' and counts its changed rows. (Version 3 also gave production an md5 row hash, which
+// version 5 replaced; the tables it left are upgraded there.)
 std::string version3() {
-    std::string sql = row_hash_settings(true) + R"(;
+    return R"(
 ALTER TABLE epc.import_run ADD COLUMN rows_changed bigint,  -- keys of the previous release whose values changed
                            ADD COLUMN reverted_at timestamptz;
 ALTER TABLE epc.import_run DROP CONSTRAINT import_run_status_check,
     ADD CONSTRAINT import_run_status_check CHECK (status IN ()" +
-                      run_status_list() + R"());
+           run_status_list() + R"());
 -- Per type, the publish that `revert` can undo; the rows it replaced or removed are in epc.undo_<type>.
 CREATE TABLE epc.release_undo (
     cert_type text PRIMARY KEY,
@@ -126,13 +125,6 @@ CREATE TABLE epc.release_undo (
     saved_at  timestamptz NOT NULL DEFAULT now()
 );
 )";
-    for (CertType type : {CertType::domestic, CertType::non_domestic, CertType::display}) {
-        const std::string table = "epc." + std::string(cert_type_sql(type)) + "_certificates";
-        sql += "DO $$ BEGIN IF to_regclass('" + table + "') IS NOT NULL THEN\n    ALTER TABLE " + table +
-               " ADD COLUMN IF NOT EXISTS row_hash uuid;\n    UPDATE " + table +
-               " p SET row_hash = " + row_hash_expression(production_hash_values("p")) + ";\nEND IF; END $$;\n";
-    }
-    return sql;
 }
 
 // Version 4: postcode-level web geocoders (postcodes.io) are asked per distinct postcode, once,
@@ -149,6 +141,44 @@ CREATE TABLE epc.postcode_cache (
 );
 )";
 
+// Version 5: the loader hashes each row's certificate values (staging.row_hash) and production
+// keeps that hash and the address key, so what a release changes is found by comparing 8-byte
+// hashes, and the geocode stage looks only at the addresses of new, changed or unlocated
+// certificates (an index on production's unlocated rows). What a release changes is kept in
+// epc.changes_<type> between the geocode stage and publish; epc.change_set says for which run and
+// which production state. Production and undo tables of earlier versions get the new columns
+// empty: their next publish compares every row as changed, once. An unpublished staging table of
+// an earlier version gets a hash of 0, which no production row has.
+std::string version5() {
+    std::string sql = R"(
+CREATE TABLE epc.change_set (
+    cert_type text PRIMARY KEY,
+    run_id    bigint NOT NULL REFERENCES epc.import_run ON DELETE CASCADE,  -- the run in staging
+    base_run  bigint NOT NULL,   -- the published run production held when it was found (0: none)
+    found_at  timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE epc.geocode_cache ALTER COLUMN address_key TYPE text COLLATE "C";
+)";
+    // Each table only where it exists (a type never imported has none).
+    const auto if_exists = [](const std::string& table, const std::string& statements) {
+        return "DO $$ BEGIN IF to_regclass('" + table + "') IS NOT NULL THEN\n" + statements + "\nEND IF; END $$;\n";
+    };
+    for (CertType type : {CertType::domestic, CertType::non_domestic, CertType::display}) {
+        const std::string name(cert_type_sql(type));
+        const std::string production = "epc." + name + "_certificates", undo = "epc.undo_" + name,
+                          staging = "epc.stage_" + name;
+        for (const std::string& table : {production, undo})
+            sql += if_exists(table, "ALTER TABLE " + table +
+                                        " DROP COLUMN IF EXISTS row_hash, ADD COLUMN row_hash bigint, "
+                                        "ADD COLUMN address_key text;");
+        sql += if_exists(production, "CREATE INDEX " + name + "_certificates_unlocated ON " + production +
+                                         " (address_key) WHERE latitude IS NULL;");
+        sql += if_exists(staging, "ALTER TABLE " + staging + " ADD COLUMN row_hash bigint NOT NULL DEFAULT 0;\n" +
+                                      "ALTER TABLE " + staging + " ALTER COLUMN row_hash DROP DEFAULT;");
+    }
+    return sql;
+}
+
 const std::vector<Migration>& migrations() {
     static const std::vector<Migration> list = {
         {1, "bookkeeping tables of epc-import 0.1", kVersion1},
@@ -156,6 +186,7 @@ const std::vector<Migration>& migrations() {
         {3, "production changed in place: row_hash, undo of the last publish (revert), rows_changed, 'reverted'",
          version3()},
         {4, "postcode_cache: postcode-level geocoders asked once per postcode", kVersion4},
+        {5, "row hashes from the loader, production's address keys, epc.change_set", version5()},
     };
     return list;
 }

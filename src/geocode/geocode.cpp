@@ -13,6 +13,8 @@
 
 #include "epc/db/copy.hpp"
 #include "epc/db/transaction.hpp"
+#include "epc/publish/changes.hpp"
+#include "epc/publish/publish.hpp"
 #include "epc/transform/csv.hpp"
 #include "epc/transform/fields.hpp"
 
@@ -307,30 +309,6 @@ std::vector<std::unique_ptr<HttpGeocoder>> make_http_geocoders(const GeocodeOpti
 
 std::uint64_t affected(const db::Result& r) { return std::stoull(r.affected()); }
 
-// epc_geocode_todo: the distinct address keys of this release that the cache does not answer,
-// with what providers ask by. The cache is probed per certificate before grouping, so a month
-// whose certificates are mostly known groups only the new addresses.
-void find_addresses_to_locate(db::Session& session, const GeocodeOptions& options, GeocodeSummary& summary) {
-    db::Connection& db = session.db();
-    db.exec("DROP TABLE IF EXISTS epc_geocode_todo, epc_geocode_postcodes");
-    db.exec("CREATE TEMP TABLE epc_geocode_todo (address_key text PRIMARY KEY, address text, uprn bigint, "
-            "postcode text NOT NULL)");
-    db::Transaction tx(db);
-    db.exec("SET LOCAL work_mem = '256MB'");
-    db.exec("SET LOCAL jit = off");
-    summary.to_locate = affected(
-        db.exec("INSERT INTO epc_geocode_todo SELECT s.address_key, min(s.address), min(s.uprn), "
-                "split_part(s.address_key, '|', 2) FROM " +
-                    session.staging().rows +
-                    " s WHERE s.address_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM epc.geocode_cache c WHERE "
-                    "c.address_key = s.address_key AND " +
-                    answered_by("c") + ") GROUP BY s.address_key",
-                {options.retry_not_found_days}));
-    tx.commit();
-    db.exec("ANALYZE epc_geocode_todo");
-    spdlog::info("geocode: {} distinct addresses of this release are not in the cache yet", summary.to_locate);
-}
-
 // Walks the chain link by link over epc_geocode_todo: each link takes what it locates out of it,
 // and a transient failure takes the address out too (a later, coarser provider must not answer
 // for a better one that was merely down); what is left at the end is cached as not found. Each
@@ -340,10 +318,18 @@ class ChainWalk {
 public:
     ChainWalk(db::Session& session, const GeocodeOptions& options, std::vector<std::unique_ptr<HttpGeocoder>>& http,
               GeocodeSummary& summary)
-        : db_(session.db()), writer_db_(session.connect("geocode writer")), options_(options), http_(http),
-          summary_(summary) {}
+        : db_(session.connect("geocode")), writer_db_(session.connect("geocode writer")), options_(options),
+          http_(http), summary_(summary) {
+        // The todo list is a temporary table of up to millions of rows: in the default 8 MB of
+        // local buffers every join with it would go through the disk. Only settable before the
+        // connection's first temporary table, hence a connection of its own.
+        db_.exec("SET temp_buffers = '512MB'");
+        db_.exec("SET work_mem = '256MB'");
+        db_.exec("SET jit = off");
+    }
 
-    void locate() {
+    void locate(const std::string& candidates) {
+        find_addresses_to_locate(candidates);
         summary_.sent = summary_.to_locate;
         for (std::size_t l = 0; l < options_.chain.size() && left() > 0; ++l) {
             const ChainLink& link = options_.chain[l];
@@ -355,25 +341,46 @@ public:
     }
 
 private:
+    // epc_geocode_todo: the distinct address keys among `candidates` (a query giving address_key,
+    // address, uprn) that the cache does not answer, with what providers ask by. The cache is
+    // probed per row before grouping, so known addresses are never grouped.
+    void find_addresses_to_locate(const std::string& candidates) {
+        summary_.to_locate = affected(db_.exec(
+            "CREATE TEMP TABLE epc_geocode_todo AS SELECT s.address_key, min(s.address) AS address, min(s.uprn) AS "
+            "uprn, split_part(s.address_key, '|', 2) AS postcode FROM (" +
+                candidates +
+                ") s WHERE s.address_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM epc.geocode_cache c WHERE "
+                "c.address_key = s.address_key AND " +
+                answered_by("c") + ") GROUP BY s.address_key",
+            {options_.retry_not_found_days}));
+        db_.exec("ANALYZE epc_geocode_todo");
+        spdlog::info("geocode: {} distinct addresses of this release are not in the cache yet", summary_.to_locate);
+    }
+
+    // Web services read the todo list in key order, a chunk at a time.
+    void index_todo() {
+        db_.exec("CREATE UNIQUE INDEX IF NOT EXISTS epc_geocode_todo_key ON epc_geocode_todo (address_key)");
+    }
+
     std::uint64_t left() {
         return static_cast<std::uint64_t>(db_.exec("SELECT count(*) FROM epc_geocode_todo").integer(0, 0));
     }
 
     // Moves the addresses `matches` finds (a SELECT over epc_geocode_todo t giving address_key,
-    // latitude and longitude) into the address cache as found by `provider`, in one transaction.
+    // latitude and longitude; `matched`: its FROM and WHERE for the DELETE) into the address cache as
+    // found by `provider`, in one transaction.
     void take_found(const std::string& provider, Precision precision, const std::string& matches,
-                    const db::Params& params = {}) {
+                    const std::string& using_where, const db::Params& params = {}) {
         db::Transaction tx(db_);
         const std::uint64_t found = affected(db_.exec(
-            "WITH found AS (DELETE FROM epc_geocode_todo t USING (" + matches +
-                ") m (address_key, latitude, longitude) WHERE m.address_key = t.address_key RETURNING m.*) "
-                "INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, "
-                "checked_at) SELECT address_key, 'found', latitude, longitude, '" +
-                provider + "', '" + precision_name(precision) +
-                "', now() FROM found ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, "
-                "latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, "
-                "precision = EXCLUDED.precision, checked_at = EXCLUDED.checked_at",
+            "INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, "
+            "checked_at) SELECT m.address_key, 'found', m.latitude, m.longitude, '" +
+                provider + "', '" + precision_name(precision) + "', now() FROM (" + matches +
+                ") m ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
+                "longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, precision = EXCLUDED.precision, "
+                "checked_at = EXCLUDED.checked_at",
             params));
+        db_.exec("DELETE FROM epc_geocode_todo t USING " + using_where, params);
         tx.commit();
         summary_.found += found;
         summary_.found_by_provider[provider] += found;
@@ -383,9 +390,9 @@ private:
     void look_up_reference(const ChainLink& link) {
         const Reference ref = reference_for(link.provider);
         const std::string by = link.provider == "uprn" ? "t.uprn" : "t.postcode";
+        const std::string join = std::string(ref.table) + " r WHERE r.key = " + by;
         take_found(link.provider, ref.precision,
-                   "SELECT t.address_key, r.latitude, r.longitude FROM epc_geocode_todo t JOIN " +
-                       std::string(ref.table) + " r ON r.key = " + by);
+                   "SELECT t.address_key, r.latitude, r.longitude FROM epc_geocode_todo t, " + join, join);
     }
 
     // A postcode-level web service: the distinct postcodes of the todo list it has not answered
@@ -423,9 +430,10 @@ private:
         summary_.postcodes_asked += asked;
         spdlog::info("geocode: {}: {} postcodes asked (each once, ever)", link.provider, asked);
 
+        const std::string join =
+            "epc.postcode_cache c WHERE c.provider = $1 AND c.postcode = t.postcode AND c.status = 'found'";
         take_found(link.provider, geocoder.precision(),
-                   "SELECT t.address_key, c.latitude, c.longitude FROM epc_geocode_todo t JOIN epc.postcode_cache c "
-                   "ON c.provider = $1 AND c.postcode = t.postcode AND c.status = 'found'",
+                   "SELECT t.address_key, c.latitude, c.longitude FROM epc_geocode_todo t, " + join, join,
                    {link.provider});
         // Postcodes asked but still unanswered: the service failed on them.
         summary_.failed += affected(
@@ -434,6 +442,7 @@ private:
 
     // An address-level web service: the todo list in key order, a chunk at a time.
     void ask_by_address(const ChainLink& link, HttpGeocoder& geocoder) {
+        index_todo();
         CacheWriter writer(writer_db_, options_.batch, kAddressCache);
         for (std::string after;;) {
             db::Result chunk = db_.exec("SELECT address_key, coalesce(address, ''), uprn, postcode FROM "
@@ -479,15 +488,28 @@ private:
                      "'not_found', 'chain', now() FROM epc_geocode_todo ON CONFLICT (address_key) DO UPDATE SET "
                      "status = EXCLUDED.status, latitude = NULL, longitude = NULL, provider = EXCLUDED.provider, "
                      "precision = NULL, checked_at = EXCLUDED.checked_at"));
-        db_.exec("DROP TABLE epc_geocode_todo");
     }
 
-    db::Connection& db_;
+    db::Connection db_;  // holds the temporary tables
     db::Connection writer_db_;
     const GeocodeOptions& options_;
     std::vector<std::unique_ptr<HttpGeocoder>>& http_;
     GeocodeSummary& summary_;
 };
+
+// Where the addresses to locate come from. The first release: every certificate of staging.
+// Later: the new and changed certificates (what the release changes in production), and the
+// published ones not located yet (a few percent, by production's index of them), whose address
+// may be new to the cache or due to be asked again.
+std::string addresses_to_look_at(db::Session& session, long long run_id) {
+    const ReleaseChanges changes = release_changes(session, run_id);
+    if (changes.first_release) return "SELECT address_key, address, uprn FROM " + session.staging().rows;
+    const std::string production = production_table(session.type());
+    return "SELECT address_key, address, uprn FROM " + changes.table +
+           " WHERE change <> 'gone' UNION ALL SELECT p.address_key, p.address, p.uprn FROM " + production +
+           " p WHERE p.latitude IS NULL AND p.address_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM " + changes.table +
+           " c WHERE c.cert_key = p.cert_key)";
+}
 
 void record_summary(db::Session& session, long long run_id, const GeocodeSummary& summary) {
     const nlohmann::json counters = {{"to_locate", summary.to_locate},
@@ -499,11 +521,14 @@ void record_summary(db::Session& session, long long run_id, const GeocodeSummary
                                      {"http_requests", summary.http_requests},
                                      {"http_429", summary.http_429}};
     session.db().exec("UPDATE epc.import_run SET geocode = $2 WHERE run_id = $1", {run_id, counters.dump()});
-    spdlog::info("geocode: {} addresses located, {} not found, {} failed (asked again next run); {} postcodes "
-                 "asked of postcode-level services; {} HTTP requests ({:.1f}/s), {} answered 429, in {:.1f} s",
-                 summary.found, summary.not_found, summary.failed, summary.postcodes_asked, summary.http_requests,
-                 summary.seconds > 0 ? static_cast<double>(summary.http_requests) / summary.seconds : 0.0,
-                 summary.http_429, summary.seconds);
+    spdlog::info(
+        "geocode: {} addresses to locate, {} located, {} not found, {} failed (asked again next run); {} "
+        "postcodes asked of postcode-level services; {} HTTP requests ({:.1f}/s), {} answered 429, in {:.1f} s "
+        "({:.0f} addresses/s)",
+        summary.to_locate, summary.found, summary.not_found, summary.failed, summary.postcodes_asked,
+        summary.http_requests, summary.seconds > 0 ? static_cast<double>(summary.http_requests) / summary.seconds : 0.0,
+        summary.http_429, summary.seconds,
+        summary.seconds > 0 ? static_cast<double>(summary.to_locate) / summary.seconds : 0.0);
 }
 
 }  // namespace
@@ -518,8 +543,7 @@ GeocodeSummary geocode(db::Session& session, const GeocodeOptions& options) {
     std::vector<std::unique_ptr<HttpGeocoder>> http = make_http_geocoders(options);
 
     GeocodeSummary summary;
-    find_addresses_to_locate(session, options, summary);
-    ChainWalk(session, options, http, summary).locate();
+    ChainWalk(session, options, http, summary).locate(addresses_to_look_at(session, run_id));
 
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     record_summary(session, run_id, summary);

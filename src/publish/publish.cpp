@@ -7,6 +7,7 @@
 
 #include "epc/db/columns.hpp"
 #include "epc/db/transaction.hpp"
+#include "epc/publish/changes.hpp"
 
 namespace epc {
 
@@ -66,13 +67,16 @@ std::optional<db::StagingOwner> publishable_run(db::Session& session, PublishSum
     return owner;
 }
 
-// The release in staging as production rows, in production_column_list() order: its certificates,
-// the coordinates the cache found for their addresses, the run ($1), each row's hash.
-std::string staged_release_sql(db::Session& session) {
-    const std::string geocode = "g.latitude, g.longitude, g.provider, g.precision";
-    return "SELECT " + certificate_column_list("s") + ", " + geocode + ", $1::bigint, " +
-           row_hash_expression(certificate_column_list("s") + ", " + geocode) + " FROM " + session.staging().rows +
-           " s LEFT JOIN epc.geocode_cache g ON g.address_key = s.address_key AND g.status = 'found'";
+// The coordinates the cache found for an address key: a join onto rows aliased `r`.
+const char* const kCoordinates = "g.latitude, g.longitude, g.provider, g.precision";
+const char* const kCacheJoin = " LEFT JOIN epc.geocode_cache g ON g.address_key = r.address_key AND g.status = 'found'";
+
+// Rows `r` of staging (or of epc.changes_<type>, which has staging's columns) as production rows,
+// in production_column_list() order: the certificate, its coordinates, the run ($1), its hash and
+// address key; then `more`.
+std::string as_production_rows(const std::string& table, const std::string& more = "") {
+    return "SELECT " + certificate_column_list("r") + ", " + kCoordinates + ", $1::bigint, r.row_hash, r.address_key" +
+           more + " FROM " + table + " r" + kCacheJoin;
 }
 
 void mark_published(db::Connection& db, const PublishSummary& s) {
@@ -91,11 +95,15 @@ void build_first_release(db::Session& session, const ReleaseTables& t, long long
     spdlog::info("publish: building {} from {}", t.fresh, session.staging().rows);
     db.exec("CREATE TABLE " + t.fresh + " (" + certificate_columns_ddl() + ",\n" + production_extra_columns_ddl() +
             "\n)");
-    db.exec("INSERT INTO " + t.fresh + " (" + production_column_list() + ") " + staged_release_sql(session), {run_id});
+    db.exec("INSERT INTO " + t.fresh + " (" + production_column_list() + ") " +
+                as_production_rows(session.staging().rows),
+            {run_id});
     db.exec("SET maintenance_work_mem = '512MB'");
     db.exec("ALTER TABLE " + t.fresh + " ADD CONSTRAINT " + t.fresh_name + "_pkey PRIMARY KEY (cert_key)");
     db.exec("CREATE INDEX " + t.fresh_name + "_postcode ON " + t.fresh + " (postcode)");
     db.exec("CREATE INDEX " + t.fresh_name + "_lodgement_date ON " + t.fresh + " (lodgement_date)");
+    // The geocode stage's way to the certificates it has not located yet (a few percent).
+    db.exec("CREATE INDEX " + t.fresh_name + "_unlocated ON " + t.fresh + " (address_key) WHERE latitude IS NULL");
     db.exec("RESET maintenance_work_mem");
     db.exec("ANALYZE " + t.fresh);
 }
@@ -137,20 +145,24 @@ void add_missing_columns(db::Connection& db, const ReleaseTables& t) {
     }
 }
 
-// What differs, by key and hash, in two temporary tables gone at commit: the staged rows that are
-// new or changed, with their values, and the keys production has that staging has not. Reads both
-// tables whole, writes only the difference.
-void find_changes(db::Session& session, const ReleaseTables& t, long long run_id) {
+// What to apply, in two temporary tables gone at commit: the incoming rows (new or changed
+// certificates, from the changes found against production, and unchanged ones located since
+// they were published) with their values and coordinates, and the keys that are gone.
+void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseChanges& changes, long long run_id) {
     db::Connection& db = session.db();
+    const std::string columns = production_column_list();
     db.exec("CREATE TEMP TABLE publish_incoming (LIKE " + t.production + ", is_new boolean NOT NULL) ON COMMIT DROP");
-    db.exec("INSERT INTO publish_incoming (" + production_column_list() +
-                ", is_new) SELECT n.*, p.cert_key IS NULL "
-                "FROM (" +
-                staged_release_sql(session) + ") n (" + production_column_list() + ") LEFT JOIN " + t.production +
-                " p ON p.cert_key = n.cert_key WHERE p.row_hash IS DISTINCT FROM n.row_hash",
+    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) " +
+                as_production_rows(changes.table, ", r.change = 'new'") + " WHERE r.change <> 'gone'",
             {run_id});
-    db.exec("CREATE TEMP TABLE publish_gone ON COMMIT DROP AS SELECT p.cert_key FROM " + t.production +
-            " p WHERE NOT EXISTS (SELECT 1 FROM " + session.staging().rows + " s WHERE s.cert_key = p.cert_key)");
+    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) SELECT " + certificate_column_list("r") + ", " +
+                kCoordinates + ", $1::bigint, r.row_hash, r.address_key, false FROM " + t.production +
+                " r JOIN epc.geocode_cache g ON g.address_key = r.address_key AND g.status = 'found' "
+                "WHERE r.latitude IS NULL AND NOT EXISTS (SELECT 1 FROM " +
+                changes.table + " c WHERE c.cert_key = r.cert_key)",
+            {run_id});
+    db.exec("CREATE TEMP TABLE publish_gone ON COMMIT DROP AS SELECT cert_key FROM " + changes.table +
+            " WHERE change = 'gone'");
     db.exec("ANALYZE publish_incoming, publish_gone");  // small: the joins below should use production's key
 }
 
@@ -188,12 +200,13 @@ void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s
 void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummary& summary) {
     db::Connection& db = session.db();
     add_missing_columns(db, t);
-    spdlog::info("publish: comparing {} with {} by key and row hash", session.staging().rows, t.production);
+    const ReleaseChanges changes = release_changes(session, summary.run_id);
     db::Transaction tx(db);
-    find_changes(session, t, summary.run_id);
+    stage_changes(session, t, changes, summary.run_id);
     save_undo(db, session.type(), t, summary.run_id);
     apply_changes(db, t, summary);
     mark_published(db, summary);
+    forget_changes(db, session.type());
     tx.commit();
 }
 
@@ -272,7 +285,6 @@ PublishSummary publish(db::Session& session) {
 
     const ReleaseTables t = release_tables(session.type(), run->run_id);
     db::Connection& db = session.db();
-    db.exec(row_hash_settings(false));
     if (db.exec("SELECT to_regclass($1) IS NOT NULL", {t.production}).boolean(0, 0))
         publish_changes(session, t, summary);
     else publish_first_release(session, t, summary);

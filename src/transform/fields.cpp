@@ -6,6 +6,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "epc/common/hash.hpp"
 #include "epc/db/copy_binary.hpp"
 
 namespace epc {
@@ -312,10 +313,11 @@ Rejection reject_value(const Column& column, std::string_view value, bool missin
     return Rejection{required.invalid.value_or(required.missing), std::move(detail)};
 }
 
-// The bookkeeping columns: where the row came from, and the address key (ASCII only, so no UTF-8
-// repair needed; NULL when there is nothing to key).
+// The bookkeeping columns: where the row came from, the address key (ASCII only, so no UTF-8
+// repair needed; NULL when there is nothing to key), and the hash of the certificate values as
+// they go to PostgreSQL (`values`: their binary COPY fields), which publish compares.
 void put_bookkeeping(std::string& out, int file_no, std::uint64_t line, std::string_view address,
-                     std::string_view postcode) {
+                     std::string_view postcode, std::uint64_t row_hash) {
     binary::put_int4(out, file_no);
     binary::put_int8(out, line);
     const std::size_t at = binary::begin_field(out);
@@ -326,6 +328,7 @@ void put_bookkeeping(std::string& out, int file_no, std::uint64_t line, std::str
         out.resize(at);
         binary::put_null(out);
     }
+    binary::put_int8(out, row_hash);
 }
 
 }  // namespace
@@ -340,6 +343,7 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
     std::string joined;
     std::string_view address, postcode;
     binary::begin_tuple(out, map.tuple_fields);
+    const std::size_t values_start = out.size();
     // Locals: the compiler cannot tell that appending to `out` leaves the map alone.
     const FieldMap::Slot* const slots = map.slots.data();
     const std::size_t count = map.slots.size(), address_slot = map.address_slot, postcode_slot = map.postcode_slot;
@@ -357,7 +361,8 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
         binary::put_null(out);
         if (!missing) ++row.invalid_values;
     }
-    put_bookkeeping(out, file_no, line, address, postcode);
+    const std::uint64_t row_hash = hash64(std::string_view(out).substr(values_start));
+    put_bookkeeping(out, file_no, line, address, postcode, row_hash);
     counters.invalid_utf8_values += row.invalid_utf8_values;
     counters.invalid_values += row.invalid_values;
     return std::nullopt;

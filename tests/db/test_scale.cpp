@@ -474,7 +474,7 @@ TEST(Operability, EveryStageLogsStartEndCountsAndRateAsJsonLines) {
     EXPECT_TRUE(logged("^load: shard 0/2 done"));
     EXPECT_TRUE(logged("^load: [0-9]+ rows read, [0-9]+ loaded, [0-9]+ rejected, in [0-9.]+ s \\([0-9.k]+ rows/s\\)"));
     EXPECT_TRUE(logged("^geocode: [0-9]+ distinct addresses"));
-    EXPECT_TRUE(logged("^geocode: [0-9]+ sent, .* \\([0-9]+ addresses/s\\)"));
+    EXPECT_TRUE(logged("^geocode: [0-9]+ addresses to locate, .* \\([0-9]+ addresses/s\\)"));
     EXPECT_TRUE(logged("^publish: building "));
     EXPECT_TRUE(logged("^publish: epc.domestic_certificates now holds run 1: " + std::to_string(e.rows_loaded) +
                        " certificates, .* \\([0-9]+ rows/s\\)"));

@@ -52,8 +52,8 @@ TEST(Columns, TodaysColumnsAndTypes) {
                                          "\n    postcode         text,"
                                          "\n    uprn             bigint,"
                                          "\n    local_authority  text");
-    EXPECT_EQ(staging_column_list(), certificate_column_list() + ", file_no, line_no, address_key");
-    EXPECT_EQ(staging_column_count(), 11u);
+    EXPECT_EQ(staging_column_list(), certificate_column_list() + ", file_no, line_no, address_key, row_hash");
+    EXPECT_EQ(staging_column_count(), 12u);
 }
 
 TEST(Columns, GeneratedListsAgreeWithEachOther) {

@@ -132,16 +132,5 @@ std::string concat_ws_expression(std::string_view alias);
 std::string production_extra_columns_ddl();
 // Every production column: the certificate columns, then the extra ones; with an alias on each.
 std::string production_column_list(std::string_view alias = {});
-// A production row's fingerprint, which publish compares to tell a changed certificate from an
-// unchanged one without comparing column by column: md5 of ROW(values)::text, stored as uuid (16
-// bytes, not 33). ROW's text form tells NULL from '' and quotes commas, which concat_ws does not.
-// `values`: the certificate columns, then latitude, longitude, geocode provider and precision.
-std::string row_hash_expression(const std::string& values);
-// Those values as a production row holds them: "p.cert_key, ..., p.geocode_precision".
-std::string production_hash_values(std::string_view alias);
-// Dates and doubles become text by session settings: pin them wherever a hash is computed, so a
-// server whose defaults change does not make every row look changed. `local`: SET LOCAL, for the
-// current transaction only.
-std::string row_hash_settings(bool local);
 
 }  // namespace epc

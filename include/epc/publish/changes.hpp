@@ -1,0 +1,28 @@
+// What the release in staging changes in production: found once per run, by comparing each
+// certificate's key and row hash (computed by the loader) with production's, and shared by the
+// geocode stage, which then locates only the addresses of new and changed certificates, and by
+// publish, which applies only the difference. Kept in epc.changes_<type> (the staged rows of new
+// and changed certificates, and the keys of those gone) until publish commits; epc.change_set
+// records for which run and which production state it was found, so a revert or a new load in
+// between makes the next stage find it again.
+#pragma once
+
+#include <string>
+
+#include "epc/db/session.hpp"
+
+namespace epc {
+
+struct ReleaseChanges {
+    bool first_release = false;  // no production table yet: every certificate is new (no table is made)
+    std::string table;           // epc.changes_<type>: staging's columns and `change` (new | changed | gone)
+};
+
+// The changes of the run `run_id`, which owns the session's staging and has finished loading.
+// Runs in its own transaction(s); the caller holds the type's lock.
+ReleaseChanges release_changes(db::Session& session, long long run_id);
+
+// Forgets the changes (in the caller's transaction: publish drops them as it commits).
+void forget_changes(db::Connection& db, CertType type);
+
+}  // namespace epc
