@@ -331,11 +331,17 @@ public:
     void locate(const std::string& candidates) {
         find_addresses_to_locate(candidates);
         summary_.sent = summary_.to_locate;
-        for (std::size_t l = 0; l < options_.chain.size() && left() > 0; ++l) {
-            const ChainLink& link = options_.chain[l];
-            if (!link.file.empty()) look_up_reference(link);
-            else if (http_[l]->precision() == Precision::postcode) ask_by_postcode(link, *http_[l]);
-            else ask_by_address(link, *http_[l]);
+        const std::vector<ChainLink>& chain = options_.chain;
+        for (std::size_t l = 0; l < chain.size() && left() > 0;) {
+            if (!chain[l].file.empty()) {
+                std::vector<const ChainLink*> files;
+                for (; l < chain.size() && !chain[l].file.empty(); ++l) files.push_back(&chain[l]);
+                look_up_references(files, l == chain.size());
+                continue;
+            }
+            if (http_[l]->precision() == Precision::postcode) ask_by_postcode(chain[l], *http_[l]);
+            else ask_by_address(chain[l], *http_[l]);
+            ++l;
         }
         cache_the_rest_as_not_found();
     }
@@ -346,7 +352,8 @@ private:
     // probed per row before grouping, so known addresses are never grouped.
     void find_addresses_to_locate(const std::string& candidates) {
         summary_.to_locate = affected(db_.exec(
-            "CREATE TEMP TABLE epc_geocode_todo AS SELECT s.address_key, min(s.address) AS address, min(s.uprn) AS "
+            "CREATE TEMP TABLE epc_geocode_todo AS SELECT s.address_key, min(s.address COLLATE \"C\") AS address, "
+            "min(s.uprn) AS "
             "uprn, split_part(s.address_key, '|', 2) AS postcode FROM (" +
                 candidates +
                 ") s WHERE s.address_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM epc.geocode_cache c WHERE "
@@ -376,7 +383,7 @@ private:
             "INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, "
             "checked_at) SELECT m.address_key, 'found', m.latitude, m.longitude, '" +
                 provider + "', '" + precision_name(precision) + "', now() FROM (" + matches +
-                ") m ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
+                ") m ORDER BY m.address_key ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
                 "longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, precision = EXCLUDED.precision, "
                 "checked_at = EXCLUDED.checked_at",
             params));
@@ -386,13 +393,50 @@ private:
         summary_.found_by_provider[provider] += found;
     }
 
-    // An offline file: one join of the whole todo list with its reference table.
-    void look_up_reference(const ChainLink& link) {
-        const Reference ref = reference_for(link.provider);
-        const std::string by = link.provider == "uprn" ? "t.uprn" : "t.postcode";
-        const std::string join = std::string(ref.table) + " r WHERE r.key = " + by;
-        take_found(link.provider, ref.precision,
-                   "SELECT t.address_key, r.latitude, r.longitude FROM epc_geocode_todo t, " + join, join);
+    // Consecutive offline files: one pass over the todo list, with a left join per file; an
+    // address takes the first file that knows it. When the files end the chain, the addresses none
+    // of them knows are cached as not found in the same pass.
+    void look_up_references(const std::vector<const ChainLink*>& files, bool end_the_chain) {
+        std::string joins, known_to_any, in_any, latitude, longitude, provider = "CASE", precision = "CASE";
+        for (std::size_t i = 0; i < files.size(); ++i) {
+            const Reference ref = reference_for(files[i]->provider);
+            const std::string r = "r" + std::to_string(i);
+            const std::string match = r + ".key = " + (files[i]->provider == "uprn" ? "t.uprn" : "t.postcode");
+            joins += std::string(" LEFT JOIN ") + ref.table + " " + r + " ON " + match;
+            in_any += std::string(i ? " OR " : "") + "EXISTS (SELECT 1 FROM " + ref.table + " " + r + " WHERE " +
+                      match + ")";
+            known_to_any += (i ? " OR " : "") + r + ".key IS NOT NULL";
+            latitude += r + ".latitude, ";
+            longitude += r + ".longitude, ";
+            provider += " WHEN " + r + ".key IS NOT NULL THEN '" + files[i]->provider + "'";
+            precision += " WHEN " + r + ".key IS NOT NULL THEN '" + precision_name(ref.precision) + "'";
+        }
+        db::Transaction tx(db_);
+        db::Result by_provider = db_.exec(
+            "WITH cached AS (INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, "
+            "precision, checked_at) SELECT t.address_key, CASE WHEN " +
+            known_to_any + " THEN 'found' ELSE 'not_found' END, coalesce(" + latitude + "NULL), coalesce(" + longitude +
+            "NULL), " + provider + " ELSE 'chain' END, " + precision + " END, now() FROM epc_geocode_todo t" + joins +
+            (end_the_chain ? "" : " WHERE " + known_to_any) +
+            // In key order: the cache's index then grows at its right edge instead of splitting pages
+            // all over.
+            " ORDER BY t.address_key ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, "
+            "latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, "
+            "precision = EXCLUDED.precision, checked_at = EXCLUDED.checked_at RETURNING status, provider) "
+            "SELECT provider, count(*) FROM cached GROUP BY provider");
+        if (end_the_chain) db_.exec("TRUNCATE epc_geocode_todo");
+        else db_.exec("DELETE FROM epc_geocode_todo t WHERE " + in_any);
+        tx.commit();
+        for (int i = 0; i < by_provider.rows(); ++i) {
+            const std::string name = by_provider.text(i, 0);
+            const auto count = static_cast<std::uint64_t>(by_provider.integer(i, 1));
+            if (name == "chain") {
+                summary_.not_found += count;
+                continue;
+            }
+            summary_.found += count;
+            summary_.found_by_provider[name] += count;
+        }
     }
 
     // A postcode-level web service: the distinct postcodes of the todo list it has not answered
@@ -483,7 +527,7 @@ private:
     }
 
     void cache_the_rest_as_not_found() {
-        summary_.not_found = affected(
+        summary_.not_found += affected(
             db_.exec("INSERT INTO epc.geocode_cache (address_key, status, provider, checked_at) SELECT address_key, "
                      "'not_found', 'chain', now() FROM epc_geocode_todo ON CONFLICT (address_key) DO UPDATE SET "
                      "status = EXCLUDED.status, latitude = NULL, longitude = NULL, provider = EXCLUDED.provider, "

@@ -15,6 +15,7 @@
 #include "fixture/fixture.hpp"
 #include "support/geocoder_stand_ins.hpp"
 #include "support/pg_test.hpp"
+#include "support/zip_writer.hpp"
 
 using namespace epc;
 using epc::test::TestDatabase;
@@ -294,4 +295,98 @@ TEST(Geocode, AddressLevelServiceIsAskedEachAddressOnceEver) {
     GeocodeSummary second = run_geocode(t, chain);
     EXPECT_EQ(second.to_locate, 0u);
     EXPECT_EQ(nominatim.count(), before);
+}
+
+namespace {
+
+// A one-directory legacy archive of keys `keys`: key k lives at "k, Mill Lane" (or "k, Mill Lane
+// Annex" when in `moved`), UPRN 1000 + k, postcode AB1 2CD; keys in `changed` get another floor area.
+std::string small_release(const std::string& name, const std::vector<int>& keys, const std::set<int>& changed,
+                          const std::set<int>& moved) {
+    std::string csv =
+        "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
+    for (int k : keys)
+        csv += std::to_string(k) + ",\"" + std::to_string(k) + ", Mill Lane" + (moved.count(k) ? " Annex" : "") +
+               "\",AB1 2CD,2021-03-01,marketed sale," + std::to_string(changed.count(k) ? 500 + k : 50 + k) + "," +
+               (moved.count(k) ? "" : std::to_string(1000 + k)) + ",E06000001\n";
+    const std::string path = testing::TempDir() + name + ".zip";
+    epc::test::write_zip(path, {{"domestic-E06000001-Hartlepool/certificates.csv", csv},
+                                {"domestic-E06000001-Hartlepool/recommendations.csv", "LMK_KEY\n"}});
+    return path;
+}
+
+void load_small(TestDatabase& db, const std::string& zip) {
+    ArchiveInfo archive = inspect_archive(zip, {CertType::domestic, std::nullopt});
+    db::Session session = db.session();
+    load_archive(session, archive, LoadOptions());
+}
+
+}  // namespace
+
+// A later month looks only at the addresses of new and changed certificates and of published ones
+// not located yet; a located, unchanged certificate is not looked at even if the cache lost its
+// address.
+TEST(Geocode, NextMonthLooksOnlyAtNewChangedAndUnlocatedCertificates) {
+    Loaded t;
+    const std::string uprn_file = testing::TempDir() + "geo-next-uprn.csv";
+    {
+        std::ofstream uprn(uprn_file);
+        uprn << "UPRN,LATITUDE,LONGITUDE\n";
+        for (int k = 1; k <= 220; ++k)
+            if (k % 3 != 0) uprn << 1000 + k << "," << 51.0 + k / 1000.0 << ",-1.5\n";
+    }
+    const std::string chain = "uprn:" + uprn_file;
+    std::vector<int> a_keys;
+    for (int k = 1; k <= 200; ++k) a_keys.push_back(k);
+    load_small(t.db, small_release("geo-next-a", a_keys, {}, {}));
+    GeocodeSummary first = run_geocode(t, chain);
+    EXPECT_EQ(first.to_locate, 200u);
+    EXPECT_EQ(first.found, 134u);  // k % 3 != 0
+    {
+        db::Session session = t.db.session();
+        publish(session);
+    }
+
+    // Next month: k % 10 gone, k % 7 changed in place, k % 11 moved to a new address without a
+    // UPRN, 201..220 new. Key 3 (unchanged, not found) is due to be asked again; key 1 (unchanged,
+    // located) lost its cache entry.
+    std::vector<int> b_keys;
+    std::set<int> changed, moved;
+    std::set<int> expected;  // keys whose address must be looked at
+    for (int k = 1; k <= 220; ++k) {
+        if (k <= 200 && k % 10 == 0) continue;
+        b_keys.push_back(k);
+        if (k <= 200 && k % 7 == 0) changed.insert(k);
+        if (k <= 200 && k % 11 == 0) moved.insert(k);
+        if (k > 200 || moved.count(k)) expected.insert(k);
+    }
+    expected.insert(3);
+    load_small(t.db, small_release("geo-next-b", b_keys, changed, moved));
+    db::Connection c = t.db.connect();
+    c.exec("UPDATE epc.geocode_cache SET checked_at = now() - interval '100 days' WHERE address_key = "
+           "(SELECT address_key FROM epc.stage_domestic WHERE cert_key = '3')");
+    c.exec("DELETE FROM epc.geocode_cache WHERE address_key = (SELECT address_key FROM epc.stage_domestic WHERE "
+           "cert_key = '1')");
+    GeocodeSummary second = run_geocode(t, chain);
+    EXPECT_EQ(second.to_locate, expected.size());
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache WHERE address_key = (SELECT address_key FROM "
+                         "epc.stage_domestic WHERE cert_key = '1')"),
+              0)
+        << "an unchanged, located certificate was looked at";
+    // New keys whose UPRN the file knows are located; moved ones have no UPRN, key 3 none it knows.
+    std::uint64_t locatable = 0;
+    for (int k : expected) locatable += k > 200 && k % 3 != 0;
+    EXPECT_EQ(second.found, locatable);
+    EXPECT_EQ(second.not_found, expected.size() - locatable);
+
+    db::Session session = t.db.session();
+    PublishSummary p = publish(session);
+    EXPECT_EQ(p.added, 20u);
+    std::set<int> changed_or_moved = changed;
+    changed_or_moved.insert(moved.begin(), moved.end());
+    EXPECT_EQ(p.changed, changed_or_moved.size());
+    // Key 1 keeps the coordinates it was published with.
+    EXPECT_EQ(
+        t.db.count("SELECT count(*) FROM epc.domestic_certificates WHERE cert_key = '1' AND latitude IS NOT NULL"), 1);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.change_set"), 0);
 }
