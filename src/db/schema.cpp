@@ -148,7 +148,8 @@ CREATE TABLE epc.postcode_cache (
 // epc.changes_<type> between the geocode stage and publish; epc.change_set says for which run and
 // which production state. Production and undo tables of earlier versions get the new columns
 // empty: their next publish compares every row as changed, once. An unpublished staging table of
-// an earlier version gets a hash of 0, which no production row has.
+// an earlier version gets a hash of 0, which no production row has. A kept undo gets the list of
+// the keys its publish added (epc.undo_<type>_added), which revert now deletes by.
 std::string version5() {
     std::string sql = R"(
 CREATE TABLE epc.change_set (
@@ -173,6 +174,11 @@ ALTER TABLE epc.geocode_cache ALTER COLUMN address_key TYPE text COLLATE "C";
                                         "ADD COLUMN address_key text;");
         sql += if_exists(production, "CREATE INDEX " + name + "_certificates_unlocated ON " + production +
                                          " (address_key) WHERE latitude IS NULL;");
+        // Revert now deletes the keys a publish added by their list instead of by run_id.
+        sql += if_exists(undo, "CREATE TABLE " + undo + "_added AS SELECT p.cert_key FROM " + production +
+                                   " p JOIN epc.release_undo r ON r.cert_type = '" + std::string(cert_type_name(type)) +
+                                   "' AND r.run_id = p.run_id WHERE NOT EXISTS (SELECT 1 FROM " + undo +
+                                   " u WHERE u.cert_key = p.cert_key);");
         sql += if_exists(staging, "ALTER TABLE " + staging + " ADD COLUMN row_hash bigint NOT NULL DEFAULT 0;\n" +
                                       "ALTER TABLE " + staging + " ALTER COLUMN row_hash DROP DEFAULT;");
     }

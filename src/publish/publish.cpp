@@ -20,13 +20,16 @@ struct ReleaseTables {
     std::string fresh_name;  // <type>_certificates_r<run>: a first release, built beside
     std::string fresh;       // epc.<type>_certificates_r<run>
     std::string undo;        // epc.undo_<type>: the rows the last publish replaced or removed
+    std::string undo_added;  // epc.undo_<type>_added: the keys it added
 };
 
 ReleaseTables release_tables(CertType type, long long run_id) {
     const std::string sql(cert_type_sql(type));
     const std::string bare = sql + "_certificates";
     const std::string run = std::to_string(run_id);
-    return {"epc." + bare, bare, bare + "_r" + run, "epc." + bare + "_r" + run, "epc.undo_" + sql};
+    return {"epc." + bare,     bare,
+            bare + "_r" + run, "epc." + bare + "_r" + run,
+            "epc.undo_" + sql, "epc.undo_" + sql + "_added"};
 }
 
 std::uint64_t affected(const db::Result& r) { return std::stoull(r.affected()); }
@@ -111,7 +114,7 @@ void build_first_release(db::Session& session, const ReleaseTables& t, long long
 // An undo left from a production table someone dropped belongs to no release readers see.
 void forget_undo(db::Connection& db, CertType type, const ReleaseTables& t) {
     db.exec("DELETE FROM epc.release_undo WHERE cert_type = $1", {cert_type_name(type)});
-    db.exec("DROP TABLE IF EXISTS " + t.undo);
+    db.exec("DROP TABLE IF EXISTS " + t.undo + ", " + t.undo_added);
 }
 
 void publish_first_release(db::Session& session, const ReleaseTables& t, PublishSummary& summary) {
@@ -166,17 +169,18 @@ void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseCh
     db.exec("ANALYZE publish_incoming, publish_gone");  // small: the joins below should use production's key
 }
 
-// Keeps the rows about to be replaced or removed, as they are, for `revert`: only those, so its
-// space is the changed and removed rows of this publish. The previous publish's undo goes: revert
-// is one step back. Rebuilt from production's shape, so it follows columns added to production.
+// Keeps the rows about to be replaced or removed, as they are, and the keys about to be added, for
+// `revert`: only those, so its space is the changed and removed rows of this publish. The previous publish's undo goes:
+// revert is one step back. Rebuilt from production's shape, so it follows columns added to production.
 void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long long run_id) {
-    db.exec("DROP TABLE IF EXISTS " + t.undo);
+    forget_undo(db, type, t);
     db.exec("CREATE TABLE " + t.undo + " (LIKE " + t.production + ")");
     const std::string insert = "INSERT INTO " + t.undo + " (" + production_column_list() + ") SELECT " +
                                production_column_list("p") + " FROM " + t.production + " p JOIN ";
     db.exec(insert + "publish_incoming i ON i.cert_key = p.cert_key");  // the changed ones: new keys have no p
     db.exec(insert + "publish_gone g ON g.cert_key = p.cert_key");
     db.exec("ALTER TABLE " + t.undo + " ADD PRIMARY KEY (cert_key)");
+    db.exec("CREATE TABLE " + t.undo_added + " AS SELECT cert_key FROM publish_incoming WHERE is_new");
     db.exec("INSERT INTO epc.release_undo (cert_type, run_id) VALUES ($1, $2) ON CONFLICT (cert_type) "
             "DO UPDATE SET run_id = EXCLUDED.run_id, saved_at = now()",
             {cert_type_name(type), run_id});
@@ -233,22 +237,21 @@ Error nothing_to_revert(db::Connection& db, CertType type) {
 // The publish to undo: the one release_undo names, if it is still 'published'. Its row stays
 // locked until the revert commits.
 long long revertible_run(db::Connection& db, CertType type, const ReleaseTables& t) {
-    db::Result r = db.exec("SELECT u.run_id FROM epc.release_undo u JOIN epc.import_run r USING (run_id) "
-                           "WHERE u.cert_type = $1 AND r.status = $2 AND to_regclass($3) IS NOT NULL "
-                           "AND to_regclass($4) IS NOT NULL FOR UPDATE OF u",
-                           {cert_type_name(type), db::run_status_name(db::RunStatus::published), t.production, t.undo});
+    db::Result r = db.exec(
+        "SELECT u.run_id FROM epc.release_undo u JOIN epc.import_run r USING (run_id) "
+        "WHERE u.cert_type = $1 AND r.status = $2 AND to_regclass($3) IS NOT NULL "
+        "AND to_regclass($4) IS NOT NULL AND to_regclass($5) IS NOT NULL FOR UPDATE OF u",
+        {cert_type_name(type), db::run_status_name(db::RunStatus::published), t.production, t.undo, t.undo_added});
     if (r.rows() == 0) throw nothing_to_revert(db, type);
     return r.integer(0, 0);
 }
 
 // The inverse of apply_changes from what save_undo kept: keys the publish added go, rows it
-// changed get their previous values back, rows it removed come back. The rows it added or changed
-// are those with its run_id: no other publish writes that run id.
+// changed get their previous values back, rows it removed come back; each by production's key.
 void undo_changes(db::Connection& db, const ReleaseTables& t, RevertSummary& s) {
     const std::string columns = production_column_list();
-    const std::string in_undo = "EXISTS (SELECT 1 FROM " + t.undo + " u WHERE u.cert_key = p.cert_key)";
     s.removed = affected(
-        db.exec("DELETE FROM " + t.production + " p WHERE p.run_id = $1 AND NOT " + in_undo, {s.run_id}));
+        db.exec("DELETE FROM " + t.production + " p USING " + t.undo_added + " a WHERE p.cert_key = a.cert_key"));
     s.restored = affected(db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
                                   production_column_list("u") + ") FROM " + t.undo +
                                   " u WHERE p.cert_key = u.cert_key"));
