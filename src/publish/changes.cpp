@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/runs.hpp"
 #include "epc/db/transaction.hpp"
 #include "epc/publish/publish.hpp"
@@ -30,20 +31,24 @@ bool found_already(db::Connection& db, CertType type, long long run_id, long lon
         .boolean(0, 0);
 }
 
-// Staging's rows whose key production lacks or whose hash differs, then production's keys that
-// staging lacks. The comparison reads both tables once; it writes only what differs.
+// Staging's rows whose key production lacks or whose hash differs, and production's keys that
+// staging lacks: one full join, reading each table once and writing only what differs.
 void find_changes(db::Session& session, const std::string& table, const std::string& production) {
     db::Connection& db = session.db();
-    const std::string& staging = session.staging().rows;
+    std::string columns;  // staging's, the key taken from production for a gone row
+    for (const Column& c : certificate_columns())
+        columns += (columns.empty() ? "" : ", ") +
+                   (c.name == kKeyColumn ? "coalesce(s.cert_key, p.cert_key) AS cert_key" : "s." + std::string(c.name));
+    for (const BookkeepingColumn& c : bookkeeping_columns()) columns += ", s." + std::string(c.name);
     db.exec("SET LOCAL work_mem = '256MB'");
     db.exec("SET LOCAL jit = off");
     db.exec("DROP TABLE IF EXISTS " + table);
-    db.exec("CREATE TABLE " + table +
-            " AS SELECT s.*, CASE WHEN p.cert_key IS NULL THEN 'new' ELSE 'changed' END AS change FROM " + staging +
-            " s LEFT JOIN " + production +
-            " p ON p.cert_key = s.cert_key WHERE p.row_hash IS DISTINCT FROM s.row_hash");
-    db.exec("INSERT INTO " + table + " (cert_key, change) SELECT p.cert_key, 'gone' FROM " + production +
-            " p WHERE NOT EXISTS (SELECT 1 FROM " + staging + " s WHERE s.cert_key = p.cert_key)");
+    db.exec("CREATE TABLE " + table + " AS SELECT " + columns +
+            ", CASE WHEN p.cert_key IS NULL THEN 'new' WHEN s.cert_key IS NULL THEN 'gone' ELSE 'changed' END "
+            "AS change FROM " +
+            session.staging().rows + " s FULL JOIN " + production +
+            " p ON p.cert_key = s.cert_key WHERE s.cert_key IS NULL OR p.cert_key IS NULL OR "
+            "p.row_hash IS DISTINCT FROM s.row_hash");
     db.exec("CREATE INDEX ON " + table + " (cert_key)");
     db.exec("ANALYZE " + table);
 }
