@@ -13,6 +13,7 @@
 #include "epc/db/columns.hpp"
 #include "epc/extract/archive.hpp"
 #include "epc/load/loader.hpp"
+#include "epc/publish/changes.hpp"
 #include "epc/publish/publish.hpp"
 #include "support/pg_test.hpp"
 #include "support/process.hpp"
@@ -382,4 +383,32 @@ TEST(Revert, AKilledRevertLeavesTheNewReleaseAndTheNextRunReverts) {
         EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run WHERE run_id = " + std::to_string(b.run_id)),
                   "reverted");
     }
+}
+
+// The changes of a loaded run are found once (by the geocode stage, here called directly) and
+// reused by publish; a revert in between changes production, so publish finds them again against
+// the release revert brought back.
+TEST(Revert, ChangesFoundBeforeARevertAreFoundAgainByPublish) {
+    TestDatabase db;
+    load_zip(release("again-a", keys(1, 100)), db);
+    publish_to(db);
+    load_zip(release("again-b", keys(11, 120)), db);  // 1..10 gone, 101..120 new
+    publish_to(db);
+    const LoadSummary c_run = load_zip(release("again-c", keys(1, 105), {50}), db);
+    {
+        db::Session session = db.session();
+        const ReleaseChanges found = release_changes(session, c_run.run_id);  // against B
+        ASSERT_FALSE(found.first_release);
+        EXPECT_EQ(db.count("SELECT count(*) FROM " + found.table + " WHERE change = 'gone'"), 15);  // 106..120
+    }
+    revert_in(db);  // production holds A again
+    PublishSummary pc = publish_to(db);
+    EXPECT_EQ(pc.added, 5u);        // 101..105, new against A
+    EXPECT_EQ(pc.disappeared, 0u);  // A had nothing beyond 100
+    EXPECT_EQ(pc.changed, 1u);      // 50
+    db::Connection c = db.connect();
+    EXPECT_EQ(differences_from_staging(c), 0);
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.change_set"), 0);
+    EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'epc' AND tablename = 'changes_domestic'"),
+              0);
 }
