@@ -165,6 +165,15 @@ std::string text_of(const json& v) {
     return v.dump();
 }
 
+// A count as people read it at a glance: 28,000,000.
+std::string count_of(const json& v) {
+    if (!v.is_number_integer()) return text_of(v);
+    std::string digits = v.dump();
+    const std::size_t first = digits[0] == '-' ? 1 : 0;
+    for (std::size_t i = digits.size(); i > first + 3; i -= 3) digits.insert(i - 3, ",");
+    return digits;
+}
+
 // "2026-11-30T13:20:01.123+00:00" as "2026-11-30 13:20:01 UTC".
 std::string when(const json& v) {
     if (!v.is_string()) return "-";
@@ -183,15 +192,15 @@ std::string release_text(const json& p) {
     std::string release = text_of(p["source"]);
     if (p["release_last_updated"].is_string()) release += " " + p["release_last_updated"].get<std::string>();
     else if (p["source"] == "file" && p["archive_path"].is_string()) release += " " + text_of(p["archive_path"]);
-    return release + " (" + text_of(p["archive_bytes"]) + " bytes)";
+    return release + ", " + count_of(p["archive_bytes"]) + " bytes";
 }
 
 std::string rejects_text(const json& rejects) {
-    std::string s = text_of(rejects["total"]);
+    std::string s = count_of(rejects["total"]);
     if (!rejects["by_reason"].is_object() || rejects["by_reason"].empty()) return s;
     std::string reasons;
     for (const auto& [reason, n] : rejects["by_reason"].items())
-        reasons += (reasons.empty() ? "" : ", ") + reason + " " + text_of(n);
+        reasons += (reasons.empty() ? "" : ", ") + reason + " " + count_of(n);
     return s + ": " + reasons;
 }
 
@@ -201,7 +210,7 @@ std::string located_text(const json& located) {
         const json& b = located[key];
         if (std::string(key) == "other" && b["rows"] == 0) continue;
         if (!s.empty()) s += ", ";
-        s += (std::string(key) == "not_located" ? std::string("not located") : key) + " " + text_of(b["rows"]) + " (" +
+        s += (std::string(key) == "not_located" ? std::string("not located") : key) + " " + count_of(b["rows"]) + " (" +
              percent(b["share"].get<double>()) + ")";
     }
     return s;
@@ -211,7 +220,7 @@ std::string newest_text(const json& n) {
     const std::string status = text_of(n["status"]);
     std::string s = text_of(n["run_id"]) + ": " + status;
     if (status == db::run_status_name(db::RunStatus::loaded)) s += ", not published";
-    s += " (started " + when(n["started_at"]) + ", " + text_of(n["rows_loaded"]) + " rows loaded)";
+    s += " (started " + when(n["started_at"]) + ", " + count_of(n["rows_loaded"]) + " rows loaded)";
     if (n["error"].is_string()) s += ": " + n["error"].get<std::string>();
     return s;
 }
@@ -220,10 +229,10 @@ std::string publisher_text(const json& p) {
     const std::string state = p["state"];
     if (state == "unknown") return "unknown: " + text_of(p["reason"]);
     const json& offered = p["offered"];
-    const std::string release = (offered["last_updated"] == "" ? std::string() : text_of(offered["last_updated"]) + " ") +
-                                "(" + text_of(offered["size"]) + " bytes)";
-    return state == "newer" ? "newer release " + release + " at " + text_of(p["source"])
-                            : "up to date (" + text_of(p["source"]) + " offers " + release + ")";
+    const std::string release = (offered["last_updated"] == "" ? std::string() : text_of(offered["last_updated"]) + ", ") +
+                                count_of(offered["size"]) + " bytes";
+    return state == "newer" ? "newer release " + release + " (" + text_of(p["source"]) + " service)"
+                            : "up to date: the " + text_of(p["source"]) + " service offers " + release;
 }
 
 void line(std::ostringstream& out, const char* label, const std::string& value) {
@@ -240,15 +249,15 @@ void type_text(std::ostringstream& out, const json& t) {
     if (!p.is_null()) {
         line(out, "published run", text_of(p["run_id"]) + " at " + when(p["published_at"]));
         line(out, "release", release_text(p));
-        line(out, "rows published", text_of(p["rows_published"]) + ": " + text_of(p["added"]) + " added, " +
-                                        text_of(p["changed"]) + " changed, " + text_of(p["disappeared"]) +
+        line(out, "rows published", count_of(p["rows_published"]) + ": " + count_of(p["added"]) + " added, " +
+                                        count_of(p["changed"]) + " changed, " + count_of(p["disappeared"]) +
                                         " disappeared");
         line(out, "rejects", rejects_text(p["rejects"]));
     }
     const json& prod = t["production"];
     if (prod.is_object() && prod.contains("error")) line(out, "production", "not read: " + text_of(prod["error"]));
     else if (prod.is_object()) {
-        line(out, "production", text_of(prod["rows"]) + " rows");
+        line(out, "production", count_of(prod["rows"]) + " rows");
         line(out, "located", located_text(prod["located"]));
     }
     if (!t["newest_run"].is_null()) line(out, "newest run", newest_text(t["newest_run"]));

@@ -49,6 +49,13 @@ const json& type_of(const json& status, const std::string& type) {
     throw std::runtime_error("status has no type " + type);
 }
 
+// 2961 as the table shows it: 2,961.
+std::string grouped(std::uint64_t n) {
+    std::string digits = std::to_string(n);
+    for (std::size_t i = digits.size(); i > 3; i -= 3) digits.insert(i - 3, ",");
+    return digits;
+}
+
 bool has(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
 
 std::string make_zip(fixture::Options o, const std::string& name, fixture::Expected* expected = nullptr) {
@@ -163,10 +170,11 @@ TEST(Status, AfterAPublishReportsProductionCountsRejectsAndLocatedShares) {
 
     Outcome text = run({"status", "--db", db.conninfo(), "--log-format", "text"});
     ASSERT_EQ(text.exit_code, 0) << text.err;
-    EXPECT_TRUE(has(text.out, "rows published  " + std::to_string(e.rows_loaded) + ": " +
-                                  std::to_string(e.rows_loaded) + " added, 0 changed, 0 disappeared"))
+    EXPECT_TRUE(has(text.out, "rows published  " + grouped(e.rows_loaded) + ": " + grouped(e.rows_loaded) +
+                                  " added, 0 changed, 0 disappeared"))
         << text.out;
-    EXPECT_TRUE(has(text.out, "postcode " + std::to_string(by_postcode) + " (")) << text.out;
+    EXPECT_TRUE(has(text.out, "postcode " + grouped(by_postcode) + " (")) << text.out;
+    EXPECT_TRUE(has(text.out, "rejects         " + grouped(e.rows_rejected) + ": ")) << text.out;
     EXPECT_TRUE(has(text.out, "imported        never")) << text.out;  // non-domestic and display
 }
 
@@ -202,6 +210,15 @@ TEST(Status, ALoadedButUnpublishedRunIsShownBesideThePublishedOne) {
     Outcome text = run({"status", "--db", db.conninfo(), "--log-format", "text", "--certtype", "domestic"});
     ASSERT_EQ(text.exit_code, 0) << text.err;
     EXPECT_TRUE(has(text.out, "newest run      2: loaded, not published")) << text.out;
+
+    // Published, then reverted: production holds run 1's release again, and status says so.
+    ASSERT_EQ(run({"publish", "--db", db.conninfo()}).exit_code, 0);
+    ASSERT_EQ(run({"revert", "--db", db.conninfo()}).exit_code, 0);
+    const json reverted = type_of(status_json({"--db", db.conninfo()}), "domestic");
+    EXPECT_EQ(reverted["published"]["run_id"], 1);
+    EXPECT_EQ(reverted["newest_run"]["run_id"], 2);
+    EXPECT_EQ(reverted["newest_run"]["status"], "reverted");
+    EXPECT_EQ(reverted["production"]["rows"], reverted["published"]["rows_published"]);
 }
 
 TEST(Status, TellsWhetherThePublisherHasANewerRelease) {
