@@ -263,9 +263,9 @@ private:
     // publisher is asked briefly: a status that waits minutes for a retry is no use to an operator.
     int show_status() {
         StatusRequest request;
-        request.types = o_.type_given ? std::vector<CertType>{o_.type}
-                                      : std::vector<CertType>{CertType::domestic, CertType::non_domestic,
-                                                              CertType::display};
+        request.types = o_.type_given
+                            ? std::vector<CertType>{o_.type}
+                            : std::vector<CertType>{CertType::domestic, CertType::non_domestic, CertType::display};
         request.source = *parse_source(o_.source);
         request.ask_publisher = [this](CertType type) {
             DownloadOptions d = download_options(o_);

@@ -129,7 +129,7 @@ json publisher_freshness(db::Connection& db, CertType type, const StatusRequest&
         const ReleaseInfo offered = request.ask_publisher(type);
         j["offered"] = {{"last_updated", offered.last_updated}, {"size", offered.size}};
         j["state"] = is_new_release(offered, request.source, db::last_published_release(db, type)) ? "newer"
-                                                                                                     : "up_to_date";
+                                                                                                   : "up_to_date";
     } catch (const std::exception& e) {
         j["reason"] = e.what();
     }
@@ -229,7 +229,8 @@ std::string publisher_text(const json& p) {
     const std::string state = p["state"];
     if (state == "unknown") return "unknown: " + text_of(p["reason"]);
     const json& offered = p["offered"];
-    const std::string release = (offered["last_updated"] == "" ? std::string() : text_of(offered["last_updated"]) + ", ") +
+    const std::string last_updated = text_of(offered["last_updated"]);  // empty from the legacy service
+    const std::string release = (last_updated.empty() ? std::string() : last_updated + ", ") +
                                 count_of(offered["size"]) + " bytes";
     return state == "newer" ? "newer release " + release + " (" + text_of(p["source"]) + " service)"
                             : "up to date: the " + text_of(p["source"]) + " service offers " + release;
@@ -249,9 +250,9 @@ void type_text(std::ostringstream& out, const json& t) {
     if (!p.is_null()) {
         line(out, "published run", text_of(p["run_id"]) + " at " + when(p["published_at"]));
         line(out, "release", release_text(p));
-        line(out, "rows published", count_of(p["rows_published"]) + ": " + count_of(p["added"]) + " added, " +
-                                        count_of(p["changed"]) + " changed, " + count_of(p["disappeared"]) +
-                                        " disappeared");
+        line(out, "rows published",
+             count_of(p["rows_published"]) + ": " + count_of(p["added"]) + " added, " + count_of(p["changed"]) +
+                 " changed, " + count_of(p["disappeared"]) + " disappeared");
         line(out, "rejects", rejects_text(p["rejects"]));
     }
     const json& prod = t["production"];

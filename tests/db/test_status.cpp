@@ -116,8 +116,7 @@ TEST(Status, AfterAPublishReportsProductionCountsRejectsAndLocatedShares) {
                             "WHERE split_part(address_key, '|', 2) <> '' ORDER BY 1");
     ASSERT_GT(pcs.rows(), 10);
     for (int i = 0; i < pcs.rows(); i += 2) postcodes.add(pcs.text(i, 0), 52.5, -1.25);
-    Outcome published =
-        run({"publish", "--db", db.conninfo(), "--geocoder", "postcodes-io=" + postcodes.base_url()});
+    Outcome published = run({"publish", "--db", db.conninfo(), "--geocoder", "postcodes-io=" + postcodes.base_url()});
     ASSERT_EQ(published.exit_code, 0) << published.err;
 
     const std::string report = testing::TempDir() + "status-publish.json";
@@ -229,8 +228,8 @@ TEST(Status, TellsWhetherThePublisherHasANewerRelease) {
     epc::test::EpcService svc(epc::test::read_file(zip));
     TestDatabase db;
     const std::string credentials = epc::test::credentials_file(svc, testing::TempDir() + "status-release.env");
-    const std::vector<std::string> publisher = {"--base-url", svc.base_url(), "--credentials-file", credentials,
-                                                "--db", db.conninfo()};
+    const std::vector<std::string> publisher = {"--base-url", svc.base_url(), "--credentials-file",
+                                                credentials,  "--db",         db.conninfo()};
     auto with = [&](std::vector<std::string> args) {
         args.insert(args.end(), publisher.begin(), publisher.end());
         return args;

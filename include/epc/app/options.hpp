@@ -18,9 +18,8 @@ namespace epc {
 
 // The subcommands; what each one runs is the app's stage table (src/app/app.cpp).
 enum class Command { run, extract, load, geocode, publish, check_release, revert, status };
-inline constexpr Command kCommands[] = {Command::run,     Command::extract,       Command::load,
-                                        Command::geocode, Command::publish,       Command::check_release,
-                                        Command::revert,  Command::status};
+inline constexpr Command kCommands[] = {Command::run,     Command::extract,       Command::load,   Command::geocode,
+                                        Command::publish, Command::check_release, Command::revert, Command::status};
 std::string_view command_name(Command command);  // as typed on the command line: check-release
 
 struct Options {
