@@ -8,6 +8,7 @@
 #include "epc/db/runs.hpp"
 #include "epc/db/schema.hpp"
 #include "epc/db/session.hpp"
+#include "epc/db/transaction.hpp"
 #include "epc/extract/release.hpp"
 #include "epc/publish/publish.hpp"
 
@@ -45,17 +46,26 @@ json run_row(db::Connection& db, CertType type, std::optional<db::RunStatus> sta
 json field(const json& row, const char* name) { return row.contains(name) ? row[name] : json(); }
 
 // The rejects of a run by reason, while staging still belongs to it (the next load rebuilds the
-// reject table); null when it does not, since only the total is kept in epc.import_run.
+// reject table); null when it does not, since only the total is kept in epc.import_run. Counted
+// first, owner checked after: the count's lock on the reject table lasts until the transaction
+// ends, and a new load replaces that table and staging's owner in one transaction, so an owner
+// still equal to run_id afterwards means the counts are that run's. A reject table dropped under
+// the count is the same case: a new load took staging.
 json rejects_by_reason(db::Connection& db, CertType type, long long run_id) {
-    db::Result owner = db.exec("SELECT run_id FROM epc.staging_owner WHERE cert_type = $1", {cert_type_name(type)});
     const std::string rejects = db::staging_tables(type).rejects;
-    if (owner.rows() == 0 || owner.integer(0, 0) != run_id ||
-        !db.exec("SELECT to_regclass($1) IS NOT NULL", {rejects}).boolean(0, 0))
+    try {
+        db::Transaction tx(db);
+        if (!db.exec("SELECT to_regclass($1) IS NOT NULL", {rejects}).boolean(0, 0)) return json();
+        json by_reason = json::object();
+        db::Result r = db.exec("SELECT reason, count(*) FROM " + rejects + " GROUP BY reason ORDER BY reason");
+        for (int i = 0; i < r.rows(); ++i) by_reason[r.text(i, 0)] = r.integer(i, 1);
+        db::Result owner = db.exec("SELECT run_id FROM epc.staging_owner WHERE cert_type = $1", {cert_type_name(type)});
+        tx.commit();
+        return owner.rows() > 0 && owner.integer(0, 0) == run_id ? by_reason : json();
+    } catch (const Error&) {
+        if (!db.ok()) throw;  // the database went away: the whole command is transient
         return json();
-    json by_reason = json::object();
-    db::Result r = db.exec("SELECT reason, count(*) FROM " + rejects + " GROUP BY reason ORDER BY reason");
-    for (int i = 0; i < r.rows(); ++i) by_reason[r.text(i, 0)] = r.integer(i, 1);
-    return by_reason;
+    }
 }
 
 json published_run(db::Connection& db, CertType type, const json& run) {
