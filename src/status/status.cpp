@@ -1,5 +1,6 @@
 #include "epc/status/status.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <sstream>
@@ -275,6 +276,42 @@ void type_text(std::ostringstream& out, const json& t) {
     line(out, "publisher", publisher_text(t["publisher"]));
 }
 
+// One row per type, to see all of them at a glance before the detail.
+std::vector<std::string> overview_row(const json& t) {
+    const json& p = t["published"];
+    const json& prod = t["production"];
+    const json& newest = t["newest_run"];
+    std::string located = "-";
+    if (prod.is_object() && prod.contains("located") && prod["rows"] != 0)
+        located = percent(1.0 - prod["located"]["not_located"]["share"].get<double>());
+    std::string release = "-";
+    if (!p.is_null())
+        release = p["release_last_updated"].is_string() ? text_of(p["release_last_updated"]) : text_of(p["source"]);
+    const std::string state = text_of(t["publisher"]["state"]);
+    return {text_of(t["cert_type"]),
+            t["imported"].get<bool>() ? (p.is_null() ? "none" : text_of(p["run_id"])) : "never imported",
+            release,
+            prod.is_object() && prod.contains("rows") ? count_of(prod["rows"]) : "-",
+            located,
+            newest.is_null() ? "-" : text_of(newest["run_id"]) + " " + text_of(newest["status"]),
+            state == "up_to_date" ? "up to date" : state};
+}
+
+void overview_table(std::ostringstream& out, const json& types) {
+    std::vector<std::vector<std::string>> rows = {
+        {"type", "published run", "release", "production rows", "located", "newest run", "publisher"}};
+    for (const json& t : types) rows.push_back(overview_row(t));
+    std::vector<std::size_t> widths(rows[0].size(), 0);
+    for (const auto& row : rows)
+        for (std::size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+    for (const auto& row : rows) {
+        std::string text;
+        for (std::size_t c = 0; c < row.size(); ++c)
+            text += row[c] + (c + 1 < row.size() ? std::string(widths[c] - row[c].size() + 2, ' ') : "");
+        out << text << '\n';
+    }
+}
+
 }  // namespace
 
 nlohmann::json read_status(const std::string& conninfo, const StatusRequest& request) {
@@ -304,6 +341,10 @@ std::string status_text(const nlohmann::json& status) {
         out << ", schema version " << version << ", newer than this epc-import knows (" << known
             << "): figures may be incomplete\n";
     else out << ", schema version " << version << "\n";
+    if (status["types"].size() > 1) {
+        out << '\n';
+        overview_table(out, status["types"]);
+    }
     for (const json& t : status["types"]) {
         out << '\n';
         type_text(out, t);

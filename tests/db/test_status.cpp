@@ -175,6 +175,9 @@ TEST(Status, AfterAPublishReportsProductionCountsRejectsAndLocatedShares) {
     EXPECT_TRUE(has(text.out, "postcode " + grouped(by_postcode) + " (")) << text.out;
     EXPECT_TRUE(has(text.out, "rejects         " + grouped(e.rows_rejected) + ": ")) << text.out;
     EXPECT_TRUE(has(text.out, "imported        never")) << text.out;  // non-domestic and display
+    // The overview above the detail: one row per type.
+    EXPECT_TRUE(has(text.out, "type          published run   release")) << text.out;
+    EXPECT_TRUE(has(text.out, "non-domestic  never imported  -")) << text.out;
 }
 
 TEST(Status, CerttypeShowsThatTypeOnly) {
