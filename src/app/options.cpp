@@ -289,7 +289,7 @@ std::string describe_options(const Options& o) {
     auto optional = [](const std::optional<std::string>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
     nlohmann::json j = {
         {"command", command_name(o.command)},
-        {"cert_type", cert_type_name(o.type)},
+        {"cert_type", o.command == Command::status && !o.type_given ? "all" : cert_type_name(o.type)},
         {"zip", optional(o.zip)},
         {"source", o.source},
         {"base_url", o.base_url},

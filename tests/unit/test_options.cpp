@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "epc/app/options.hpp"
 
 using namespace epc;
@@ -56,6 +58,9 @@ TEST(Options, StatusKnowsWhetherCerttypeWasGiven) {
         EXPECT_TRUE(one.options->type_given);
         EXPECT_EQ(one.options->type, CertType::display);
     }
+    EXPECT_EQ(nlohmann::json::parse(describe_options(*all.options))["cert_type"], "all");  // --dry-run
+    EXPECT_EQ(nlohmann::json::parse(describe_options(*parse({"status", "--certtype", "display"}).options))["cert_type"],
+              "display");
     ParseResult with_zip = parse({"status", "--zip", "a.zip"});
     ASSERT_TRUE(with_zip.options);
     EXPECT_THROW(check_options(*with_zip.options), Error);  // status reads the database, not an archive
