@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -221,6 +222,33 @@ TEST(Status, ALoadedButUnpublishedRunIsShownBesideThePublishedOne) {
     EXPECT_EQ(reverted["newest_run"]["run_id"], 2);
     EXPECT_EQ(reverted["newest_run"]["status"], "reverted");
     EXPECT_EQ(reverted["production"]["rows"], reverted["published"]["rows_published"]);
+}
+
+TEST(Status, AFailedRunIsShownWithItsError) {
+    // Damage in the middle of the one certificates file: only inflating it finds out, and the run fails.
+    fixture::Options fo;
+    fo.layout = Layout::single;
+    fo.rows = 20000;
+    const std::string zip = make_zip(fo, "status-failed");
+    std::string bytes = epc::test::read_file(zip);
+    for (std::size_t i = bytes.size() / 2; i < bytes.size() / 2 + 64; ++i)
+        bytes[i] = static_cast<char>(bytes[i] ^ 0x5A);
+    std::ofstream(zip, std::ios::binary) << bytes;
+    TestDatabase db;
+    ASSERT_EQ(run({"load", "--zip", zip, "--db", db.conninfo(), "--failed-to", testing::TempDir() + "status-failed"})
+                  .exit_code,
+              3);
+
+    const json t = type_of(status_json({"--db", db.conninfo()}), "domestic");
+    EXPECT_EQ(t["imported"], true);
+    EXPECT_TRUE(t["published"].is_null());
+    EXPECT_TRUE(t["production"].is_null());  // no release was ever built
+    EXPECT_EQ(t["newest_run"]["status"], "failed");
+    EXPECT_EQ(t["newest_run"]["error"], db.scalar("SELECT error FROM epc.import_run"));
+    Outcome text = run({"status", "--db", db.conninfo(), "--log-format", "text", "--certtype", "domestic"});
+    EXPECT_TRUE(has(text.out, "published       nothing published yet")) << text.out;
+    EXPECT_TRUE(has(text.out, "newest run      1: failed (started ")) << text.out;
+    EXPECT_TRUE(has(text.out, "archive entry certificates.csv")) << text.out;
 }
 
 TEST(Status, TellsWhetherThePublisherHasANewerRelease) {
