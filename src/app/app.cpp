@@ -27,6 +27,7 @@
 #include "epc/geocode/geocode.hpp"
 #include "epc/load/loader.hpp"
 #include "epc/publish/publish.hpp"
+#include "epc/status/status.hpp"
 
 namespace epc {
 
@@ -39,8 +40,8 @@ std::atomic<bool> g_interrupted{false};  // NOLINT(cppcoreguidelines-avoid-non-c
 // boundary, roll back the files in flight, keep the committed ones, and exit as "transient".
 extern "C" void on_stop_signal(int) { g_interrupted = true; }
 
-// The stages of the pipeline, and which of them each command runs (check-release runs none: it
-// only asks the publisher and the database). Revert is a stage of its own: it works on production
+// The stages of the pipeline, and which of them each command runs (check-release and status run
+// none: they only ask the publisher and the database). Revert is a stage of its own: it works on production
 // only, never on staging.
 enum Stage : unsigned { extract_stage = 1, load_stage = 2, geocode_stage = 4, publish_stage = 8, revert_stage = 16 };
 
@@ -63,6 +64,7 @@ constexpr CommandPlan kPlans[] = {
     {Command::publish, geocode_stage | publish_stage, true, false},
     {Command::check_release, 0, false, false},
     {Command::revert, revert_stage, false, false},
+    {Command::status, 0, false, false},
 };
 
 const CommandPlan& plan_for(Command command) {
@@ -204,6 +206,7 @@ public:
 
     int run() {
         if (o_.command == Command::check_release) return check_release();
+        if (o_.command == Command::status) return show_status();
         const CommandPlan& plan = plan_for(o_.command);
         if (plan.locks_whole_run) session().lock();
         std::optional<ArchiveInfo> archive;
@@ -253,6 +256,35 @@ private:
             for (const SubmittedJob& job : submit_import(*o_.submit, o_.type))
                 jobs.push_back({{"name", job.name}, {"id", job.id}, {"definition", job.definition}});
         report_["submitted"] = jobs;
+        return exit_ok;
+    }
+
+    // status: every type, or the --certtype one; a table on a terminal, JSON otherwise. The
+    // publisher is asked briefly: a status that waits minutes for a retry is no use to an operator.
+    int show_status() {
+        StatusRequest request;
+        request.types = o_.type_given
+                            ? std::vector<CertType>{o_.type}
+                            : std::vector<CertType>{CertType::domestic, CertType::non_domestic, CertType::display};
+        request.source = *parse_source(o_.source);
+        request.ask_publisher = [this](CertType type) {
+            DownloadOptions d = download_options(o_);
+            d.type = type;
+            d.max_attempts = 2;
+            d.initial_backoff_s = 0.5;
+            d.max_backoff_s = 2;
+            d.max_retry_after_s = 5;
+            d.connect_timeout_s = 10;
+            d.low_speed_time_s = 15;
+            return fetch_release_info(d);
+        };
+        const nlohmann::json status = read_status(conninfo_, request);
+        if (!o_.type_given) report_["cert_type"] = "all";
+        report_.update(status);
+        const bool text = o_.log_format == LogFormat::text ||
+                          (o_.log_format == LogFormat::automatic && isatty(STDOUT_FILENO));
+        if (text) std::cout << status_text(status) << std::flush;
+        else std::cout << status.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
         return exit_ok;
     }
 

@@ -171,6 +171,7 @@ std::string_view command_name(Command command) {
         case Command::publish: return "publish";
         case Command::check_release: return "check-release";
         case Command::revert: return "revert";
+        case Command::status: return "status";
     }
     return "?";
 }
@@ -209,7 +210,10 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
         "check-release", "exit 0 when the publisher has a release newer than the last published import, 10 if not");
     CLI::App* revert = app.add_subcommand(
         "revert", "bring back the release before the last publish of the type (one step back), in one transaction");
-    for (CLI::App* sub : {run, extract, load, geocode, publish, check, revert}) sub->fallthrough();
+    CLI::App* status = app.add_subcommand(
+        "status", "how each certificate type stands (or the --certtype one): last published run and release, "
+                  "counts, rejects, located shares, newest run, and whether the publisher has a newer release");
+    for (CLI::App* sub : {run, extract, load, geocode, publish, check, revert, status}) sub->fallthrough();
     app.require_subcommand(0, 1);
 
     std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them back to front
@@ -218,9 +222,10 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
     } catch (const CLI::ParseError& e) {
         return {std::nullopt, app.exit(e) == 0 ? exit_ok : exit_usage};
     }
-    for (CLI::App* sub : {run, extract, load, geocode, publish, check, revert})
+    for (CLI::App* sub : {run, extract, load, geocode, publish, check, revert, status})
         if (sub->parsed()) o.command = *parse_command(sub->get_name());
     o.type = *parse_cert_type(raw.certtype);
+    o.type_given = app.count("--certtype") > 0;
     o.log_format = raw.log_format == "json"   ? LogFormat::json
                    : raw.log_format == "text" ? LogFormat::text
                                               : LogFormat::automatic;
@@ -246,7 +251,7 @@ void check_options(const Options& o) {
     std::error_code ec;
     const std::string command(command_name(o.command));
     if (o.command == Command::publish || o.command == Command::geocode || o.command == Command::check_release ||
-        o.command == Command::revert) {
+        o.command == Command::revert || o.command == Command::status) {
         if (o.zip) throw Error(exit_usage, command + " takes no --zip");
         if (o.command == Command::geocode && o.geocoder.empty())
             throw Error(exit_usage, "geocode needs --geocoder, e.g. --geocoder uprn:OS_OPEN_UPRN.csv,postcodes-io");
@@ -284,7 +289,7 @@ std::string describe_options(const Options& o) {
     auto optional = [](const std::optional<std::string>& v) { return v ? nlohmann::json(*v) : nlohmann::json(); };
     nlohmann::json j = {
         {"command", command_name(o.command)},
-        {"cert_type", cert_type_name(o.type)},
+        {"cert_type", o.command == Command::status && !o.type_given ? "all" : cert_type_name(o.type)},
         {"zip", optional(o.zip)},
         {"source", o.source},
         {"base_url", o.base_url},

@@ -203,15 +203,15 @@ std::optional<StagingOwner> Session::staging_owner() {
                         owner.integer(0, 2)};
 }
 
-std::optional<ImportedRelease> Session::last_published_release() {
-    if (!db_.exec("SELECT to_regclass('epc.import_run') IS NOT NULL").boolean(0, 0)) return std::nullopt;
+std::optional<ImportedRelease> last_published_release(Connection& db, CertType type) {
+    if (!db.exec("SELECT to_regclass('epc.import_run') IS NOT NULL").boolean(0, 0)) return std::nullopt;
     // A release published and then reverted counts as imported: an operator reverted it as bad, and
     // a scheduled run must not publish it again (--force does).
-    Result r = db_.exec(
+    Result r = db.exec(
         "SELECT run_id, coalesce(source, 'file'), coalesce(release_last_updated, ''), "
         "coalesce(archive_bytes, 0) FROM epc.import_run WHERE cert_type = $1 AND status IN ($2, $3) "
         "ORDER BY run_id DESC LIMIT 1",
-        {cert_type_name(type_), run_status_name(RunStatus::published), run_status_name(RunStatus::reverted)});
+        {cert_type_name(type), run_status_name(RunStatus::published), run_status_name(RunStatus::reverted)});
     if (r.rows() == 0) return std::nullopt;
     return ImportedRelease{r.integer(0, 0), r.text(0, 1), r.text(0, 2), static_cast<std::uint64_t>(r.integer(0, 3))};
 }

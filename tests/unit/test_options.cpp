@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "epc/app/options.hpp"
 
 using namespace epc;
@@ -40,6 +42,28 @@ TEST(Options, SubcommandAndOptionsInAnyOrder) {
     EXPECT_EQ(*r.options->zip, "a.zip");
     EXPECT_EQ(r.options->jobs, 3u);
     EXPECT_EQ(*r.options->max_rejects, 10u);
+}
+
+// status covers every type unless --certtype names one, before or after the command.
+TEST(Options, StatusKnowsWhetherCerttypeWasGiven) {
+    ParseResult all = parse({"status"});
+    ASSERT_TRUE(all.options);
+    EXPECT_EQ(all.options->command, Command::status);
+    EXPECT_FALSE(all.options->type_given);
+    for (const auto& args : {std::vector<std::string>{"status", "--certtype", "display"},
+                             std::vector<std::string>{"--certtype", "display", "status"}}) {
+        ParseResult one = parse(args);
+        ASSERT_TRUE(one.options);
+        EXPECT_EQ(one.options->command, Command::status);
+        EXPECT_TRUE(one.options->type_given);
+        EXPECT_EQ(one.options->type, CertType::display);
+    }
+    EXPECT_EQ(nlohmann::json::parse(describe_options(*all.options))["cert_type"], "all");  // --dry-run
+    EXPECT_EQ(nlohmann::json::parse(describe_options(*parse({"status", "--certtype", "display"}).options))["cert_type"],
+              "display");
+    ParseResult with_zip = parse({"status", "--zip", "a.zip"});
+    ASSERT_TRUE(with_zip.options);
+    EXPECT_THROW(check_options(*with_zip.options), Error);  // status reads the database, not an archive
 }
 
 TEST(Options, BadValuesAreUsageErrors) {

@@ -17,14 +17,15 @@
 namespace epc {
 
 // The subcommands; what each one runs is the app's stage table (src/app/app.cpp).
-enum class Command { run, extract, load, geocode, publish, check_release, revert };
-inline constexpr Command kCommands[] = {Command::run,     Command::extract,       Command::load,  Command::geocode,
-                                        Command::publish, Command::check_release, Command::revert};
+enum class Command { run, extract, load, geocode, publish, check_release, revert, status };
+inline constexpr Command kCommands[] = {Command::run,     Command::extract,       Command::load,   Command::geocode,
+                                        Command::publish, Command::check_release, Command::revert, Command::status};
 std::string_view command_name(Command command);  // as typed on the command line: check-release
 
 struct Options {
     Command command = Command::run;               // the subcommand (run when none is given)
     CertType type = CertType::domestic;           // --certtype
+    bool type_given = false;                      // --certtype was on the command line (status: else all types)
     std::optional<std::string> zip;               // --zip: local archive instead of a download
     std::string source = "current";               // --source: current | legacy publisher service
     std::string base_url;                         // --base-url: the service's URL (empty: the real one)

@@ -56,6 +56,10 @@ struct ImportedRelease {
     std::uint64_t size = 0;    // bytes of the zip
 };
 
+// The latest release of a type published (or published and then reverted); nullopt when nothing was
+// published yet or there is no epc schema at all. Only reads.
+std::optional<ImportedRelease> last_published_release(Connection& db, CertType type);
+
 class Session {
 public:
     // Connects as "epc-import <type> <role>" (pg_stat_activity). The schema is not touched until
@@ -92,9 +96,8 @@ public:
     void serialise_in_transaction();
     void mark_failed(long long run_id, const std::string& error);
     std::optional<StagingOwner> staging_owner();
-    // The latest release published (or published and then reverted); nullopt when nothing was
-    // published yet (or there is no epc schema at all).
-    std::optional<ImportedRelease> last_published_release();
+    // db::last_published_release() of this session's type.
+    std::optional<ImportedRelease> last_published_release() { return db::last_published_release(db_, type_); }
 
 private:
     std::optional<RunStart> resume_load(const RunArchive& archive, const std::optional<Shard>& shard);
