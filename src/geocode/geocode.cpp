@@ -450,6 +450,7 @@ private:
                  "WHERE t.postcode <> '' AND " +
                      unanswered,
                  days_and_provider);
+        db_.exec("CREATE UNIQUE INDEX ON epc_geocode_postcodes (postcode)");  // read in order, a chunk at a time
         CacheWriter writer(writer_db_, options_.batch, kPostcodeCache);
         std::uint64_t asked = 0;
         for (std::string after;;) {
