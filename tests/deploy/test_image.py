@@ -49,6 +49,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import test_template  # noqa: E402  (the template loader and intrinsic resolver)
 
 DOCKER = "/usr/bin/docker"  # Debian's client: its BuildKit builds only the stages a target needs
