@@ -360,7 +360,9 @@ class ImageTest:
                             open(os.path.join(self.repo, "CMakeLists.txt")).read()).group(1)
         self.version = version
         # As bin/image-build builds it, from the repository root, on the host's network.
-        self.docker("build", "--network", "host", "-f", "docker/Dockerfile", "--target", "runtime",
+        # (-f and the context as absolute paths: ctest runs this from the build tree)
+        self.docker("build", "--network", "host", "-f", os.path.join(self.repo, "docker/Dockerfile"),
+                    "--target", "runtime",
                     "--build-arg", f"VERSION={version}", "--build-arg", "REVISION=test",
                     "-t", "epc-import:local", self.repo, timeout=2400, what="docker build --target runtime")
         ok("docker build --target runtime")
