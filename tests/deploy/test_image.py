@@ -400,7 +400,7 @@ class ImageTest:
 
         size = int(self.docker("image", "inspect", "--format", "{{.Size}}", image).stdout.strip())
         budget_file = os.path.join(self.repo, "docker/image-budget")
-        budget = None
+        budget = 0
         for line in open(budget_file):
             line = line.split("#", 1)[0].strip()
             if line:
@@ -592,6 +592,8 @@ class ImageTest:
                 raise Fatal(f"Adminer does not answer at {url}")
             time.sleep(0.3)
         pw = os.path.join(os.path.expanduser("~"), ".cache/epc-import/playwright")
+        if not os.path.exists(os.path.join(pw, "node_modules/playwright-core/package.json")):
+            raise Fatal(f"playwright-core is not installed in {pw}: run bin/install-deps (it needs npm)")
         proc = run(["node", os.path.join(HERE, "adminer_check.cjs"), pw, url, "epc", PG_PASSWORD, "epc",
                     self.artifacts], check_rc=False, timeout=180)
         if not check(proc.returncode == 0, "chromium opened Adminer and logged in", proc.stderr[-2000:]):
@@ -640,9 +642,11 @@ def main():
         print("FAIL: the image test starts its own dockerd and needs root (CI runs as root) or "
               "password-less sudo; run it as root, e.g. sudo ctest -L deploy", file=sys.stderr)
         return 1
-    for tool in ("/usr/sbin/dockerd", DOCKER, COMPOSE, "/usr/sbin/debootstrap", "/usr/bin/chromium"):
+    for tool in ("/usr/sbin/dockerd", DOCKER, COMPOSE, "/usr/sbin/debootstrap", "/usr/bin/chromium",
+                 shutil.which("node") or "node"):
         if not os.access(tool, os.X_OK):
-            print(f"FAIL: {tool} is missing: run bin/install-deps (--container)", file=sys.stderr)
+            print(f"FAIL: {tool} is missing: run bin/install-deps --container (node comes with the machine)",
+                  file=sys.stderr)
             return 1
 
     before = host_state()
