@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bin/image-build without Docker or AWS: it runs from a copy in a scratch git repository, with a
-# PATH of chosen tools and stubs of `docker` and `aws` that log their arguments and behave as
-# told by STUB_* variables. Checks the exit code and the message of every refusal, and the
+# bin/image-build without a registry or AWS: it runs from a copy in a scratch git repository, with
+# a PATH of chosen tools and stubs of `docker` and `aws` that log their arguments and behave as
+# told by STUB_* variables (the login and push need a registry; the build itself is run for real
+# by tests/deploy/test_image.py); "daemon down" uses Debian's real docker client. Checks the exit code and the message of every refusal, and the
 # commands of a successful push.
 set -euo pipefail
 
@@ -44,12 +45,7 @@ cat >"$stub_docker/docker" <<'STUB'
 #!/usr/bin/env bash
 echo "docker $*" >>"$STUB_LOG"
 case $1 in
-  info)
-    if [ "${STUB_DOCKER_INFO:-ok}" = fail ]; then
-      echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2
-      exit 1
-    fi
-    echo 24.0.7 ;;
+  version) echo 24.0.7 ;;
   login)
     password=$(cat)
     if [ "$password" != stub-ecr-password ]; then
@@ -129,8 +125,15 @@ grep -q '^Exit codes:' "$out.stdout" || fail "--help: no 'Exit codes:' section o
 # Missing tools, daemon.
 run "no docker" 3 "docker is not installed" "$tools:$stub_aws" -- dev
 run "no aws" 3 "aws (the AWS CLI) is not installed" "$tools:$stub_docker" -- staging
-run "daemon down" 4 "the Docker daemon does not answer" "$all" STUB_DOCKER_INFO=fail -- production
-grep -qF "Cannot connect to the Docker daemon" "$out.stderr" || fail "daemon down: docker's own message is not relayed"
+# No daemon: Debian's real docker client (docker.io, bin/install-deps) with a socket nobody
+# listens on, so the message relayed is docker's own.
+real_docker=$scratch/real-docker
+mkdir -p "$real_docker"
+ln -s /usr/bin/docker "$real_docker/docker"
+run "daemon down" 4 "the Docker daemon does not answer" "$tools:$real_docker:$stub_aws" \
+  DOCKER_HOST="unix://$scratch/no-daemon.sock" -- production
+grep -qF "Cannot connect to the Docker daemon at unix://$scratch/no-daemon.sock" "$out.stderr" ||
+  fail "daemon down: docker's own message is not relayed"
 
 # AWS side.
 run "stack missing" 6 "the stack epc-import-dev does not exist" "$all" STUB_AWS_STACK=missing -- dev
