@@ -78,7 +78,10 @@ long long Result::integer(int row, int col) const {
     return is_null(row, col) ? 0 : std::atoll(PQgetvalue(r_.get(), row, col));
 }
 bool Result::boolean(int row, int col) const { return text(row, col) == "t"; }
-std::string Result::affected() const { return PQcmdTuples(r_.get()); }
+std::uint64_t Result::affected() const {
+    const char* count = PQcmdTuples(r_.get());
+    return *count ? std::stoull(count) : 0;
+}
 
 Connection::Connection(const std::string& conninfo, const std::string& application_name)
     : application_name_(application_name) {

@@ -170,11 +170,8 @@ void load_reference(db::Connection& db, const ChainLink& link) {
 // not cached. One writer per cache: epc.geocode_cache (by address) and epc.postcode_cache.
 class CacheWriter {
 public:
-    struct Target {
-        std::string upsert;  // INSERT INTO the cache ... SELECT ... FROM epc_geocode_batch ON CONFLICT ...
-    };
-    CacheWriter(db::Connection& db, std::size_t batch, Target target)
-        : db_(db), batch_(batch), target_(std::move(target)) {
+    // `upsert`: INSERT INTO the cache ... SELECT ... FROM epc_geocode_batch ON CONFLICT ...
+    CacheWriter(db::Connection& db, std::size_t batch, const char* upsert) : db_(db), batch_(batch), upsert_(upsert) {
         db_.exec("CREATE TEMP TABLE IF NOT EXISTS epc_geocode_batch (key text, status text, latitude double "
                  "precision, longitude double precision, provider text, precision text) ON COMMIT DELETE ROWS");
     }
@@ -202,7 +199,7 @@ public:
                         db::CopyFormat::text);
         copy.put(buf_);
         copy.finish();
-        db_.exec(target_.upsert);
+        db_.exec(upsert_);
         tx.commit();
         buf_.clear();
         pending_ = 0;
@@ -211,22 +208,22 @@ public:
 private:
     db::Connection& db_;
     std::size_t batch_;
-    Target target_;
+    const char* upsert_;
     std::string buf_;
     std::size_t pending_ = 0;
 };
 
-const CacheWriter::Target kAddressCache{
+const char* const kAddressCache =
     "INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, checked_at) "
     "SELECT DISTINCT ON (key) key, status, latitude, longitude, provider, precision, now() FROM epc_geocode_batch "
     "ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
     "longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, precision = EXCLUDED.precision, "
-    "checked_at = EXCLUDED.checked_at"};
-const CacheWriter::Target kPostcodeCache{
+    "checked_at = EXCLUDED.checked_at";
+const char* const kPostcodeCache =
     "INSERT INTO epc.postcode_cache (provider, postcode, status, latitude, longitude, checked_at) "
     "SELECT DISTINCT ON (provider, key) provider, key, status, latitude, longitude, now() FROM epc_geocode_batch "
     "ON CONFLICT (provider, postcode) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
-    "longitude = EXCLUDED.longitude, checked_at = EXCLUDED.checked_at"};
+    "longitude = EXCLUDED.longitude, checked_at = EXCLUDED.checked_at";
 
 // A cached "not found" is an answer until it is --geocode-retry-days old; "found" is for ever.
 // `alias`: the cache table's alias; $1 is the number of days.
@@ -307,8 +304,6 @@ std::vector<std::unique_ptr<HttpGeocoder>> make_http_geocoders(const GeocodeOpti
     return http;
 }
 
-std::uint64_t affected(const db::Result& r) { return std::stoull(r.affected()); }
-
 // Walks the chain link by link over epc_geocode_todo: each link takes what it locates out of it,
 // and a transient failure takes the address out too (a later, coarser provider must not answer
 // for a better one that was merely down); what is left at the end is cached as not found. Each
@@ -351,15 +346,16 @@ private:
     // address, uprn) that the cache does not answer, with what providers ask by. The cache is
     // probed per row before grouping, so known addresses are never grouped.
     void find_addresses_to_locate(const std::string& candidates) {
-        summary_.to_locate = affected(db_.exec(
-            "CREATE TEMP TABLE epc_geocode_todo AS SELECT s.address_key, min(s.address COLLATE \"C\") AS address, "
-            "min(s.uprn) AS "
-            "uprn, split_part(s.address_key, '|', 2) AS postcode FROM (" +
-                candidates +
-                ") s WHERE s.address_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM epc.geocode_cache c WHERE "
-                "c.address_key = s.address_key AND " +
-                answered_by("c") + ") GROUP BY s.address_key",
-            {options_.retry_not_found_days}));
+        summary_.to_locate =
+            db_.exec(
+                   "CREATE TEMP TABLE epc_geocode_todo AS SELECT s.address_key, min(s.address COLLATE \"C\") AS address, "
+                   "min(s.uprn) AS uprn, split_part(s.address_key, '|', 2) AS postcode FROM (" +
+                       candidates +
+                       ") s WHERE s.address_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM epc.geocode_cache c WHERE "
+                       "c.address_key = s.address_key AND " +
+                       answered_by("c") + ") GROUP BY s.address_key",
+                   {options_.retry_not_found_days})
+                .affected();
         db_.exec("ANALYZE epc_geocode_todo");
         spdlog::info("geocode: {} distinct addresses of this release are not in the cache yet", summary_.to_locate);
     }
@@ -379,14 +375,16 @@ private:
     void take_found(const std::string& provider, Precision precision, const std::string& matches,
                     const std::string& using_where, const db::Params& params = {}) {
         db::Transaction tx(db_);
-        const std::uint64_t found = affected(db_.exec(
-            "INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, "
-            "checked_at) SELECT m.address_key, 'found', m.latitude, m.longitude, '" +
-                provider + "', '" + precision_name(precision) + "', now() FROM (" + matches +
-                ") m ORDER BY m.address_key ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
-                "longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, precision = EXCLUDED.precision, "
-                "checked_at = EXCLUDED.checked_at",
-            params));
+        const std::uint64_t found =
+            db_.exec(
+                   "INSERT INTO epc.geocode_cache (address_key, status, latitude, longitude, provider, precision, "
+                   "checked_at) SELECT m.address_key, 'found', m.latitude, m.longitude, '" +
+                       provider + "', '" + precision_name(precision) + "', now() FROM (" + matches +
+                       ") m ORDER BY m.address_key ON CONFLICT (address_key) DO UPDATE SET status = EXCLUDED.status, latitude = EXCLUDED.latitude, "
+                       "longitude = EXCLUDED.longitude, provider = EXCLUDED.provider, precision = EXCLUDED.precision, "
+                       "checked_at = EXCLUDED.checked_at",
+                   params)
+                .affected();
         db_.exec("DELETE FROM epc_geocode_todo t USING " + using_where, params);
         tx.commit();
         summary_.found += found;
@@ -481,8 +479,9 @@ private:
                    "SELECT t.address_key, c.latitude, c.longitude FROM epc_geocode_todo t, " + join, join,
                    {link.provider});
         // Postcodes asked but still unanswered: the service failed on them.
-        summary_.failed += affected(
-            db_.exec("DELETE FROM epc_geocode_todo t WHERE t.postcode <> '' AND " + unanswered, days_and_provider));
+        summary_.failed += db_.exec("DELETE FROM epc_geocode_todo t WHERE t.postcode <> '' AND " + unanswered,
+                                    days_and_provider)
+                               .affected();
     }
 
     // An address-level web service: the todo list in key order, a chunk at a time.
@@ -528,11 +527,12 @@ private:
     }
 
     void cache_the_rest_as_not_found() {
-        summary_.not_found += affected(
+        summary_.not_found +=
             db_.exec("INSERT INTO epc.geocode_cache (address_key, status, provider, checked_at) SELECT address_key, "
                      "'not_found', 'chain', now() FROM epc_geocode_todo ON CONFLICT (address_key) DO UPDATE SET "
                      "status = EXCLUDED.status, latitude = NULL, longitude = NULL, provider = EXCLUDED.provider, "
-                     "precision = NULL, checked_at = EXCLUDED.checked_at"));
+                     "precision = NULL, checked_at = EXCLUDED.checked_at")
+                .affected();
     }
 
     db::Connection db_;  // holds the temporary tables

@@ -32,8 +32,6 @@ ReleaseTables release_tables(CertType type, long long run_id) {
             "epc.undo_" + sql, "epc.undo_" + sql + "_added"};
 }
 
-std::uint64_t affected(const db::Result& r) { return std::stoull(r.affected()); }
-
 // The run in staging, if it can be published; nullopt when it already is. Refuses (exit_usage)
 // a run whose load is not complete, a run reverted after its publish, and a staging table that
 // does not hold what the run loaded.
@@ -190,13 +188,14 @@ void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long l
 // foreign key to a removed certificate stops the publish here (the transaction rolls back whole).
 void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s) {
     const std::string columns = production_column_list();
-    s.disappeared = affected(
-        db.exec("DELETE FROM " + t.production + " p USING publish_gone g WHERE p.cert_key = g.cert_key"));
-    s.changed = affected(db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
-                                 production_column_list("i") +
-                                 ") FROM publish_incoming i WHERE p.cert_key = i.cert_key AND NOT i.is_new"));
-    s.added = affected(db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
-                               production_column_list("i") + " FROM publish_incoming i WHERE i.is_new"));
+    s.disappeared =
+        db.exec("DELETE FROM " + t.production + " p USING publish_gone g WHERE p.cert_key = g.cert_key").affected();
+    s.changed = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" + production_column_list("i") +
+                        ") FROM publish_incoming i WHERE p.cert_key = i.cert_key AND NOT i.is_new")
+                    .affected();
+    s.added = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " + production_column_list("i") +
+                      " FROM publish_incoming i WHERE i.is_new")
+                  .affected();
 }
 
 // One transaction from comparison to the run's status: readers see the previous release or the
@@ -250,14 +249,15 @@ long long revertible_run(db::Connection& db, CertType type, const ReleaseTables&
 // changed get their previous values back, rows it removed come back; each by production's key.
 void undo_changes(db::Connection& db, const ReleaseTables& t, RevertSummary& s) {
     const std::string columns = production_column_list();
-    s.removed = affected(
-        db.exec("DELETE FROM " + t.production + " p USING " + t.undo_added + " a WHERE p.cert_key = a.cert_key"));
-    s.restored = affected(db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
-                                  production_column_list("u") + ") FROM " + t.undo +
-                                  " u WHERE p.cert_key = u.cert_key"));
-    s.reinserted = affected(
-        db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " + production_column_list("u") + " FROM " +
-                t.undo + " u WHERE NOT EXISTS (SELECT 1 FROM " + t.production + " p WHERE p.cert_key = u.cert_key)"));
+    s.removed = db.exec("DELETE FROM " + t.production + " p USING " + t.undo_added + " a WHERE p.cert_key = a.cert_key")
+                    .affected();
+    s.restored = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" + production_column_list("u") +
+                         ") FROM " + t.undo + " u WHERE p.cert_key = u.cert_key")
+                     .affected();
+    s.reinserted = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " + production_column_list("u") +
+                           " FROM " + t.undo + " u WHERE NOT EXISTS (SELECT 1 FROM " + t.production +
+                           " p WHERE p.cert_key = u.cert_key)")
+                       .affected();
 }
 
 void mark_reverted(db::Connection& db, CertType type, const ReleaseTables& t, RevertSummary& s) {

@@ -25,7 +25,7 @@ public:
     std::string text(int row, int col) const;
     long long integer(int row, int col) const;  // NULL reads as 0
     bool boolean(int row, int col) const;       // 't'
-    std::string affected() const;
+    std::uint64_t affected() const;             // rows the command touched (0 for commands that count none)
 
 private:
     struct Deleter {
