@@ -135,12 +135,18 @@ CREATE TABLE epc.release_undo (
     return sql;
 }
 
+// Version 4: which columns held values that were not of their type (NULL in staging), per file.
+const char* const kVersion4 = R"(
+ALTER TABLE epc.import_file ADD COLUMN invalid_by_column jsonb;  -- {"column": count}; NULL = none
+)";
+
 const std::vector<Migration>& migrations() {
     static const std::vector<Migration> list = {
         {1, "bookkeeping tables of epc-import 0.1", kVersion1},
         {2, "schema_version, run status check, index on import_run (cert_type, run_id)", version2()},
         {3, "production changed in place: row_hash, undo of the last publish (revert), rows_changed, 'reverted'",
          version3()},
+        {4, "import_file.invalid_by_column: values not of their column's type, per column", kVersion4},
     };
     return list;
 }

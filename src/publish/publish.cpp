@@ -19,13 +19,15 @@ struct ReleaseTables {
     std::string fresh_name;  // <type>_certificates_r<run>: a first release, built beside
     std::string fresh;       // epc.<type>_certificates_r<run>
     std::string undo;        // epc.undo_<type>: the rows the last publish replaced or removed
+    // The certificate columns published: staging's (what the load kept), or for a revert production's.
+    ColumnSet columns;
 };
 
 ReleaseTables release_tables(CertType type, long long run_id) {
     const std::string sql(cert_type_sql(type));
     const std::string bare = sql + "_certificates";
     const std::string run = std::to_string(run_id);
-    return {"epc." + bare, bare, bare + "_r" + run, "epc." + bare + "_r" + run, "epc.undo_" + sql};
+    return {"epc." + bare, bare, bare + "_r" + run, "epc." + bare + "_r" + run, "epc.undo_" + sql, {}};
 }
 
 std::uint64_t affected(const db::Result& r) { return std::stoull(r.affected()); }
@@ -68,10 +70,11 @@ std::optional<db::StagingOwner> publishable_run(db::Session& session, PublishSum
 
 // The release in staging as production rows, in production_column_list() order: its certificates,
 // the coordinates the cache found for their addresses, the run ($1), each row's hash.
-std::string staged_release_sql(db::Session& session) {
+std::string staged_release_sql(db::Session& session, const ColumnSet& columns) {
     const std::string geocode = "g.latitude, g.longitude, g.provider, g.precision";
-    return "SELECT " + certificate_column_list("s") + ", " + geocode + ", $1::bigint, " +
-           row_hash_expression(certificate_column_list("s") + ", " + geocode) + " FROM " + session.staging().rows +
+    return "SELECT " + certificate_column_list(columns, "s") + ", " + geocode + ", $1::bigint, " +
+           row_hash_expression(certificate_column_list(columns, "s") + ", " + geocode) + " FROM " +
+           session.staging().rows +
            " s LEFT JOIN epc.geocode_cache g ON g.address_key = s.address_key AND g.status = 'found'";
 }
 
@@ -89,9 +92,11 @@ void build_first_release(db::Session& session, const ReleaseTables& t, long long
     db::Connection& db = session.db();
     db.exec("DROP TABLE IF EXISTS " + t.fresh);
     spdlog::info("publish: building {} from {}", t.fresh, session.staging().rows);
-    db.exec("CREATE TABLE " + t.fresh + " (" + certificate_columns_ddl() + ",\n" + production_extra_columns_ddl() +
-            "\n)");
-    db.exec("INSERT INTO " + t.fresh + " (" + production_column_list() + ") " + staged_release_sql(session), {run_id});
+    db.exec("CREATE TABLE " + t.fresh + " (" + certificate_columns_ddl(t.columns) + ",\n" +
+            production_extra_columns_ddl() + "\n)");
+    db.exec("INSERT INTO " + t.fresh + " (" + production_column_list(t.columns) + ") " +
+                staged_release_sql(session, t.columns),
+            {run_id});
     db.exec("SET maintenance_work_mem = '512MB'");
     db.exec("ALTER TABLE " + t.fresh + " ADD CONSTRAINT " + t.fresh_name + "_pkey PRIMARY KEY (cert_key)");
     db.exec("CREATE INDEX " + t.fresh_name + "_postcode ON " + t.fresh + " (postcode)");
@@ -120,7 +125,8 @@ void publish_first_release(db::Session& session, const ReleaseTables& t, Publish
 
 // --- Later releases: production is changed in place by what differs ---
 
-// Production outlives releases, so a column the catalogue gained since it was built is added here
+// Production outlives releases, so a column staging has (the catalogue gained it, or --columns
+// chose it) that production lacks is added here
 // (metadata only: NULL until published; the rows' hashes then differ, so this publish rewrites
 // every row, once). In a short transaction of its own: ALTER TABLE takes a lock readers wait for,
 // which must not last through the comparison.
@@ -130,10 +136,10 @@ void add_missing_columns(db::Connection& db, const ReleaseTables& t) {
                               {t.production});
     std::set<std::string> names;
     for (int i = 0; i < have.rows(); ++i) names.insert(have.text(i, 0));
-    for (const Column& c : certificate_columns()) {
-        if (names.count(std::string(c.name))) continue;
+    for (const Column& c : t.columns.columns()) {
+        if (names.count(c.name)) continue;
         spdlog::warn("publish: {} has no column {} yet; adding it", t.production, c.name);
-        db.exec("ALTER TABLE " + t.production + " ADD COLUMN " + std::string(c.name) + " " + std::string(c.sql_type));
+        db.exec("ALTER TABLE " + t.production + " ADD COLUMN " + c.name + " " + std::string(sql_type(c.kind)));
     }
 }
 
@@ -143,11 +149,11 @@ void add_missing_columns(db::Connection& db, const ReleaseTables& t) {
 void find_changes(db::Session& session, const ReleaseTables& t, long long run_id) {
     db::Connection& db = session.db();
     db.exec("CREATE TEMP TABLE publish_incoming (LIKE " + t.production + ", is_new boolean NOT NULL) ON COMMIT DROP");
-    db.exec("INSERT INTO publish_incoming (" + production_column_list() +
+    db.exec("INSERT INTO publish_incoming (" + production_column_list(t.columns) +
                 ", is_new) SELECT n.*, p.cert_key IS NULL "
                 "FROM (" +
-                staged_release_sql(session) + ") n (" + production_column_list() + ") LEFT JOIN " + t.production +
-                " p ON p.cert_key = n.cert_key WHERE p.row_hash IS DISTINCT FROM n.row_hash",
+                staged_release_sql(session, t.columns) + ") n (" + production_column_list(t.columns) + ") LEFT JOIN " +
+                t.production + " p ON p.cert_key = n.cert_key WHERE p.row_hash IS DISTINCT FROM n.row_hash",
             {run_id});
     db.exec("CREATE TEMP TABLE publish_gone ON COMMIT DROP AS SELECT p.cert_key FROM " + t.production +
             " p WHERE NOT EXISTS (SELECT 1 FROM " + session.staging().rows + " s WHERE s.cert_key = p.cert_key)");
@@ -156,12 +162,13 @@ void find_changes(db::Session& session, const ReleaseTables& t, long long run_id
 
 // Keeps the rows about to be replaced or removed, as they are, for `revert`: only those, so its
 // space is the changed and removed rows of this publish. The previous publish's undo goes: revert
-// is one step back. Rebuilt from production's shape, so it follows columns added to production.
-void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long long run_id) {
+// is one step back. Rebuilt from production's shape, so it follows columns added to production,
+// and keeps every column production has (also those no longer chosen: `kept`).
+void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long long run_id, const ColumnSet& kept) {
     db.exec("DROP TABLE IF EXISTS " + t.undo);
     db.exec("CREATE TABLE " + t.undo + " (LIKE " + t.production + ")");
-    const std::string insert = "INSERT INTO " + t.undo + " (" + production_column_list() + ") SELECT " +
-                               production_column_list("p") + " FROM " + t.production + " p JOIN ";
+    const std::string insert = "INSERT INTO " + t.undo + " (" + production_column_list(kept) + ") SELECT " +
+                               production_column_list(kept, "p") + " FROM " + t.production + " p JOIN ";
     db.exec(insert + "publish_incoming i ON i.cert_key = p.cert_key");  // the changed ones: new keys have no p
     db.exec(insert + "publish_gone g ON g.cert_key = p.cert_key");
     db.exec("ALTER TABLE " + t.undo + " ADD PRIMARY KEY (cert_key)");
@@ -173,14 +180,14 @@ void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long l
 // Row-level changes only: they lock the rows they touch, and no SELECT waits for them. A user's
 // foreign key to a removed certificate stops the publish here (the transaction rolls back whole).
 void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s) {
-    const std::string columns = production_column_list();
+    const std::string columns = production_column_list(t.columns);
     s.disappeared = affected(
         db.exec("DELETE FROM " + t.production + " p USING publish_gone g WHERE p.cert_key = g.cert_key"));
     s.changed = affected(db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
-                                 production_column_list("i") +
+                                 production_column_list(t.columns, "i") +
                                  ") FROM publish_incoming i WHERE p.cert_key = i.cert_key AND NOT i.is_new"));
     s.added = affected(db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
-                               production_column_list("i") + " FROM publish_incoming i WHERE i.is_new"));
+                               production_column_list(t.columns, "i") + " FROM publish_incoming i WHERE i.is_new"));
 }
 
 // One transaction from comparison to the run's status: readers see the previous release or the
@@ -191,7 +198,7 @@ void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummar
     spdlog::info("publish: comparing {} with {} by key and row hash", session.staging().rows, t.production);
     db::Transaction tx(db);
     find_changes(session, t, summary.run_id);
-    save_undo(db, session.type(), t, summary.run_id);
+    save_undo(db, session.type(), t, summary.run_id, session.columns_of(t.production));
     apply_changes(db, t, summary);
     mark_published(db, summary);
     tx.commit();
@@ -232,16 +239,17 @@ long long revertible_run(db::Connection& db, CertType type, const ReleaseTables&
 // changed get their previous values back, rows it removed come back. The rows it added or changed
 // are those with its run_id: no other publish writes that run id.
 void undo_changes(db::Connection& db, const ReleaseTables& t, RevertSummary& s) {
-    const std::string columns = production_column_list();
+    const std::string columns = production_column_list(t.columns);
     const std::string in_undo = "EXISTS (SELECT 1 FROM " + t.undo + " u WHERE u.cert_key = p.cert_key)";
     s.removed = affected(
         db.exec("DELETE FROM " + t.production + " p WHERE p.run_id = $1 AND NOT " + in_undo, {s.run_id}));
     s.restored = affected(db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
-                                  production_column_list("u") + ") FROM " + t.undo +
+                                  production_column_list(t.columns, "u") + ") FROM " + t.undo +
                                   " u WHERE p.cert_key = u.cert_key"));
-    s.reinserted = affected(
-        db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " + production_column_list("u") + " FROM " +
-                t.undo + " u WHERE NOT EXISTS (SELECT 1 FROM " + t.production + " p WHERE p.cert_key = u.cert_key)"));
+    s.reinserted = affected(db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
+                                    production_column_list(t.columns, "u") + " FROM " + t.undo +
+                                    " u WHERE NOT EXISTS (SELECT 1 FROM " + t.production +
+                                    " p WHERE p.cert_key = u.cert_key)"));
 }
 
 void mark_reverted(db::Connection& db, CertType type, const ReleaseTables& t, RevertSummary& s) {
@@ -270,7 +278,8 @@ PublishSummary publish(db::Session& session) {
     if (!run) return summary;
     summary.rows = static_cast<std::uint64_t>(run->rows_loaded);
 
-    const ReleaseTables t = release_tables(session.type(), run->run_id);
+    ReleaseTables t = release_tables(session.type(), run->run_id);
+    t.columns = session.staging_columns();
     db::Connection& db = session.db();
     db.exec(row_hash_settings(false));
     if (db.exec("SELECT to_regclass($1) IS NOT NULL", {t.production}).boolean(0, 0))
@@ -293,7 +302,8 @@ RevertSummary revert(db::Session& session) {
     db::Connection& db = session.db();
     RevertSummary summary;
     db::Transaction tx(db);  // readers see the bad release or the one before, never a mix
-    const ReleaseTables names = release_tables(session.type(), 0);
+    ReleaseTables names = release_tables(session.type(), 0);
+    names.columns = session.columns_of(names.production);
     summary.run_id = revertible_run(db, session.type(), names);
     undo_changes(db, names, summary);
     mark_reverted(db, session.type(), names, summary);
