@@ -108,6 +108,7 @@ nlohmann::json load_json(const LoadSummary& s) {
             {"invalid_by_column", s.invalid_by_column},
             {"columns", s.columns},
             {"unknown_columns", s.unknown_columns},
+            {"unknown_columns_loaded", s.unknown_columns_loaded},
             {"rejects_by_reason", s.rejects_by_reason},
             {"seconds", s.seconds},
             {"rows_per_second", s.seconds > 0 ? static_cast<double>(s.rows_read) / s.seconds : 0.0},

@@ -473,19 +473,17 @@ ResolvedColumns resolve_columns(const ColumnChoice& choice, CertType type,
     std::vector<const Column*> known;
     std::vector<Column> unknown;
     const std::vector<std::string> in_files = distinct_names(headers);
-    if (choice.mode == ColumnChoice::all) {
-        for (const std::string& h : in_files) {
-            if (const Column* c = find_certificate_column(h)) {
-                known.push_back(c);
-                continue;
-            }
-            // A part the address is joined from is a column of its own too (ADDRESS1 is in the
-            // catalogue); anything else is header drift: loaded as text, under its own name.
+    for (const std::string& h : in_files) {
+        const Column* c = find_certificate_column(h);
+        if (c && choice.mode == ColumnChoice::all) known.push_back(c);
+        if (c) continue;
+        // Header drift: named whatever the choice, loaded (as text, under its own name) with `all`.
+        resolved.unknown.push_back(h);
+        if (choice.mode == ColumnChoice::all)
             unknown.push_back(Column{
                 unknown_column_name(h), ValueKind::text, {{h}}, std::nullopt, Absence::warning, {}, false, false});
-            resolved.unknown.push_back(h);
-        }
     }
+    resolved.unknown_loaded = choice.mode == ColumnChoice::all;
     std::vector<std::string> absent;
     for (const std::string& name : choice.names) {
         const Column* c = find_certificate_column(name);

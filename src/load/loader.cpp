@@ -533,9 +533,15 @@ ResolvedColumns choose_columns(const ArchiveInfo& archive, const LoadOptions& op
     for (const CertFile& f : archive.files) headers.push_back(f.header);
     ResolvedColumns resolved = resolve_columns(options.columns, type, headers);
     spdlog::info("load: {} certificate columns (--columns {})", resolved.set.size(), describe(options.columns));
-    for (const std::string& name : resolved.unknown)
-        spdlog::warn("load: column {} is not in the catalogue (header drift?); loaded as text column {}", name,
-                     unknown_column_name(name));
+    for (const std::string& name : resolved.unknown) {
+        if (resolved.unknown_loaded)
+            spdlog::warn("load: column {} is not in the catalogue (header drift?); loaded as text column {}", name,
+                         unknown_column_name(name));
+        else
+            spdlog::warn("load: column {} is not in the catalogue (header drift?); not loaded (--columns all would "
+                         "load it as text)",
+                         name);
+    }
     for (const std::string& warning : resolved.warnings) spdlog::warn("load: {}", warning);
     return resolved;
 }
@@ -600,6 +606,7 @@ LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const
     summary.seconds = seconds_since(started);
     summary.columns = columns.set.names();
     summary.unknown_columns = columns.unknown;
+    summary.unknown_columns_loaded = columns.unknown_loaded;
     log_summary(summary);
     enforce_reject_budget(session, options, summary);
     return summary;

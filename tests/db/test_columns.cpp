@@ -350,6 +350,18 @@ TEST(Columns, ReportNamesColumnsAndCounts) {
     EXPECT_TRUE(has(r.err, "column ASSESSOR_NOTES is not in the catalogue")) << r.err;
     nlohmann::json j = nlohmann::json::parse(epc::test::read_file(report));
     EXPECT_EQ(j["load"]["unknown_columns"], nlohmann::json::array({"ASSESSOR_NOTES"}));
+    EXPECT_EQ(j["load"]["unknown_columns_loaded"], true);
+
+    // Without `all` the drift is named too, and the column is not loaded.
+    Outcome plain = run_cli(
+        {"load", "--zip", g.zip, "--db", db.conninfo(), "--force", "--report", report, "--log-format", "text"});
+    ASSERT_EQ(plain.exit_code, 0) << plain.err;
+    EXPECT_TRUE(has(plain.err, "column ASSESSOR_NOTES is not in the catalogue (header drift?); not loaded"))
+        << plain.err;
+    nlohmann::json k = nlohmann::json::parse(epc::test::read_file(report));
+    EXPECT_EQ(k["load"]["unknown_columns"], nlohmann::json::array({"ASSESSOR_NOTES"}));
+    EXPECT_EQ(k["load"]["unknown_columns_loaded"], false);
+    EXPECT_EQ(k["load"]["columns"], nlohmann::json(ColumnSet::defaults().names()));
     using Counts = std::map<std::string, std::uint64_t>;
     EXPECT_EQ(j["load"]["invalid_by_column"].get<Counts>(), g.expected.invalid_by_column);
     // The default columns, every column of the files (REPORT_TYPE in some: extra_columns), ASSESSOR_NOTES.

@@ -274,11 +274,15 @@ TEST(Columns, ResolveAgainstTheFilesHeaders) {
     std::vector<std::string> want = ColumnSet::defaults().names();
     want.insert(want.end(), {"main_fuel", "tenure"});  // the catalogue has MAIN_FUEL first
     EXPECT_EQ(r.set.names(), want);
-    EXPECT_EQ(r.warnings.size(), 1u);  // MAIN_FUEL is in one file of two
+    EXPECT_EQ(r.warnings.size(), 1u);                                    // MAIN_FUEL is in one file of two
+    EXPECT_EQ(r.unknown, (std::vector<std::string>{"Assessor Notes"}));  // named, not loaded
+    EXPECT_FALSE(r.unknown_loaded);
+    EXPECT_EQ(r.set.find("assessor_notes"), nullptr);
     EXPECT_EQ(resolve_columns(parse_column_choice("TENURE,MAIN_FUEL"), CertType::domestic, headers).set, r.set);
 
     ResolvedColumns all = resolve_columns(parse_column_choice("all"), CertType::domestic, headers);
     EXPECT_EQ(all.unknown, (std::vector<std::string>{"Assessor Notes"}));
+    EXPECT_TRUE(all.unknown_loaded);
     ASSERT_NE(all.set.find("assessor_notes"), nullptr);
     EXPECT_EQ(all.set.find("assessor_notes")->kind, ValueKind::text);
     EXPECT_FALSE(all.set.find("assessor_notes")->known);

@@ -145,7 +145,8 @@ std::string describe(const ColumnChoice& choice);  // "default", "all", "+a,b", 
 // the files do have.
 struct ResolvedColumns {
     ColumnSet set;
-    std::vector<std::string> unknown;   // header names loaded as text because the catalogue lacks them
+    std::vector<std::string> unknown;   // header names the catalogue lacks (header drift), as first seen
+    bool unknown_loaded = false;        // they are columns of the set (as text): with `all`
     std::vector<std::string> warnings;  // chosen columns that only some files have
 };
 ResolvedColumns resolve_columns(const ColumnChoice& choice, CertType type,

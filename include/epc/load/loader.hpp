@@ -56,7 +56,8 @@ struct LoadSummary {
     std::map<std::string, std::uint64_t> invalid_by_column;
     std::map<std::string, std::uint64_t> rejects_by_reason;
     std::vector<std::string> columns;          // staging's certificate columns, in order
-    std::vector<std::string> unknown_columns;  // header names the catalogue lacks, loaded as text (--columns all)
+    std::vector<std::string> unknown_columns;  // header names the catalogue lacks (header drift)
+    bool unknown_columns_loaded = false;       // as text columns: with --columns all
     double seconds = 0;
 };
 
