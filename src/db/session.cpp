@@ -201,6 +201,7 @@ ColumnSet Session::columns_of(const std::string& table) {
                         "AND NOT attisdropped ORDER BY attnum",
                         {table});
     std::vector<std::string> names;
+    names.reserve(static_cast<std::size_t>(r.rows()));
     for (int i = 0; i < r.rows(); ++i) names.push_back(r.text(i, 0));
     return ColumnSet::from_table(names);
 }

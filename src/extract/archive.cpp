@@ -272,6 +272,7 @@ void check_headers(zip_t* zip, std::vector<const Entry*> certificates, CertType 
             info.problems.push_back(e->name + ": header has no " + column + " column");
         for (const std::string& column : map.missing_optional) ++missing_optional[column];
         std::vector<std::string> names;
+        names.reserve(header.size());
         for (const Field& f : header) names.emplace_back(trim(f));
         info.files.push_back(
             CertFile{static_cast<int>(info.files.size()), e->index, e->name, e->size, std::move(names)});
