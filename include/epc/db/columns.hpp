@@ -141,8 +141,8 @@ std::string describe(const ColumnChoice& choice);  // "default", "all", "+a,b", 
 // Names are matched against the publisher's header names and the table names, any case. `all`
 // takes the default columns and every column any file has. A header name the catalogue does not
 // know is listed in `unknown` whatever the choice; with `all` it also becomes a text column under
-// its sanitised name (see unknown_column_name). A named column that no file has is a usage error (exit_usage) listing the columns
-// the files do have.
+// its sanitised name (see unknown_column_name). A named column that no file has is a usage error
+// (exit_usage) listing the columns the files do have.
 struct ResolvedColumns {
     ColumnSet set;
     std::vector<std::string> unknown;   // header names the catalogue lacks (header drift), as first seen
