@@ -96,6 +96,7 @@ nlohmann::json load_json(const LoadSummary& s) {
                          {"rows_rejected", f.rows_rejected},
                          {"invalid_utf8_values", f.invalid_utf8_values},
                          {"invalid_values", f.invalid_values},
+                         {"invalid_by_column", f.invalid_by_column},
                          {"from_earlier_attempt", f.from_earlier_attempt}});
     return {{"run_id", s.run_id},
             {"resumed", s.resumed},
@@ -106,6 +107,10 @@ nlohmann::json load_json(const LoadSummary& s) {
             {"rows_rejected", s.rows_rejected},
             {"invalid_utf8_values", s.invalid_utf8_values},
             {"invalid_values", s.invalid_values},
+            {"invalid_by_column", s.invalid_by_column},
+            {"columns", s.columns},
+            {"unknown_columns", s.unknown_columns},
+            {"unknown_columns_loaded", s.unknown_columns_loaded},
             {"rejects_by_reason", s.rejects_by_reason},
             {"seconds", s.seconds},
             {"rows_per_second", s.seconds > 0 ? static_cast<double>(s.rows_read) / s.seconds : 0.0},
@@ -394,6 +399,7 @@ private:
         lo.backslash_escapes = o_.backslash_escapes;
         lo.interrupted = &g_interrupted;
         lo.shard = o_.shard;
+        lo.columns = o_.columns;
         LoadSummary loaded = load_archive(session(), archive, lo);
         report_["load"] = load_json(loaded);
         if (o_.shard) report_["load"]["shard"] = {{"index", o_.shard->index}, {"count", o_.shard->count}};

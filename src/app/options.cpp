@@ -42,6 +42,7 @@ struct RawOptions {  // option values that are converted after parsing
     std::string log_format;
     std::string csv_escapes = "backslash";
     std::string shard;
+    std::string columns;
     SubmitOptions submit;
 };
 
@@ -106,6 +107,12 @@ void add_common_options(CLI::App& app, Options& o, RawOptions& raw) {
         ->check([](const std::string& v) {
             return parse_shard(v) ? std::string() : "expected I/N with 0 <= I < N, e.g. 0/4; got '" + v + "'";
         });
+    app.add_option("--columns", raw.columns,
+                   "certificate columns to keep, as the publisher names them (any case): NAME,... or +NAME,... "
+                   "(added to the 8 default columns, which are always kept), or all (every column of the files)");
+    // CLI11 reads every option above from the file too (TOML, or INI: `name = value` lines).
+    app.set_config("--config", "", "read options from this file (TOML/INI: e.g. columns = \"+TENURE\")")
+        ->check(CLI::ExistingFile);
     app.add_flag("--dry-run", o.dry_run,
                  "check the options, print the effective configuration as JSON and exit, touching nothing");
     app.add_option("--submit-queue", raw.submit.queue,
@@ -230,11 +237,14 @@ ParseResult parse_options(const std::vector<std::string>& args, const EnvLookup&
                    : raw.log_format == "text" ? LogFormat::text
                                               : LogFormat::automatic;
     o.backslash_escapes = raw.csv_escapes == "backslash";
+    if (const CLI::Option* config = app.get_config_ptr(); config && config->count() > 0)
+        o.config = config->as<std::string>();
     if (o.jobs == 0) o.jobs = std::max(1u, std::thread::hardware_concurrency());
     try {
         // The array variables only mean something to the commands that load.
         if (!raw.shard.empty() || o.command == Command::load || o.command == Command::run)
             o.shard = shard_from(raw.shard, env);
+        if (!raw.columns.empty()) o.columns = parse_column_choice(raw.columns);
     } catch (const Error& e) {
         std::cerr << e.what() << "\n";
         return {std::nullopt, exit_usage};
@@ -308,6 +318,8 @@ std::string describe_options(const Options& o) {
                        : o.log_format == LogFormat::text ? "text"
                                                          : "auto"},
         {"report", optional(o.report)},
+        {"columns", describe(o.columns)},
+        {"config", optional(o.config)},
         {"shard", o.shard ? nlohmann::json{{"index", o.shard->index}, {"count", o.shard->count}} : nlohmann::json()},
         {"submit", o.submit ? nlohmann::json{{"queue", o.submit->queue},
                                              {"run_definition", o.submit->run_definition},

@@ -185,6 +185,11 @@ ALTER TABLE epc.geocode_cache ALTER COLUMN address_key TYPE text COLLATE "C";
     return sql;
 }
 
+// Version 6: which columns held values that were not of their type (NULL in staging), per file.
+const char* const kVersion6 = R"(
+ALTER TABLE epc.import_file ADD COLUMN invalid_by_column jsonb;  -- {"column": count}; NULL = none
+)";
+
 const std::vector<Migration>& migrations() {
     static const std::vector<Migration> list = {
         {1, "bookkeeping tables of epc-import 0.1", kVersion1},
@@ -193,6 +198,7 @@ const std::vector<Migration>& migrations() {
          version3()},
         {4, "postcode_cache: postcode-level geocoders asked once per postcode", kVersion4},
         {5, "row hashes from the loader, production's address keys, epc.change_set", version5()},
+        {6, "import_file.invalid_by_column: values not of their column's type, per column", kVersion6},
     };
     return list;
 }

@@ -91,17 +91,17 @@ void Session::serialise_in_transaction() {
     db_.exec("SELECT pg_advisory_xact_lock($1, $2)", {kLockNamespace, load_decision_lock(type_)});
 }
 
-RunStart Session::begin_load(const RunArchive& archive, const std::optional<Shard>& shard) {
+RunStart Session::begin_load(const RunArchive& archive, const std::optional<Shard>& shard, const ColumnSet& columns) {
     prepare_schema();
     Transaction tx(db_);
     serialise_in_transaction();
-    if (std::optional<RunStart> resumed = resume_load(archive, shard)) {
+    if (std::optional<RunStart> resumed = resume_load(archive, shard, columns)) {
         tx.commit();
         return *resumed;
     }
     RunStart start;
     start.run_id = start_run(archive);
-    rebuild_staging(start.run_id);
+    rebuild_staging(start.run_id, columns);
     tx.commit();
     return start;
 }
@@ -109,7 +109,8 @@ RunStart Session::begin_load(const RunArchive& archive, const std::optional<Shar
 // The latest run of this type, if this load can carry it on: same archive, staging still its own
 // and intact. A shard also joins a load its siblings completed but nobody published yet: it is a
 // late or retried array child with nothing left to do, not a new import.
-std::optional<RunStart> Session::resume_load(const RunArchive& archive, const std::optional<Shard>& shard) {
+std::optional<RunStart> Session::resume_load(const RunArchive& archive, const std::optional<Shard>& shard,
+                                             const ColumnSet& columns) {
     Result last = db_.exec(
         "SELECT r.run_id, r.status, r.archive_identity = $2, (o.run_id IS NOT NULL) "
         "FROM epc.import_run r LEFT JOIN epc.staging_owner o ON o.cert_type = r.cert_type AND o.run_id = r.run_id "
@@ -123,6 +124,10 @@ std::optional<RunStart> Session::resume_load(const RunArchive& archive, const st
                           (shard && status == RunStatus::loaded);
     if (shard && status == RunStatus::loading && !same_archive) refuse_foreign_archive(run_id, archive, *shard);
     if (!joinable || !same_archive || !last.boolean(0, 3)) return std::nullopt;
+    if (staging_columns() != columns) {
+        spdlog::warn("run {} loaded other columns than --columns asks for now; starting the load again", run_id);
+        return std::nullopt;
+    }
     // UNLOGGED staging is emptied if the server crashed: resume only if the rows the ledger says
     // were committed are all still there.
     Result counts = db_.exec("SELECT (SELECT count(*) FROM " + staging_.rows +
@@ -172,9 +177,9 @@ long long Session::start_run(const RunArchive& archive) {
 
 // A new run starts from empty staging: no indexes, UNLOGGED (a crash is covered by the row-count
 // check in resume_load), rebuilt rather than truncated so column changes take effect.
-void Session::rebuild_staging(long long run_id) {
+void Session::rebuild_staging(long long run_id, const ColumnSet& columns) {
     db_.exec("DROP TABLE IF EXISTS " + staging_.rows + ", " + staging_.rejects);
-    db_.exec("CREATE UNLOGGED TABLE " + staging_.rows + " (" + staging_columns_ddl() + R"(
+    db_.exec("CREATE UNLOGGED TABLE " + staging_.rows + " (" + staging_columns_ddl(columns) + R"(
 ) WITH (autovacuum_enabled = off))");  // the loader ANALYZEs it; autovacuum would only compete
     db_.exec("CREATE TABLE " + staging_.rejects + R"( (
     file_no   int NOT NULL,
@@ -187,6 +192,18 @@ void Session::rebuild_staging(long long run_id) {
     db_.exec("INSERT INTO epc.staging_owner (cert_type, run_id) VALUES ($1, $2) "
              "ON CONFLICT (cert_type) DO UPDATE SET run_id = EXCLUDED.run_id",
              {cert_type_name(type_), run_id});
+}
+
+ColumnSet Session::staging_columns() { return columns_of(staging_.rows); }
+
+ColumnSet Session::columns_of(const std::string& table) {
+    Result r = db_.exec("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 "
+                        "AND NOT attisdropped ORDER BY attnum",
+                        {table});
+    std::vector<std::string> names;
+    names.reserve(static_cast<std::size_t>(r.rows()));
+    for (int i = 0; i < r.rows(); ++i) names.push_back(r.text(i, 0));
+    return ColumnSet::from_table(names);
 }
 
 void Session::mark_failed(long long run_id, const std::string& error) {

@@ -271,7 +271,11 @@ void check_headers(zip_t* zip, std::vector<const Entry*> certificates, CertType 
         for (const std::string& column : map.missing_required)
             info.problems.push_back(e->name + ": header has no " + column + " column");
         for (const std::string& column : map.missing_optional) ++missing_optional[column];
-        info.files.push_back(CertFile{static_cast<int>(info.files.size()), e->index, e->name, e->size});
+        std::vector<std::string> names;
+        names.reserve(header.size());
+        for (const Field& f : header) names.emplace_back(trim(f));
+        info.files.push_back(
+            CertFile{static_cast<int>(info.files.size()), e->index, e->name, e->size, std::move(names)});
     }
     for (const auto& [column, files] : missing_optional)
         info.warnings.push_back(std::to_string(files) + " certificates file(s) have no " + column +

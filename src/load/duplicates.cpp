@@ -271,7 +271,7 @@ void move_duplicates(db::Session& session, long long run_id, const std::vector<s
             " SELECT m.file_no, f.file_name, m.line_no, $2,"
             "        format('key %s was already loaded from %s line %s', m.cert_key, first.file_name, l.first_line),"
             "        " +
-            concat_ws_expression("m") +
+            concat_ws_expression(session.staging_columns(), "m") +
             " FROM moved m JOIN later l ON l.tid = m.tid"
             " JOIN epc.import_file f ON f.run_id = $1 AND f.file_no = m.file_no"
             " JOIN epc.import_file first ON first.run_id = $1 AND first.file_no = l.first_file",

@@ -81,10 +81,10 @@ private:
 // State shared by all pipelines of one load.
 class LoadJob {
 public:
-    LoadJob(const LoadOptions& options, const db::Session& session, long long run_id, std::vector<const CertFile*> todo,
-            std::uint64_t rejects_so_far, std::uint64_t expected_keys)
-        : options_(options), type_(session.type()), tables_(session.staging()), run_id_(run_id), todo_(std::move(todo)),
-          rejects_(rejects_so_far), sieve_(expected_keys) {}
+    LoadJob(const LoadOptions& options, const db::Session& session, const ColumnSet& columns, long long run_id,
+            std::vector<const CertFile*> todo, std::uint64_t rejects_so_far, std::uint64_t expected_keys)
+        : options_(options), type_(session.type()), tables_(session.staging()), columns_(columns), run_id_(run_id),
+          todo_(std::move(todo)), rejects_(rejects_so_far), sieve_(expected_keys) {}
 
     const CertFile* next_file() {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -137,6 +137,7 @@ public:
     const LoadOptions& options_;
     const CertType type_;
     const db::StagingTables& tables_;
+    const ColumnSet& columns_;
     const long long run_id_;
     const std::vector<const CertFile*> todo_;
     std::atomic<std::uint64_t> rows_read_{0};
@@ -163,7 +164,7 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
         if (!queue.push(Chunk{Chunk::begin_file, {}, {}})) return;
         CsvReader reader(file->name, std::make_unique<EntrySource>(zip, *file), job.options_.backslash_escapes);
         if (!reader.next(record)) throw Error(exit_invalid_archive, file->name + " has no header line");
-        FieldMap map = map_header(record.fields, job.type_);
+        FieldMap map = map_header(record.fields, job.type_, job.columns_);
         if (!map.missing_required.empty())
             throw Error(exit_invalid_archive,
                         file->name + ": header has no " + map.missing_required.front() + " column");
@@ -209,8 +210,19 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
         if (!rejects.empty() && !queue.push(Chunk{Chunk::rejects, std::move(rejects), {}})) return;
         stats.invalid_utf8_values = counters.invalid_utf8_values;
         stats.invalid_values = counters.invalid_values;
+        for (std::size_t i = 0; i < counters.invalid_by_slot.size(); ++i)
+            if (counters.invalid_by_slot[i])
+                stats.invalid_by_column[map.slots[i].column->name] = counters.invalid_by_slot[i];
         if (!queue.push(Chunk{Chunk::end_file, {}, stats})) return;
     }
+}
+
+// {"column": count, ...}, or "" for none. Column names are [a-z0-9_] (catalogue names and
+// unknown_column_name()), so nothing needs escaping.
+std::string counts_json(const std::map<std::string, std::uint64_t>& counts) {
+    std::string json;
+    for (const auto& [name, n] : counts) json += (json.empty() ? "{\"" : ", \"") + name + "\": " + std::to_string(n);
+    return json.empty() ? json : json + "}";
 }
 
 // Writes one pipeline's chunks with COPY: one transaction per file, committed with its ledger row,
@@ -241,7 +253,7 @@ private:
         if (target_ != wanted) {
             end_copy();
             if (wanted == Target::rows)
-                copy_.emplace(db_, job_.tables_.rows, staging_column_list(), db::CopyFormat::binary);
+                copy_.emplace(db_, job_.tables_.rows, staging_column_list(job_.columns_), db::CopyFormat::binary);
             else
                 copy_.emplace(db_, job_.tables_.rejects, "file_no, file_name, line_no, reason, detail, raw",
                               db::CopyFormat::text);
@@ -257,9 +269,10 @@ private:
     void commit_file(const FileStats& s) {
         end_copy();
         db_.exec("INSERT INTO epc.import_file (run_id, file_no, file_name, rows_read, rows_loaded, "
-                 "rows_rejected, invalid_utf8_values, invalid_values) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
+                 "rows_rejected, invalid_utf8_values, invalid_values, invalid_by_column) "
+                 "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,NULLIF($9, '')::jsonb)",
                  {job_.run_id_, s.file_no, s.name, s.rows_read, s.rows_loaded, s.rows_rejected, s.invalid_utf8_values,
-                  s.invalid_values});
+                  s.invalid_values, counts_json(s.invalid_by_column)});
         tx_->commit();
         tx_.reset();
         job_.file_done(s);
@@ -483,6 +496,18 @@ LoadSummary summarise(db::Session& session, const db::RunStart& start, const Fil
         summary.invalid_values += s.invalid_values;
         summary.files.push_back(std::move(s));
     }
+    db::Result by_column = session.db().exec(
+        "SELECT f.file_no, c.key, c.value::bigint FROM epc.import_file f, jsonb_each_text(f.invalid_by_column) c "
+        "WHERE f.run_id = $1",
+        {start.run_id});
+    for (int i = 0; i < by_column.rows(); ++i) {
+        const int file_no = static_cast<int>(by_column.integer(i, 0));
+        if (!plan.mine.count(file_no)) continue;
+        const auto n = static_cast<std::uint64_t>(by_column.integer(i, 2));
+        summary.invalid_by_column[by_column.text(i, 1)] += n;
+        for (FileStats& s : summary.files)
+            if (s.file_no == file_no) s.invalid_by_column[by_column.text(i, 1)] = n;
+    }
     db::Result reasons = session.db().exec("SELECT file_no, reason, count(*) FROM " + session.staging().rejects +
                                            " GROUP BY 1, 2 ORDER BY 1, 2");
     for (int i = 0; i < reasons.rows(); ++i)
@@ -498,6 +523,27 @@ void log_summary(const LoadSummary& summary) {
                  format_rate(static_cast<double>(summary.rows_read), summary.seconds), summary.invalid_utf8_values,
                  summary.invalid_values);
     for (const auto& [reason, n] : summary.rejects_by_reason) spdlog::info("load: rejected {}: {}", reason, n);
+    for (const auto& [column, n] : summary.invalid_by_column)
+        spdlog::info("load: {} values of {} were not of its type and are NULL", n, column);
+}
+
+// What --columns means for this archive, told before anything is loaded.
+ResolvedColumns choose_columns(const ArchiveInfo& archive, const LoadOptions& options, CertType type) {
+    std::vector<std::vector<std::string>> headers;
+    for (const CertFile& f : archive.files) headers.push_back(f.header);
+    ResolvedColumns resolved = resolve_columns(options.columns, type, headers);
+    spdlog::info("load: {} certificate columns (--columns {})", resolved.set.size(), describe(options.columns));
+    for (const std::string& name : resolved.unknown) {
+        if (resolved.unknown_loaded)
+            spdlog::warn("load: column {} is not in the catalogue (header drift?); loaded as text column {}", name,
+                         unknown_column_name(name));
+        else
+            spdlog::warn("load: column {} is not in the catalogue (header drift?); not loaded (--columns all would "
+                         "load it as text)",
+                         name);
+    }
+    for (const std::string& warning : resolved.warnings) spdlog::warn("load: {}", warning);
+    return resolved;
 }
 
 std::uint64_t run_rejects(db::Session& session, long long run_id) {
@@ -522,17 +568,19 @@ void enforce_reject_budget(db::Session& session, const LoadOptions& options, con
 
 LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const LoadOptions& options) {
     const auto started = Clock::now();
+    const ResolvedColumns columns = choose_columns(archive, options, session.type());
     spdlog::info("load: database {}", session.db().describe());
     if (options.shard) session.lock_shard(*options.shard);
     else session.lock();
-    const db::RunStart start = session.begin_load(run_archive(archive), options.shard);
+    const db::RunStart start = session.begin_load(run_archive(archive), options.shard, columns.set);
     const FilePlan plan = plan_files(archive, start, options.shard);
     log_plan(archive, start, plan, options.shard, session.staging().rows);
 
     // A generous guess of the row count (real rows are ~1 KB; 300 bytes errs towards a roomier sieve).
     std::uint64_t bytes = 0;
     for (const CertFile* f : plan.todo) bytes += f->size;
-    LoadJob job(options, session, start.run_id, plan.todo, run_rejects(session, start.run_id), bytes / 300);
+    LoadJob job(options, session, columns.set, start.run_id, plan.todo, run_rejects(session, start.run_id),
+                bytes / 300);
     if (!plan.todo.empty()) {
         try {
             stream_files(session, archive, job, started);
@@ -556,6 +604,9 @@ LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const
     summary.complete = complete;
     summary.run_files_loaded = files_loaded;
     summary.seconds = seconds_since(started);
+    summary.columns = columns.set.names();
+    summary.unknown_columns = columns.unknown;
+    summary.unknown_columns_loaded = columns.unknown_loaded;
     log_summary(summary);
     enforce_reject_budget(session, options, summary);
     return summary;

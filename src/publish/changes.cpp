@@ -36,7 +36,7 @@ bool found_already(db::Connection& db, CertType type, long long run_id, long lon
 void find_changes(db::Session& session, const std::string& table, const std::string& production) {
     db::Connection& db = session.db();
     std::string columns;  // staging's, the key taken from production for a gone row
-    for (const Column& c : certificate_columns())
+    for (const Column& c : session.staging_columns().columns())
         columns += (columns.empty() ? "" : ", ") +
                    (c.name == kKeyColumn ? "coalesce(s.cert_key, p.cert_key) AS cert_key" : "s." + std::string(c.name));
     for (const BookkeepingColumn& c : bookkeeping_columns()) columns += ", s." + std::string(c.name);

@@ -21,6 +21,8 @@ struct ReleaseTables {
     std::string fresh;       // epc.<type>_certificates_r<run>
     std::string undo;        // epc.undo_<type>: the rows the last publish replaced or removed
     std::string undo_added;  // epc.undo_<type>_added: the keys it added
+    // The certificate columns published: staging's (what the load kept), or for a revert production's.
+    ColumnSet columns;
 };
 
 ReleaseTables release_tables(CertType type, long long run_id) {
@@ -29,7 +31,8 @@ ReleaseTables release_tables(CertType type, long long run_id) {
     const std::string run = std::to_string(run_id);
     return {"epc." + bare,     bare,
             bare + "_r" + run, "epc." + bare + "_r" + run,
-            "epc.undo_" + sql, "epc.undo_" + sql + "_added"};
+            "epc.undo_" + sql, "epc.undo_" + sql + "_added",
+            {}};
 }
 
 // The run in staging, if it can be published; nullopt when it already is. Refuses (exit_usage)
@@ -73,11 +76,11 @@ const char* const kCoordinates = "g.latitude, g.longitude, g.provider, g.precisi
 const char* const kCacheJoin = " LEFT JOIN epc.geocode_cache g ON g.address_key = r.address_key AND g.status = 'found'";
 
 // Rows `r` of staging (or of epc.changes_<type>, which has staging's columns) as production rows,
-// in production_column_list() order: the certificate, its coordinates, the run ($1), its hash and
-// address key; then `more`.
-std::string as_production_rows(const std::string& table, const std::string& more = "") {
-    return "SELECT " + certificate_column_list("r") + ", " + kCoordinates + ", $1::bigint, r.row_hash, r.address_key" +
-           more + " FROM " + table + " r" + kCacheJoin;
+// in production_column_list(columns) order: the certificate, its coordinates, the run ($1), its
+// hash and address key; then `more`.
+std::string as_production_rows(const ColumnSet& columns, const std::string& table, const std::string& more = "") {
+    return "SELECT " + certificate_column_list(columns, "r") + ", " + kCoordinates +
+           ", $1::bigint, r.row_hash, r.address_key" + more + " FROM " + table + " r" + kCacheJoin;
 }
 
 void mark_published(db::Connection& db, const PublishSummary& s) {
@@ -94,10 +97,10 @@ void build_first_release(db::Session& session, const ReleaseTables& t, long long
     db::Connection& db = session.db();
     db.exec("DROP TABLE IF EXISTS " + t.fresh);
     spdlog::info("publish: building {} from {}", t.fresh, session.staging().rows);
-    db.exec("CREATE TABLE " + t.fresh + " (" + certificate_columns_ddl() + ",\n" + production_extra_columns_ddl() +
-            "\n)");
-    db.exec("INSERT INTO " + t.fresh + " (" + production_column_list() + ") " +
-                as_production_rows(session.staging().rows),
+    db.exec("CREATE TABLE " + t.fresh + " (" + certificate_columns_ddl(t.columns) + ",\n" +
+            production_extra_columns_ddl() + "\n)");
+    db.exec("INSERT INTO " + t.fresh + " (" + production_column_list(t.columns) + ") " +
+                as_production_rows(t.columns, session.staging().rows),
             {run_id});
     db.exec("SET maintenance_work_mem = '512MB'");
     db.exec("ALTER TABLE " + t.fresh + " ADD CONSTRAINT " + t.fresh_name + "_pkey PRIMARY KEY (cert_key)");
@@ -129,7 +132,8 @@ void publish_first_release(db::Session& session, const ReleaseTables& t, Publish
 
 // --- Later releases: production is changed in place by what differs ---
 
-// Production outlives releases, so a column the catalogue gained since it was built is added here
+// Production outlives releases, so a column staging has (the catalogue gained it, or --columns
+// chose it) that production lacks is added here
 // (metadata only: NULL until published; the rows' hashes then differ, so this publish rewrites
 // every row, once). In a short transaction of its own: ALTER TABLE takes a lock readers wait for,
 // which must not last through the comparison.
@@ -139,10 +143,10 @@ void add_missing_columns(db::Connection& db, const ReleaseTables& t) {
                               {t.production});
     std::set<std::string> names;
     for (int i = 0; i < have.rows(); ++i) names.insert(have.text(i, 0));
-    for (const Column& c : certificate_columns()) {
-        if (names.count(std::string(c.name))) continue;
+    for (const Column& c : t.columns.columns()) {
+        if (names.count(c.name)) continue;
         spdlog::warn("publish: {} has no column {} yet; adding it", t.production, c.name);
-        db.exec("ALTER TABLE " + t.production + " ADD COLUMN " + std::string(c.name) + " " + std::string(c.sql_type));
+        db.exec("ALTER TABLE " + t.production + " ADD COLUMN " + c.name + " " + std::string(sql_type(c.kind)));
     }
 }
 
@@ -151,13 +155,13 @@ void add_missing_columns(db::Connection& db, const ReleaseTables& t) {
 // they were published) with their values and coordinates, and the keys that are gone.
 void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseChanges& changes, long long run_id) {
     db::Connection& db = session.db();
-    const std::string columns = production_column_list();
+    const std::string columns = production_column_list(t.columns);
     db.exec("CREATE TEMP TABLE publish_incoming (LIKE " + t.production + ", is_new boolean NOT NULL) ON COMMIT DROP");
     db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) " +
-                as_production_rows(changes.table, ", r.change = 'new'") + " WHERE r.change <> 'gone'",
+                as_production_rows(t.columns, changes.table, ", r.change = 'new'") + " WHERE r.change <> 'gone'",
             {run_id});
-    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) SELECT " + certificate_column_list("r") + ", " +
-                kCoordinates + ", $1::bigint, r.row_hash, r.address_key, false FROM " + t.production +
+    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) SELECT " +
+                certificate_column_list(t.columns, "r") + ", " + kCoordinates + ", $1::bigint, r.row_hash, r.address_key, false FROM " + t.production +
                 " r JOIN epc.geocode_cache g ON g.address_key = r.address_key AND g.status = 'found' "
                 "WHERE r.latitude IS NULL AND NOT EXISTS (SELECT 1 FROM " +
                 changes.table + " c WHERE c.cert_key = r.cert_key)",
@@ -168,13 +172,15 @@ void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseCh
 }
 
 // Keeps the rows about to be replaced or removed, as they are, and the keys about to be added, for
-// `revert`: only those, so its space is the changed and removed rows of this publish. The previous publish's undo goes:
-// revert is one step back. Rebuilt from production's shape, so it follows columns added to production.
-void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long long run_id) {
+// `revert`: only those, so its space is the changed and removed rows of this publish. The previous
+// publish's undo goes: revert is one step back. Rebuilt from production's shape, so it follows
+// columns added to production, and keeps every column production has (also those no longer
+// chosen: `kept`).
+void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long long run_id, const ColumnSet& kept) {
     forget_undo(db, type, t);
     db.exec("CREATE TABLE " + t.undo + " (LIKE " + t.production + ")");
-    const std::string insert = "INSERT INTO " + t.undo + " (" + production_column_list() + ") SELECT " +
-                               production_column_list("p") + " FROM " + t.production + " p JOIN ";
+    const std::string insert = "INSERT INTO " + t.undo + " (" + production_column_list(kept) + ") SELECT " +
+                               production_column_list(kept, "p") + " FROM " + t.production + " p JOIN ";
     db.exec(insert + "publish_incoming i ON i.cert_key = p.cert_key");  // the changed ones: new keys have no p
     db.exec(insert + "publish_gone g ON g.cert_key = p.cert_key");
     db.exec("ALTER TABLE " + t.undo + " ADD PRIMARY KEY (cert_key)");
@@ -187,14 +193,15 @@ void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long l
 // Row-level changes only: they lock the rows they touch, and no SELECT waits for them. A user's
 // foreign key to a removed certificate stops the publish here (the transaction rolls back whole).
 void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s) {
-    const std::string columns = production_column_list();
+    const std::string columns = production_column_list(t.columns);
     s.disappeared =
         db.exec("DELETE FROM " + t.production + " p USING publish_gone g WHERE p.cert_key = g.cert_key").affected();
-    s.changed = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" + production_column_list("i") +
+    s.changed = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
+                        production_column_list(t.columns, "i") +
                         ") FROM publish_incoming i WHERE p.cert_key = i.cert_key AND NOT i.is_new")
                     .affected();
-    s.added = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " + production_column_list("i") +
-                      " FROM publish_incoming i WHERE i.is_new")
+    s.added = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
+                      production_column_list(t.columns, "i") + " FROM publish_incoming i WHERE i.is_new")
                   .affected();
 }
 
@@ -206,7 +213,7 @@ void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummar
     const ReleaseChanges changes = release_changes(session, summary.run_id);
     db::Transaction tx(db);
     stage_changes(session, t, changes, summary.run_id);
-    save_undo(db, session.type(), t, summary.run_id);
+    save_undo(db, session.type(), t, summary.run_id, session.columns_of(t.production));
     apply_changes(db, t, summary);
     mark_published(db, summary);
     forget_changes(db, session.type());
@@ -248,15 +255,15 @@ long long revertible_run(db::Connection& db, CertType type, const ReleaseTables&
 // The inverse of apply_changes from what save_undo kept: keys the publish added go, rows it
 // changed get their previous values back, rows it removed come back; each by production's key.
 void undo_changes(db::Connection& db, const ReleaseTables& t, RevertSummary& s) {
-    const std::string columns = production_column_list();
+    const std::string columns = production_column_list(t.columns);
     s.removed = db.exec("DELETE FROM " + t.production + " p USING " + t.undo_added + " a WHERE p.cert_key = a.cert_key")
                     .affected();
-    s.restored = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" + production_column_list("u") +
-                         ") FROM " + t.undo + " u WHERE p.cert_key = u.cert_key")
+    s.restored = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
+                         production_column_list(t.columns, "u") + ") FROM " + t.undo + " u WHERE p.cert_key = u.cert_key")
                      .affected();
-    s.reinserted = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " + production_column_list("u") +
-                           " FROM " + t.undo + " u WHERE NOT EXISTS (SELECT 1 FROM " + t.production +
-                           " p WHERE p.cert_key = u.cert_key)")
+    s.reinserted = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
+                           production_column_list(t.columns, "u") + " FROM " + t.undo +
+                           " u WHERE NOT EXISTS (SELECT 1 FROM " + t.production + " p WHERE p.cert_key = u.cert_key)")
                        .affected();
 }
 
@@ -286,7 +293,8 @@ PublishSummary publish(db::Session& session) {
     if (!run) return summary;
     summary.rows = static_cast<std::uint64_t>(run->rows_loaded);
 
-    const ReleaseTables t = release_tables(session.type(), run->run_id);
+    ReleaseTables t = release_tables(session.type(), run->run_id);
+    t.columns = session.staging_columns();
     db::Connection& db = session.db();
     if (db.exec("SELECT to_regclass($1) IS NOT NULL", {t.production}).boolean(0, 0))
         publish_changes(session, t, summary);
@@ -308,7 +316,8 @@ RevertSummary revert(db::Session& session) {
     db::Connection& db = session.db();
     RevertSummary summary;
     db::Transaction tx(db);  // readers see the bad release or the one before, never a mix
-    const ReleaseTables names = release_tables(session.type(), 0);
+    ReleaseTables names = release_tables(session.type(), 0);
+    names.columns = session.columns_of(names.production);
     summary.run_id = revertible_run(db, session.type(), names);
     undo_changes(db, names, summary);
     mark_reverted(db, session.type(), names, summary);

@@ -3,6 +3,7 @@
 #include <strings.h>
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 
@@ -82,6 +83,14 @@ bool is_sentinel(std::string_view trimmed) {
                        [&](std::string_view sentinel) { return iequals(s, sentinel); });
 }
 
+bool is_error_marker(std::string_view trimmed) {
+    static constexpr std::string_view kMarkers[] = {"NO DATA!", "NODATA!", "INVALID!"};
+    if (trimmed.empty()) return true;
+    if (trimmed.size() > 8 || trimmed.back() != '!') return false;
+    return std::any_of(std::begin(kMarkers), std::end(kMarkers),
+                       [&](std::string_view marker) { return iequals(trimmed, marker); });
+}
+
 bool is_valid_date(std::string_view s) {
     if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
     for (int i : {0, 1, 2, 3, 5, 6, 8, 9})
@@ -113,6 +122,56 @@ bool is_decimal(std::string_view s) {
 
 bool is_uprn(std::string_view s) {
     return !s.empty() && s.size() <= 18 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+namespace {
+
+bool all_digits(std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+int two_digits(std::string_view s, std::size_t at) { return (s[at] - '0') * 10 + (s[at + 1] - '0'); }
+
+std::int64_t parse_integer(std::string_view s) {
+    const bool negative = s.front() == '-';
+    if (s.front() == '+' || s.front() == '-') s.remove_prefix(1);
+    std::int64_t v = 0;
+    for (char c : s) v = v * 10 + (c - '0');
+    return negative ? -v : v;
+}
+
+}  // namespace
+
+bool is_integer(std::string_view s) {
+    std::string_view digits = s;
+    if (!digits.empty() && (digits.front() == '+' || digits.front() == '-')) digits.remove_prefix(1);
+    while (digits.size() > 1 && digits.front() == '0') digits.remove_prefix(1);
+    if (!all_digits(digits) || digits.size() > 10) return false;
+    const std::int64_t v = parse_integer(s);
+    return v >= INT32_MIN && v <= INT32_MAX;
+}
+
+bool is_timestamp(std::string_view s) {
+    if (s.size() < 19 || !is_valid_date(s.substr(0, 10)) || (s[10] != ' ' && s[10] != 'T') || s[13] != ':' ||
+        s[16] != ':')
+        return false;
+    if (!all_digits(s.substr(11, 2)) || !all_digits(s.substr(14, 2)) || !all_digits(s.substr(17, 2))) return false;
+    if (two_digits(s, 11) > 23 || two_digits(s, 14) > 59 || two_digits(s, 17) > 59) return false;
+    if (s.size() == 19) return true;
+    return s[19] == '.' && s.size() <= 26 && all_digits(s.substr(20));
+}
+
+std::int64_t timestamp_microseconds(std::string_view s) {
+    constexpr std::int64_t kSecond = 1000000;
+    std::int64_t micros = 0;
+    if (s.size() > 20) {
+        const std::string_view fraction = s.substr(20);
+        micros = parse_integer(fraction);
+        for (std::size_t i = fraction.size(); i < 6; ++i) micros *= 10;
+    }
+    const std::int64_t seconds = two_digits(s, 11) * 3600 + two_digits(s, 14) * 60 + two_digits(s, 17);
+    return static_cast<std::int64_t>(binary::days_since_2000(s.substr(0, 10))) * 86400 * kSecond + seconds * kSecond +
+           micros;
 }
 
 namespace {
@@ -245,10 +304,10 @@ std::size_t slot_of(const FieldMap& map, std::string_view column) {
 
 }  // namespace
 
-FieldMap map_header(const std::vector<Field>& header, CertType type) {
+FieldMap map_header(const std::vector<Field>& header, CertType type, const ColumnSet& columns) {
     FieldMap m;
     m.columns = header.size();
-    for (const Column& column : certificate_columns()) {
+    for (const Column& column : columns.columns()) {
         FieldMap::Slot slot = find_slot(header, column, type);
         const bool present = slot.position >= 0 || (!slot.parts.empty() && slot.parts.front() >= 0);
         if (!present && column.absence == Absence::error) m.missing_required.push_back(header_label(column));
@@ -288,6 +347,14 @@ bool put_value(std::string& out, ValueKind kind, std::string_view value, RowCoun
         case ValueKind::date:
             if (!is_valid_date(value)) return false;
             binary::put_date(out, binary::days_since_2000(value));
+            return true;
+        case ValueKind::timestamp:
+            if (!is_timestamp(value)) return false;
+            binary::put_int8(out, static_cast<std::uint64_t>(timestamp_microseconds(value)));
+            return true;
+        case ValueKind::integer:
+            if (!is_integer(value)) return false;
+            binary::put_int4(out, static_cast<std::int32_t>(parse_integer(value)));
             return true;
         case ValueKind::decimal:
             if (!is_decimal(value)) return false;
@@ -352,14 +419,26 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
         const std::string_view value = slot_value(slot, fields, joined);
         if (i == address_slot) address = value;
         else if (i == postcode_slot) postcode = value;
-        const bool missing = is_sentinel(value);
-        if (!missing && put_value(out, slot.column->kind, value, row)) continue;
-        if (slot.column->required) {
+        const Column& column = *slot.column;
+        if (column.required) {
+            // The key and the date: every "no value" spelling is missing, and the row goes.
+            const bool missing = is_sentinel(value);
+            if (!missing && put_value(out, column.kind, value, row)) continue;
             out.resize(start);
-            return reject_value(*slot.column, value, missing);
+            return reject_value(column, value, missing);
         }
+        // Text keeps its answers ('unknown', 'N/A'): only empty and the error markers are NULL.
+        // Any other kind is NULL when empty, and NULL and counted when not of its kind. The
+        // required columns come first in every set, so a row counted here is never rejected.
+        if (column.kind == ValueKind::text ? is_error_marker(value) : value.empty()) {
+            binary::put_null(out);
+            continue;
+        }
+        if (put_value(out, column.kind, value, row)) continue;
         binary::put_null(out);
-        if (!missing) ++row.invalid_values;
+        ++row.invalid_values;
+        if (counters.invalid_by_slot.size() < count) counters.invalid_by_slot.resize(count);
+        ++counters.invalid_by_slot[i];
     }
     const std::uint64_t row_hash = hash64(std::string_view(out).substr(values_start));
     put_bookkeeping(out, file_no, line, address, postcode, row_hash);

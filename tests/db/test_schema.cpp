@@ -95,7 +95,11 @@ TEST(Schema, ADatabaseOfRelease01IsUpgradedKeepingItsHistory) {
     EXPECT_EQ(
         db.scalar("SELECT string_agg(version || ':' || applied_by, ',' ORDER BY version) FROM epc.schema_version"),
         "1:found in the database (an epc-import before 0.2),2:epc-import " EPC_VERSION ",3:epc-import " EPC_VERSION
-        ",4:epc-import " EPC_VERSION ",5:epc-import " EPC_VERSION);
+        ",4:epc-import " EPC_VERSION ",5:epc-import " EPC_VERSION ",6:epc-import " EPC_VERSION);
+    // What version 6 brought: per-column invalid counts in the ledger, filled by the new load.
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.import_file WHERE run_id = 5 AND invalid_by_column IS NOT NULL") +
+                  db.count("SELECT count(*) FROM epc.import_file WHERE run_id <= 4 AND invalid_by_column IS NULL"),
+              db.count("SELECT count(*) FROM epc.import_file WHERE run_id = 5 AND invalid_values > 0") + 20);
     EXPECT_EQ(db.count("SELECT count(*) FROM pg_constraint WHERE conname = 'import_run_status_check'"), 1);
     EXPECT_EQ(
         db.count("SELECT count(*) FROM pg_indexes WHERE schemaname = 'epc' AND indexname = 'import_run_type_run'"), 1);

@@ -58,7 +58,7 @@ TEST(Columns, TodaysColumnsAndTypes) {
 
 TEST(Columns, GeneratedListsAgreeWithEachOther) {
     std::vector<std::string> names;
-    for (const Column& c : certificate_columns()) names.push_back(std::string(c.name));
+    for (const Column& c : ColumnSet::defaults().columns()) names.push_back(c.name);
     std::vector<std::string> staging = names;
     for (const BookkeepingColumn& c : bookkeeping_columns()) staging.push_back(std::string(c.name));
 
@@ -76,12 +76,18 @@ TEST(Columns, GeneratedListsAgreeWithEachOther) {
 }
 
 TEST(Columns, DdlDeclaresRequiredColumnsNotNull) {
-    const std::string ddl = certificate_columns_ddl();
+    const ColumnSet all = ColumnSet::of({}, {});
+    std::vector<const Column*> every;
+    for (const Column& c : certificate_columns()) every.push_back(&c);
+    const ColumnSet catalogue = ColumnSet::of(every);
+    ASSERT_EQ(catalogue.size(), certificate_columns().size());
+    EXPECT_EQ(all, ColumnSet::defaults());
+    const std::string ddl = certificate_columns_ddl(catalogue);
     for (const Column& c : certificate_columns()) {
-        std::size_t at = ddl.find("\n    " + std::string(c.name) + " ");
+        std::size_t at = ddl.find("\n    " + c.name + " ");
         ASSERT_NE(at, std::string::npos) << c.name;
         std::string line = ddl.substr(at + 1, ddl.find('\n', at + 1) - at - 1);
-        EXPECT_NE(line.find(std::string(c.sql_type)), std::string::npos) << line;
+        EXPECT_NE(line.find(std::string(sql_type(c.kind))), std::string::npos) << line;
         EXPECT_EQ(line.find("NOT NULL") != std::string::npos, c.required.has_value()) << line;
     }
     // The staging DDL is complete SQL once wrapped: one comma between columns, none after the last.
@@ -93,11 +99,22 @@ TEST(Columns, DdlDeclaresRequiredColumnsNotNull) {
 TEST(Columns, CatalogueIsConsistent) {
     std::set<std::string_view> names;
     int joined = 0;
+    bool past_defaults = false, past_required = false;
     for (const Column& c : certificate_columns()) {
         EXPECT_TRUE(names.insert(c.name).second) << "duplicate " << c.name;
         EXPECT_TRUE(std::none_of(c.name.begin(), c.name.end(), [](char ch) { return ch >= 'A' && ch <= 'Z'; }));
         EXPECT_FALSE(c.header.empty()) << c.name;
-        EXPECT_FALSE(c.sql_type.empty()) << c.name;
+        // The default columns come first (their staging order), the required ones before them all:
+        // format_row counts a row's invalid values only once its required columns passed.
+        if (c.in_default) {
+            EXPECT_FALSE(past_defaults) << c.name;
+        }
+        past_defaults = past_defaults || !c.in_default;
+        if (c.required) {
+            EXPECT_FALSE(past_required) << c.name;
+        }
+        past_required = past_required || !c.required;
+        EXPECT_TRUE(c.known);
         // A kind whose values can be invalid needs a reason to reject a row for it.
         if (c.required && c.kind != ValueKind::text) {
             EXPECT_TRUE(c.required->invalid.has_value()) << c.name;
@@ -162,10 +179,15 @@ TEST(Columns, FixtureHeadersMapPerTypeAndLayout) {
         for (Layout layout : kLayouts) {
             const std::vector<std::string> header = fixture::certificate_columns(type, layout);
             const std::string where = std::string(cert_type_name(type)) + "/" + std::string(layout_name(layout));
-            FieldMap m = map_header(views(header), type);
+            std::vector<const Column*> every;
+            for (const Column& c : certificate_columns()) every.push_back(&c);
+            const ColumnSet catalogue = ColumnSet::of(every);
+            FieldMap m = map_header(views(header), type, catalogue);
             EXPECT_TRUE(m.missing_required.empty()) << where;
-            EXPECT_TRUE(m.missing_optional.empty()) << where;
             ASSERT_EQ(m.slots.size(), certificate_columns().size());
+            // Every column of the file is one of the catalogue's.
+            for (const std::string& name : header)
+                EXPECT_NE(find_certificate_column(name), nullptr) << where << " " << name;
             for (const FieldMap::Slot& slot : m.slots) {
                 const std::vector<std::string> names = header_names(*slot.column, type, layout);
                 if (names.empty()) {
@@ -176,7 +198,8 @@ TEST(Columns, FixtureHeadersMapPerTypeAndLayout) {
                 EXPECT_EQ(header[static_cast<std::size_t>(slot.position)], names.front()) << where;
             }
             EXPECT_EQ(m.key, m.position(kKeyColumn));
-            EXPECT_EQ(m.tuple_fields, staging_column_count());
+            EXPECT_EQ(m.tuple_fields, staging_column_count(catalogue));
+            EXPECT_TRUE(map_header(views(header), type).missing_optional.empty()) << where;
         }
     }
 }
@@ -203,4 +226,100 @@ TEST(Columns, DisplayFilesNeedNoTransactionType) {
     EXPECT_TRUE(map_header(views(header), CertType::display).missing_optional.empty());
     EXPECT_EQ(map_header(views(header), CertType::domestic).missing_optional,
               (std::vector<std::string>{"TRANSACTION_TYPE"}));
+}
+
+TEST(Columns, OneTableColumnPerMeaning) {
+    EXPECT_EQ(find_certificate_column("FLOOR_AREA")->name, "total_floor_area");
+    EXPECT_EQ(find_certificate_column("floor_area")->name, "total_floor_area");
+    EXPECT_EQ(find_certificate_column("certificate_number")->name, "cert_key");
+    EXPECT_EQ(find_certificate_column("LMK_KEY")->name, "cert_key");
+    EXPECT_EQ(find_certificate_column("low_energy_fixed_lighting_outlets_count")->name, "low_energy_fixed_light_count");
+    EXPECT_EQ(find_certificate_column("Low_Energy_Fixed_Light_Count")->name, "low_energy_fixed_light_count");
+    EXPECT_EQ(find_certificate_column("total_floor_area")->name, "total_floor_area");
+    EXPECT_EQ(find_certificate_column("ASSESSOR_NOTES"), nullptr);
+    EXPECT_EQ(certificate_column("lodgement_datetime").kind, ValueKind::timestamp);
+    EXPECT_EQ(certificate_column("current_energy_efficiency").kind, ValueKind::integer);
+    EXPECT_EQ(certificate_column("co2_emissions_current").kind, ValueKind::decimal);
+    EXPECT_EQ(certificate_column("inspection_date").kind, ValueKind::date);
+    EXPECT_EQ(certificate_column("mains_gas_flag").kind, ValueKind::text);
+    EXPECT_EQ(sql_type(ValueKind::integer), "integer");
+    EXPECT_EQ(sql_type(ValueKind::timestamp), "timestamp");
+}
+
+TEST(Columns, ParseChoice) {
+    EXPECT_EQ(parse_column_choice("all").mode, ColumnChoice::all);
+    EXPECT_EQ(parse_column_choice(" ALL ").mode, ColumnChoice::all);
+    ColumnChoice add = parse_column_choice("+tenure, MAIN_FUEL");
+    EXPECT_EQ(add.mode, ColumnChoice::add);
+    EXPECT_EQ(add.names, (std::vector<std::string>{"tenure", "MAIN_FUEL"}));
+    EXPECT_EQ(describe(add), "+tenure,MAIN_FUEL");
+    EXPECT_EQ(parse_column_choice("TENURE").mode, ColumnChoice::only);
+    EXPECT_EQ(describe(ColumnChoice{}), "default");
+    for (const char* bad : {"", " ", "+", "a,,b", "a,", "all,TENURE"}) {
+        try {
+            parse_column_choice(bad);
+            ADD_FAILURE() << "accepted '" << bad << "'";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.code(), exit_usage) << bad;
+        }
+    }
+}
+
+TEST(Columns, ResolveAgainstTheFilesHeaders) {
+    const std::vector<std::vector<std::string>> headers = {
+        {"LMK_KEY", "LODGEMENT_DATE", "TENURE", "MAIN_FUEL", "ADDRESS"},
+        {"LMK_KEY", "LODGEMENT_DATE", "TENURE", "Assessor Notes", "ADDRESS"}};
+    // The set's order is the catalogue's, whatever the list's.
+    ResolvedColumns r = resolve_columns(parse_column_choice("+main_fuel,Tenure"), CertType::domestic, headers);
+    std::vector<std::string> want = ColumnSet::defaults().names();
+    want.insert(want.end(), {"main_fuel", "tenure"});  // the catalogue has MAIN_FUEL first
+    EXPECT_EQ(r.set.names(), want);
+    EXPECT_EQ(r.warnings.size(), 1u);                                    // MAIN_FUEL is in one file of two
+    EXPECT_EQ(r.unknown, (std::vector<std::string>{"Assessor Notes"}));  // named, not loaded
+    EXPECT_FALSE(r.unknown_loaded);
+    EXPECT_EQ(r.set.find("assessor_notes"), nullptr);
+    EXPECT_EQ(resolve_columns(parse_column_choice("TENURE,MAIN_FUEL"), CertType::domestic, headers).set, r.set);
+
+    ResolvedColumns all = resolve_columns(parse_column_choice("all"), CertType::domestic, headers);
+    EXPECT_EQ(all.unknown, (std::vector<std::string>{"Assessor Notes"}));
+    EXPECT_TRUE(all.unknown_loaded);
+    ASSERT_NE(all.set.find("assessor_notes"), nullptr);
+    EXPECT_EQ(all.set.find("assessor_notes")->kind, ValueKind::text);
+    EXPECT_FALSE(all.set.find("assessor_notes")->known);
+    EXPECT_EQ(all.set.columns().back().name, "assessor_notes");
+    EXPECT_EQ(all.set.size(), ColumnSet::defaults().size() + 3);
+
+    try {
+        resolve_columns(parse_column_choice("+TENURE,NO_SUCH,ASSET_RATING"), CertType::domestic, headers);
+        ADD_FAILURE() << "accepted columns no file has";
+    } catch (const Error& e) {
+        EXPECT_EQ(e.code(), exit_usage);
+        const std::string what = e.what();
+        EXPECT_NE(what.find("NO_SUCH, ASSET_RATING"), std::string::npos) << what;
+        EXPECT_NE(what.find("the files have: LMK_KEY, LODGEMENT_DATE, TENURE, MAIN_FUEL, ADDRESS, Assessor Notes"),
+                  std::string::npos)
+            << what;
+    }
+}
+
+TEST(Columns, UnknownColumnNames) {
+    EXPECT_EQ(unknown_column_name("Assessor Notes"), "assessor_notes");
+    EXPECT_EQ(unknown_column_name("HEAT-PUMP (kW)"), "heat_pump__kw_");
+    EXPECT_EQ(unknown_column_name("2nd_fuel"), "x_2nd_fuel");
+    EXPECT_EQ(unknown_column_name("row_hash"), "x_row_hash");
+    EXPECT_EQ(unknown_column_name("file_no"), "x_file_no");
+    EXPECT_EQ(unknown_column_name(std::string(80, 'a')).size(), 63u);
+}
+
+TEST(Columns, SetFromTableColumns) {
+    const ColumnSet set = ColumnSet::from_table(
+        {"cert_key", "lodgement_date", "transaction_type", "total_floor_area", "address", "postcode", "uprn",
+         "local_authority", "tenure", "assessor_notes", "file_no", "line_no", "address_key", "latitude", "row_hash"});
+    std::vector<std::string> want = ColumnSet::defaults().names();
+    want.push_back("tenure");
+    want.push_back("assessor_notes");
+    EXPECT_EQ(set.names(), want);
+    EXPECT_EQ(set.find("tenure")->kind, ValueKind::text);
+    EXPECT_FALSE(set.find("assessor_notes")->known);
+    EXPECT_EQ(certificate_column_list(set), certificate_column_list() + ", tenure, assessor_notes");
 }

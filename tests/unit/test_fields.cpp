@@ -123,7 +123,7 @@ TEST(Fields, FormatRowTypesAndNulls) {
     ASSERT_EQ(f.size(), staging_column_count());
     EXPECT_EQ(*f[0], "123");
     EXPECT_EQ(be(*f[1]), 7306u);  // 2020-01-02 is 7306 days after 2000-01-01
-    EXPECT_FALSE(f[2]);           // NO DATA!
+    EXPECT_FALSE(f[2]);           // NO DATA!: an error marker
     EXPECT_FALSE(f[3]);           // "about 80" is no number
     EXPECT_EQ(*f[4], "11, Braddon Road");
     EXPECT_EQ(*f[5], "TS1 1AA");
@@ -143,6 +143,78 @@ TEST(Fields, FormatRowTypesAndNulls) {
     EXPECT_EQ(be(*f[6]), 100023336956u);
     EXPECT_EQ(*f[4], "caf\xEF\xBF\xBD");
     EXPECT_EQ(c.invalid_utf8_values, 1u);
+}
+
+TEST(Fields, TextKeepsAnswersDropsErrorMarkers) {
+    FieldMap m = map_header(views(kHeader), CertType::domestic);
+    RowCounters c;
+    auto transaction_type = [&](const std::string& value) -> std::optional<std::string> {
+        std::string out;
+        std::vector<std::string> row = {"1", "", "", "", "2020-01-02", value, "", "", ""};
+        EXPECT_FALSE(format_row(m, views(row), 0, 2, out, c));
+        return decode_tuple(out)[2];
+    };
+    for (const char* answer : {"unknown", "Not recorded", "N/A", "none of the above", "DEC OR 9999"})
+        EXPECT_EQ(transaction_type(answer), std::optional<std::string>(answer));
+    for (const char* marker : {"", "  ", "NO DATA!", "no data!", "NODATA!", "INVALID!"})
+        EXPECT_EQ(transaction_type(marker), std::nullopt) << marker;
+    EXPECT_EQ(c.invalid_values, 0u);
+}
+
+TEST(Fields, TypedValuesNotOfTheirTypeAreNullAndCountedPerColumn) {
+    const std::vector<std::string> header = {"LMK_KEY",         "LODGEMENT_DATE",     "TOTAL_FLOOR_AREA",
+                                             "INSPECTION_DATE", "LODGEMENT_DATETIME", "CURRENT_ENERGY_EFFICIENCY",
+                                             "MAINS_GAS_FLAG"};
+    ResolvedColumns r = resolve_columns(parse_column_choice("all"), CertType::domestic, {header});
+    FieldMap m = map_header(views(header), CertType::domestic, r.set);
+    auto slot = [&](std::string_view name) {
+        for (std::size_t i = 0; i < m.slots.size(); ++i)
+            if (m.slots[i].column->name == name) return i;
+        ADD_FAILURE() << name;
+        return std::size_t{0};
+    };
+    RowCounters c;
+    std::string out;
+    std::vector<std::string> good = {"1", "2020-01-02", "80", "2019-12-31", "2020-01-02 10:11:12.5", "-7", "N/A"};
+    ASSERT_FALSE(format_row(m, views(good), 0, 2, out, c));
+    auto f = decode_tuple(out);
+    EXPECT_EQ(be(*f[slot("inspection_date")]), 7304u);
+    // 2020-01-02 10:11:12.5 in microseconds from 2000-01-01.
+    EXPECT_EQ(be(*f[slot("lodgement_datetime")]), (7306ULL * 86400 + 10 * 3600 + 11 * 60 + 12) * 1000000 + 500000);
+    EXPECT_EQ(static_cast<std::int32_t>(be(*f[slot("current_energy_efficiency")])), -7);
+    EXPECT_EQ(*f[slot("mains_gas_flag")], "N/A");
+    EXPECT_EQ(c.invalid_values, 0u);
+
+    for (const std::vector<std::string>& bad :
+         {std::vector<std::string>{"2", "2020-01-02", "N/A", "NO DATA!", "2020-01-02", "abc", "Y"},
+          std::vector<std::string>{"3", "2020-01-02", "", "2021-02-30", "NODATA!", "99999999999", ""}}) {
+        out.clear();
+        ASSERT_FALSE(format_row(m, views(bad), 0, 3, out, c));
+        f = decode_tuple(out);
+        for (const char* name : {"inspection_date", "lodgement_datetime", "current_energy_efficiency"})
+            EXPECT_FALSE(f[slot(name)]) << name;
+    }
+    EXPECT_EQ(c.invalid_values, 7u);  // the empty floor area is no value, not an invalid one
+    ASSERT_EQ(c.invalid_by_slot.size(), m.slots.size());
+    EXPECT_EQ(c.invalid_by_slot[slot("total_floor_area")], 1u);
+    EXPECT_EQ(c.invalid_by_slot[slot("inspection_date")], 2u);
+    EXPECT_EQ(c.invalid_by_slot[slot("lodgement_datetime")], 2u);
+    EXPECT_EQ(c.invalid_by_slot[slot("current_energy_efficiency")], 2u);
+    EXPECT_EQ(c.invalid_by_slot[slot("mains_gas_flag")], 0u);
+}
+
+TEST(Fields, IntegersAndTimestamps) {
+    for (const char* s : {"0", "-12", "+7", "2147483647", "-2147483648", "0000000000012"})
+        EXPECT_TRUE(is_integer(s)) << s;
+    for (const char* s : {"", "-", "1.0", "2147483648", "-2147483649", "1e3", "12 ", "abc", "99999999999"})
+        EXPECT_FALSE(is_integer(s)) << s;
+    for (const char* s : {"2020-01-02 10:11:12", "2020-01-02T00:00:00", "2024-02-29 23:59:59.123456"})
+        EXPECT_TRUE(is_timestamp(s)) << s;
+    for (const char* s : {"2020-01-02", "2020-02-30 10:00:00", "2020-01-02 24:00:00", "2020-01-02 10:60:00",
+                          "2020-01-02 10:00:00.", "2020-01-02 10:00:00.1234567", "2020-01-02 10:00:00Z"})
+        EXPECT_FALSE(is_timestamp(s)) << s;
+    EXPECT_EQ(timestamp_microseconds("2000-01-01 00:00:01"), 1000000);
+    EXPECT_EQ(timestamp_microseconds("1999-12-31 23:59:59.25"), -750000);
 }
 
 TEST(Fields, BinaryDatesAndNumerics) {

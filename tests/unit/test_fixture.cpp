@@ -166,6 +166,12 @@ bool is_sentinel(const std::string& t) {
     return s.count(lower(t)) != 0;
 }
 
+// What a text column drops: empty and the publisher's error markers.
+bool is_error_marker(const std::string& t) {
+    static const std::set<std::string> s = {"", "no data!", "nodata!", "invalid!"};
+    return s.count(lower(t)) != 0;
+}
+
 bool valid_date(const std::string& s) {
     static const std::regex re("^(\\d{4})-(\\d{2})-(\\d{2})$");
     std::smatch m;
@@ -266,10 +272,14 @@ void read_certificates(const std::string& name, const std::string& data, Reading
             fr.rows_rejected++;
             out.reasons[reason]++;
             out.rejected.push_back({name, rec.line, reason});
-            continue;
         }
-        seen.insert(key);
-        fr.rows_loaded++;
+        // A duplicate is found after its values were converted: they count like a loaded row's.
+        const bool duplicate = reason == "duplicate_key";
+        if (!reason.empty() && !duplicate) continue;
+        if (!duplicate) {
+            seen.insert(key);
+            fr.rows_loaded++;
+        }
         std::vector<std::string> cells;
         for (long c : {c_key, c_date, c_tt, c_area, c_addr, c_pc, c_uprn, c_la}) {
             if (c < 0) {
@@ -277,7 +287,9 @@ void read_certificates(const std::string& name, const std::string& data, Reading
                 continue;
             }
             std::string t = trim(rec.fields[static_cast<std::size_t>(c)]);
-            if (c != c_key && is_sentinel(t)) {
+            // Numbers: empty is no value, anything else must be a number. Text: answers stay.
+            const bool number = c == c_area || c == c_uprn;
+            if (c != c_key && (number ? t.empty() : is_error_marker(t))) {
                 cells.push_back("\\N");
                 continue;
             }
@@ -299,9 +311,10 @@ void read_certificates(const std::string& name, const std::string& data, Reading
             bool replaced = false;
             std::string v = fix_utf8(t, replaced);
             if (replaced) out.invalid_utf8++;
-            if (c == c_addr) out.addresses.insert(v);
+            if (c == c_addr && !duplicate) out.addresses.insert(v);
             cells.push_back(copy_escape(v));
         }
+        if (duplicate) continue;
         for (std::size_t k = 0; k < cells.size(); ++k) out.rows += (k ? "\t" : "") + cells[k];
         out.rows += "\n";
     }
@@ -385,7 +398,7 @@ TEST(FixtureHeaders, RealColumnListsAndCounts) {
 }
 
 TEST(FixtureNames, HazardAndInvalidNamesRoundTrip) {
-    EXPECT_EQ(fx::all_hazards().size(), 17u);
+    EXPECT_EQ(fx::all_hazards().size(), 18u);
     for (fx::Hazard h : fx::all_hazards()) EXPECT_EQ(fx::parse_hazard(fx::hazard_name(h)), h);
     for (fx::Invalid i : fx::all_invalids()) EXPECT_EQ(fx::parse_invalid(fx::invalid_name(i)), i);
     EXPECT_FALSE(fx::parse_hazard("nonsense").has_value());
@@ -587,6 +600,9 @@ TEST_P(FixtureExpectations, MatchAnIndependentReadingOfTheBytes) {
     EXPECT_EQ(got.invalid_area, e.invalid_floor_area);
     EXPECT_EQ(got.invalid_uprn, e.invalid_uprn);
     EXPECT_EQ(e.invalid_values, e.invalid_floor_area + e.invalid_uprn);
+    EXPECT_EQ(e.invalid_by_column["total_floor_area"], e.invalid_floor_area);
+    EXPECT_EQ(e.invalid_by_column["uprn"], e.invalid_uprn);
+    EXPECT_GT(e.invalid_by_column.size(), 2u);  // bad_typed_values
     EXPECT_EQ(got.addresses.size(), e.distinct_addresses);
     EXPECT_EQ(got.rows, rows.str());
 
@@ -627,10 +643,11 @@ TEST(FixtureHazards, EachHazardAloneIsAccountedFor) {
         if (h != fx::Hazard::invalid_utf8) {
             EXPECT_EQ(e.invalid_utf8_values, 0u);
         }
-        if (h != fx::Hazard::bad_floor_area) {
+        // A sentinel such as N/A is an answer in text but no number: it counts in the numbers.
+        if (h != fx::Hazard::bad_floor_area && h != fx::Hazard::sentinels) {
             EXPECT_EQ(e.invalid_floor_area, 0u);
         }
-        if (h != fx::Hazard::bad_uprn) {
+        if (h != fx::Hazard::bad_uprn && h != fx::Hazard::sentinels) {
             EXPECT_EQ(e.invalid_uprn, 0u);
         }
 
@@ -650,6 +667,10 @@ TEST(FixtureHazards, EachHazardAloneIsAccountedFor) {
             case fx::Hazard::bad_floor_area: EXPECT_GT(e.invalid_floor_area, 0u); break;
             case fx::Hazard::bad_uprn: EXPECT_GT(e.invalid_uprn, 0u); break;
             case fx::Hazard::extra_columns: EXPECT_TRUE(has("ASSESSOR_NOTES")); break;
+            case fx::Hazard::bad_typed_values:
+                EXPECT_FALSE(e.invalid_by_column.empty());
+                EXPECT_EQ(e.invalid_values, 0u) << "only columns outside the default set";
+                break;
             case fx::Hazard::reordered_columns:
                 EXPECT_FALSE(has("\nLMK_KEY,ADDRESS1") && all.rfind("LMK_KEY,ADDRESS1", 0) == 0);
                 break;

@@ -12,6 +12,7 @@
 
 #include "epc/common/log.hpp"
 #include "epc/common/types.hpp"
+#include "epc/db/columns.hpp"
 #include "epc/extract/batch_submit.hpp"
 
 namespace epc {
@@ -50,6 +51,8 @@ struct Options {
     std::optional<Shard> shard;                   // --shard I/N, or AWS_BATCH_JOB_ARRAY_INDEX/_SIZE
     std::optional<SubmitOptions> submit;          // check-release --submit-queue ...
     bool dry_run = false;                         // --dry-run: print the configuration and stop
+    ColumnChoice columns;                         // --columns LIST: certificate columns to keep (load, run)
+    std::optional<std::string> config;            // --config FILE: where options were also read from
 };
 
 // What parse_options() found: options to run with, or an exit code (help, version, usage error)

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "epc/common/types.hpp"
+#include "epc/db/columns.hpp"
 #include "epc/db/connection.hpp"
 #include "epc/db/runs.hpp"
 
@@ -91,7 +92,13 @@ public:
     // otherwise starts a new run and rebuilds staging. Serialised between processes, so that of
     // shards starting together exactly one creates the run and the others join it. A shard never
     // replaces a run that sibling shards are still loading from another archive.
-    RunStart begin_load(const RunArchive& archive, const std::optional<Shard>& shard);
+    // Staging is built for `columns`; a run whose staging holds other columns is not resumed.
+    RunStart begin_load(const RunArchive& archive, const std::optional<Shard>& shard, const ColumnSet& columns);
+    // The certificate columns staging holds: the one record of what the load kept, which the
+    // duplicate check and publish (a stage of its own, maybe another process) read back.
+    ColumnSet staging_columns();
+    // The certificate columns a staging or production table has (none when it does not exist).
+    ColumnSet columns_of(const std::string& table);
     // Serialises the decisions of concurrent loads of this type until the transaction ends.
     void serialise_in_transaction();
     void mark_failed(long long run_id, const std::string& error);
@@ -100,10 +107,11 @@ public:
     std::optional<ImportedRelease> last_published_release() { return db::last_published_release(db_, type_); }
 
 private:
-    std::optional<RunStart> resume_load(const RunArchive& archive, const std::optional<Shard>& shard);
+    std::optional<RunStart> resume_load(const RunArchive& archive, const std::optional<Shard>& shard,
+                                        const ColumnSet& columns);
     void refuse_foreign_archive(long long run_id, const RunArchive& archive, const Shard& shard);
     long long start_run(const RunArchive& archive);
-    void rebuild_staging(long long run_id);
+    void rebuild_staging(long long run_id, const ColumnSet& columns);
     // Takes an advisory lock without waiting; remembers how to release it.
     bool try_lock(bool shared, int ns, int object);
 

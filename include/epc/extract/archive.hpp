@@ -26,10 +26,11 @@ ZipHandle open_zip(const std::string& path);
 
 // A certificates CSV to load.
 struct CertFile {
-    int file_no = 0;         // position among the archive's certificates files, in archive order
-    zip_uint64_t index = 0;  // libzip entry index
-    std::string name;        // entry name, e.g. domestic-E06000001-Hartlepool/certificates.csv
-    std::uint64_t size = 0;  // uncompressed bytes
+    int file_no = 0;                       // position among the archive's certificates files, in archive order
+    zip_uint64_t index = 0;                // libzip entry index
+    std::string name;                      // entry name, e.g. domestic-E06000001-Hartlepool/certificates.csv
+    std::uint64_t size = 0;                // uncompressed bytes
+    std::vector<std::string> header = {};  // its header's column names (trimmed): what --columns chooses from
 };
 
 struct ArchiveInfo {

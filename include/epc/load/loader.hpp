@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/session.hpp"
 #include "epc/extract/archive.hpp"
 
@@ -21,6 +22,7 @@ struct LoadOptions {
     bool backslash_escapes = true;                   // \" inside quotes is a quote (pre-2026-04-29 files)
     const std::atomic<bool>* interrupted = nullptr;  // set by SIGINT/SIGTERM: stop cleanly
     std::optional<Shard> shard;                      // load only this share of the files (--shard)
+    ColumnChoice columns;                            // --columns: which certificate columns staging keeps
 };
 
 // invalid_* count values in rows that passed the per-row checks, duplicate-key rejects included
@@ -34,7 +36,8 @@ struct FileStats {
     std::uint64_t rows_rejected = 0;
     std::uint64_t invalid_utf8_values = 0;
     std::uint64_t invalid_values = 0;
-    bool from_earlier_attempt = false;  // loaded by an interrupted run that this one resumed
+    std::map<std::string, std::uint64_t> invalid_by_column;  // invalid_values by column (those with any)
+    bool from_earlier_attempt = false;                       // loaded by an interrupted run that this one resumed
 };
 
 struct LoadSummary {
@@ -50,14 +53,18 @@ struct LoadSummary {
     std::uint64_t rows_rejected = 0;
     std::uint64_t invalid_utf8_values = 0;
     std::uint64_t invalid_values = 0;
+    std::map<std::string, std::uint64_t> invalid_by_column;
     std::map<std::string, std::uint64_t> rejects_by_reason;
+    std::vector<std::string> columns;          // staging's certificate columns, in order
+    std::vector<std::string> unknown_columns;  // header names the catalogue lacks (header drift)
+    bool unknown_columns_loaded = false;       // as text columns: with --columns all
     double seconds = 0;
 };
 
-// Loads into the session's staging, taking the session's lock for the type (or, with a shard,
-// its shard lock) unless it holds it already. Throws Error: exit_locked (another run),
-// exit_transient (database), exit_invalid_archive (corrupt entry found while inflating),
-// exit_too_many_rejects, exit_internal.
+// Resolves options.columns against the archive's headers (a named column no file has: exit_usage,
+// before anything is written), then loads into the session's staging, taking the session's lock for the type (or, with
+// a shard, its shard lock) unless it holds it already. Throws Error: exit_locked (another run), exit_transient
+// (database), exit_invalid_archive (corrupt entry found while inflating), exit_too_many_rejects, exit_internal.
 LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const LoadOptions& options);
 
 }  // namespace epc

@@ -21,7 +21,7 @@ struct FieldMap {
         int position = -1;       // the first of the column's header names found; -1 = none
         std::vector<int> parts;  // positions of column->joined_parts (-1 = absent), used when position < 0
     };
-    std::vector<Slot> slots;       // one per certificate column, in staging order
+    std::vector<Slot> slots;       // one per column of the run's ColumnSet, in staging order
     int key = -1;                  // position of the certificate key (kKeyColumn)
     std::size_t address_slot = 0;  // the slots the address key is derived from
     std::size_t postcode_slot = 0;
@@ -37,8 +37,9 @@ struct FieldMap {
 
 // Maps header names case-insensitively, as the catalogue names them for the certificate type:
 // e.g. LMK_KEY or certificate_number; TOTAL_FLOOR_AREA or FLOOR_AREA (non-domestic first);
-// TRANSACTION_TYPE is optional and not even expected in display files.
-FieldMap map_header(const std::vector<Field>& header, CertType type);
+// TRANSACTION_TYPE is optional and not even expected in display files. The map points into
+// `columns`, which must outlive it.
+FieldMap map_header(const std::vector<Field>& header, CertType type, const ColumnSet& columns = ColumnSet::defaults());
 
 // Rows go in PostgreSQL's binary COPY format (epc/db/copy_binary.hpp), in the order of
 // staging_column_list().
@@ -46,6 +47,8 @@ FieldMap map_header(const std::vector<Field>& header, CertType type);
 struct RowCounters {
     std::uint64_t invalid_utf8_values = 0;  // loaded values that had bytes replaced by U+FFFD
     std::uint64_t invalid_values = 0;       // not valid for their column's kind (floor area text, ...): NULL
+    // invalid_values by slot of the map (sized on the first one): which columns they were in.
+    std::vector<std::uint64_t> invalid_by_slot;
 };
 
 struct Rejection {
@@ -63,10 +66,16 @@ void format_reject(int file_no, std::string_view file_name, std::uint64_t line, 
 
 // Building blocks, exposed for tests.
 std::string_view trim(std::string_view s);
-bool is_sentinel(std::string_view trimmed);
-bool is_valid_date(std::string_view s);  // exactly YYYY-MM-DD and a real calendar date
-bool is_decimal(std::string_view s);     // [+-]?digits[.digits] | [+-]?.digits
-bool is_uprn(std::string_view s);        // 1-18 digits
+bool is_sentinel(std::string_view trimmed);      // every "no value" spelling: for the key and lodgement date
+bool is_error_marker(std::string_view trimmed);  // empty, NO DATA!, NODATA!, INVALID!: what text drops
+bool is_valid_date(std::string_view s);          // exactly YYYY-MM-DD and a real calendar date
+bool is_decimal(std::string_view s);             // [+-]?digits[.digits] | [+-]?.digits
+bool is_uprn(std::string_view s);                // 1-18 digits
+bool is_integer(std::string_view s);             // [+-]?digits within a 32-bit integer
+// YYYY-MM-DD HH:MM:SS (or T between), optional .fraction of 1-6 digits: a real date and time.
+bool is_timestamp(std::string_view s);
+// Microseconds from 2000-01-01 00:00:00 of a valid timestamp (PostgreSQL's binary timestamp).
+std::int64_t timestamp_microseconds(std::string_view s);
 // Appends s escaped for COPY text, replacing each byte that is not part of valid UTF-8 by
 // U+FFFD. Returns true when something was replaced.
 bool append_copy_text(std::string& out, std::string_view s);
