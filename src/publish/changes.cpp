@@ -35,8 +35,9 @@ bool found_already(db::Connection& db, CertType type, long long run_id, long lon
 // staging lacks: one full join, reading each table once and writing only what differs.
 void find_changes(db::Session& session, const std::string& table, const std::string& production) {
     db::Connection& db = session.db();
+    const ColumnSet staged = session.staging_columns();
     std::string columns;  // staging's, the key taken from production for a gone row
-    for (const Column& c : session.staging_columns().columns())
+    for (const Column& c : staged.columns())
         columns += (columns.empty() ? "" : ", ") +
                    (c.name == kKeyColumn ? "coalesce(s.cert_key, p.cert_key) AS cert_key" : "s." + std::string(c.name));
     for (const BookkeepingColumn& c : bookkeeping_columns()) columns += ", s." + std::string(c.name);

@@ -29,9 +29,12 @@ ReleaseTables release_tables(CertType type, long long run_id) {
     const std::string sql(cert_type_sql(type));
     const std::string bare = sql + "_certificates";
     const std::string run = std::to_string(run_id);
-    return {"epc." + bare,     bare,
-            bare + "_r" + run, "epc." + bare + "_r" + run,
-            "epc.undo_" + sql, "epc.undo_" + sql + "_added",
+    return {"epc." + bare,
+            bare,
+            bare + "_r" + run,
+            "epc." + bare + "_r" + run,
+            "epc.undo_" + sql,
+            "epc.undo_" + sql + "_added",
             {}};
 }
 
@@ -160,8 +163,8 @@ void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseCh
     db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) " +
                 as_production_rows(t.columns, changes.table, ", r.change = 'new'") + " WHERE r.change <> 'gone'",
             {run_id});
-    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) SELECT " +
-                certificate_column_list(t.columns, "r") + ", " + kCoordinates + ", $1::bigint, r.row_hash, r.address_key, false FROM " + t.production +
+    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) SELECT " + certificate_column_list(t.columns, "r") +
+                ", " + kCoordinates + ", $1::bigint, r.row_hash, r.address_key, false FROM " + t.production +
                 " r JOIN epc.geocode_cache g ON g.address_key = r.address_key AND g.status = 'found' "
                 "WHERE r.latitude IS NULL AND NOT EXISTS (SELECT 1 FROM " +
                 changes.table + " c WHERE c.cert_key = r.cert_key)",
@@ -259,7 +262,8 @@ void undo_changes(db::Connection& db, const ReleaseTables& t, RevertSummary& s) 
     s.removed = db.exec("DELETE FROM " + t.production + " p USING " + t.undo_added + " a WHERE p.cert_key = a.cert_key")
                     .affected();
     s.restored = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
-                         production_column_list(t.columns, "u") + ") FROM " + t.undo + " u WHERE p.cert_key = u.cert_key")
+                         production_column_list(t.columns, "u") + ") FROM " + t.undo +
+                         " u WHERE p.cert_key = u.cert_key")
                      .affected();
     s.reinserted = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
                            production_column_list(t.columns, "u") + " FROM " + t.undo +

@@ -234,7 +234,7 @@ TEST(Columns, DefaultLoadKeepsTheEightColumnsAndTextAnswers) {
     db::Connection c = db.connect();
     const std::string stage = db::staging_tables(CertType::domestic).rows;
     std::vector<std::string> want = ColumnSet::defaults().names();
-    for (const char* b : {"file_no", "line_no", "address_key"}) want.emplace_back(b);
+    for (const BookkeepingColumn& b : bookkeeping_columns()) want.emplace_back(b.name);
     EXPECT_EQ(table_columns(c, stage), want);
     EXPECT_EQ(s.columns, ColumnSet::defaults().names());
     EXPECT_GT(c.exec("SELECT count(*) FROM " + stage +
