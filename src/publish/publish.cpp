@@ -21,6 +21,7 @@ struct ReleaseTables {
     std::string fresh;       // epc.<type>_certificates_r<run>
     std::string undo;        // epc.undo_<type>: the rows the last publish replaced or removed
     std::string undo_added;  // epc.undo_<type>_added: the keys it added
+    std::string latest;      // epc.<type>_latest: the latest certificate of each property
     // The certificate columns published: staging's (what the load kept), or for a revert production's.
     ColumnSet columns;
 };
@@ -35,6 +36,7 @@ ReleaseTables release_tables(CertType type, long long run_id) {
             "epc." + bare + "_r" + run,
             "epc.undo_" + sql,
             "epc.undo_" + sql + "_added",
+            "epc." + sql + "_latest",
             {}};
 }
 
@@ -121,6 +123,21 @@ void forget_undo(db::Connection& db, CertType type, const ReleaseTables& t) {
     db.exec("DROP TABLE IF EXISTS " + t.undo + ", " + t.undo_added);
 }
 
+// epc.<type>_latest: the latest certificate of each property (its UPRN, else its address key; a
+// certificate with neither is a property of its own) by lodgement date, then lodgement datetime
+// where it was loaded, then key, with every production column. A view of production: it changes
+// with production, in the same transaction, stores nothing, and keeps its identity for users'
+// grants. Made again by each publish, in its transaction, to take in columns production gained.
+void provide_latest(db::Session& session, const ReleaseTables& t) {
+    const std::string property =
+        "coalesce('uprn ' || p.uprn, 'address ' || p.address_key, 'certificate ' || p.cert_key)";
+    const bool has_datetime = session.columns_of(t.production).find("lodgement_datetime") != nullptr;
+    session.db().exec("CREATE OR REPLACE VIEW " + t.latest + " AS SELECT DISTINCT ON (" + property + ") " + property +
+                      " AS property_key, p.* FROM " + t.production + " p ORDER BY " + property +
+                      ", p.lodgement_date DESC" + (has_datetime ? ", p.lodgement_datetime DESC NULLS LAST" : "") +
+                      ", p.cert_key DESC");
+}
+
 void publish_first_release(db::Session& session, const ReleaseTables& t, PublishSummary& summary) {
     build_first_release(session, t, summary.run_id);
     summary.first_release = true;
@@ -128,6 +145,7 @@ void publish_first_release(db::Session& session, const ReleaseTables& t, Publish
     db::Connection& db = session.db();
     db::Transaction tx(db);  // the table and the run's status appear together
     db.exec("ALTER TABLE " + t.fresh + " RENAME TO " + t.bare);
+    provide_latest(session, t);
     forget_undo(db, session.type(), t);
     mark_published(db, summary);
     tx.commit();
@@ -218,6 +236,7 @@ void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummar
     stage_changes(session, t, changes, summary.run_id);
     save_undo(db, session.type(), t, summary.run_id, session.columns_of(t.production));
     apply_changes(db, t, summary);
+    provide_latest(session, t);
     mark_published(db, summary);
     forget_changes(db, session.type());
     tx.commit();

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "epc/extract/archive.hpp"
 #include "epc/load/loader.hpp"
@@ -191,4 +192,58 @@ TEST(Publish, ReadersSeeTheOldReleaseOrTheNewNeverAMix) {
     EXPECT_TRUE(saw_new);
     EXPECT_EQ(seen.back().second, old_release);  // reverted
     EXPECT_NE(old_release, new_release);
+}
+
+namespace {
+
+// Certificates as "key,address,postcode,lodgement date,uprn" lines, in one directory.
+std::string certificates(const std::string& name, const std::vector<std::string>& rows) {
+    std::string csv =
+        "LMK_KEY,ADDRESS,POSTCODE,LODGEMENT_DATE,TRANSACTION_TYPE,TOTAL_FLOOR_AREA,UPRN,LOCAL_AUTHORITY\n";
+    for (const std::string& row : rows) {
+        std::vector<std::string> f;
+        std::stringstream in(row);
+        for (std::string part; std::getline(in, part, ',');) f.push_back(part);
+        f.resize(5);
+        csv += f[0] + ",\"" + f[1] + "\"," + f[2] + "," + f[3] + ",marketed sale,70," + f[4] + ",E06000001\n";
+    }
+    std::string path = testing::TempDir() + name + ".zip";
+    epc::test::write_zip(path, {{"domestic-E06000001-Hartlepool/certificates.csv", csv},
+                                {"domestic-E06000001-Hartlepool/recommendations.csv", "LMK_KEY\n"}});
+    return path;
+}
+
+}  // namespace
+
+// epc.domestic_latest: one row per property (the UPRN, else the address), the latest lodgement
+// (then the greater key), certificates without a UPRN kept; it changes with production, also
+// when a publish is reverted.
+TEST(Publish, LatestCertificatePerPropertyChangesWithProduction) {
+    TestDatabase db;
+    load_zip(certificates("latest-a", {"1,1 Mill Lane,AB1 2CD,2019-05-01,500", "2,1 Mill Lane,AB1 2CD,2021-05-01,500",
+                                       "3,Flat 1 Mill Lane,AB1 2CD,2021-05-01,500",  // same day: key 3 wins
+                                       "4,7 Mill Lane,AB1 2CD,2018-01-01,", "5,7 Mill Lane,AB1 2CD,2020-01-01,",
+                                       "6,9 Mill Lane,AB1 2CD,2020-01-01,", "7,,,2020-02-02,"}),
+             db);
+    publish_to(db);
+    const auto latest = [&] {
+        return db.scalar("SELECT string_agg(cert_key, ',' ORDER BY cert_key) FROM epc.domestic_latest");
+    };
+    EXPECT_EQ(latest(), "3,5,6,7");
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_latest WHERE property_key = 'uprn 500'"), 1);
+    EXPECT_EQ(db.scalar("SELECT latitude IS NULL AND uprn = 500 FROM epc.domestic_latest WHERE cert_key = '3'"), "t");
+
+    // Next month: a newer certificate for the UPRN, and key 6 gone.
+    load_zip(certificates("latest-b", {"1,1 Mill Lane,AB1 2CD,2019-05-01,500", "2,1 Mill Lane,AB1 2CD,2021-05-01,500",
+                                       "3,Flat 1 Mill Lane,AB1 2CD,2021-05-01,500", "4,7 Mill Lane,AB1 2CD,2018-01-01,",
+                                       "5,7 Mill Lane,AB1 2CD,2020-01-01,", "7,,,2020-02-02,",
+                                       "8,1 Mill Lane,AB1 2CD,2024-07-01,500"}),
+             db);
+    publish_to(db);
+    EXPECT_EQ(latest(), "5,7,8");
+    {
+        db::Session session = db.session();
+        revert(session);
+    }
+    EXPECT_EQ(latest(), "3,5,6,7");
 }
