@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
@@ -451,23 +452,17 @@ private:
         db_.exec("CREATE UNIQUE INDEX ON epc_geocode_postcodes (postcode)");  // read in order, a chunk at a time
         CacheWriter writer(writer_db_, options_.batch, kPostcodeCache);
         std::uint64_t asked = 0;
-        for (std::string after;;) {
-            db::Result chunk = db_.exec("SELECT postcode FROM epc_geocode_postcodes WHERE postcode > $1 "
-                                        "ORDER BY postcode LIMIT " +
-                                            std::to_string(kChunk),
-                                        {after});
-            if (chunk.rows() == 0) break;
+        in_key_order("postcode", "epc_geocode_postcodes", "postcode", [&](const db::Result& chunk) {
             std::vector<GeocodeQuery> queries(static_cast<std::size_t>(chunk.rows()));
             for (int i = 0; i < chunk.rows(); ++i) {
                 GeocodeQuery& q = queries[static_cast<std::size_t>(i)];
                 q.key = q.postcode = chunk.text(i, 0);
             }
-            after = queries.back().key;
             asked += queries.size();
             count(geocoder.geocode(queries, [&](std::size_t k, const GeocodeResult& r) {
                 if (r.status != GeocodeResult::Status::failed) writer.add(queries[k].key, r, link.provider);
             }));
-        }
+        });
         writer.flush();
         db_.exec("DROP TABLE epc_geocode_postcodes");
         summary_.postcodes_asked += asked;
@@ -488,36 +483,45 @@ private:
     void ask_by_address(const ChainLink& link, HttpGeocoder& geocoder) {
         index_todo();
         CacheWriter writer(writer_db_, options_.batch, kAddressCache);
+        in_key_order("address_key, coalesce(address, ''), uprn, postcode", "epc_geocode_todo", "address_key",
+                     [&](const db::Result& chunk) {
+                         std::vector<GeocodeQuery> queries(static_cast<std::size_t>(chunk.rows()));
+                         for (int i = 0; i < chunk.rows(); ++i) {
+                             GeocodeQuery& q = queries[static_cast<std::size_t>(i)];
+                             q.key = chunk.text(i, 0);
+                             q.address = chunk.text(i, 1);
+                             if (!chunk.is_null(i, 2)) q.uprn = static_cast<std::uint64_t>(chunk.integer(i, 2));
+                             q.postcode = chunk.text(i, 3);
+                         }
+                         std::string answered = "{";  // found or failed: out of the todo list
+                         count(geocoder.geocode(queries, [&](std::size_t k, const GeocodeResult& r) {
+                             if (r.status == GeocodeResult::Status::not_found) return;
+                             if (r.status == GeocodeResult::Status::found) {
+                                 writer.add(queries[k].key, r, link.provider);
+                                 ++summary_.found;
+                                 ++summary_.found_by_provider[link.provider];
+                             } else {
+                                 ++summary_.failed;
+                             }
+                             // Address keys hold letters, digits, spaces and '|' only: safe in a quoted element.
+                             answered += (answered.size() > 1 ? ",\"" : "\"") + queries[k].key + "\"";
+                         }));
+                         writer.flush();
+                         db_.exec("DELETE FROM epc_geocode_todo WHERE address_key = ANY($1::text[])", {answered + "}"});
+                     });
+    }
+
+    // Reads `table` in the order of its indexed `key` (the first of `columns`), kChunk rows at a
+    // time, handing each chunk to `handle`, which may delete rows it has dealt with.
+    void in_key_order(const std::string& columns, const std::string& table, const std::string& key,
+                      const std::function<void(const db::Result&)>& handle) {
         for (std::string after;;) {
-            db::Result chunk = db_.exec("SELECT address_key, coalesce(address, ''), uprn, postcode FROM "
-                                        "epc_geocode_todo WHERE address_key > $1 ORDER BY address_key LIMIT " +
-                                            std::to_string(kChunk),
+            db::Result chunk = db_.exec("SELECT " + columns + " FROM " + table + " WHERE " + key + " > $1 ORDER BY " +
+                                            key + " LIMIT " + std::to_string(kChunk),
                                         {after});
-            if (chunk.rows() == 0) break;
-            std::vector<GeocodeQuery> queries(static_cast<std::size_t>(chunk.rows()));
-            for (int i = 0; i < chunk.rows(); ++i) {
-                GeocodeQuery& q = queries[static_cast<std::size_t>(i)];
-                q.key = chunk.text(i, 0);
-                q.address = chunk.text(i, 1);
-                if (!chunk.is_null(i, 2)) q.uprn = static_cast<std::uint64_t>(chunk.integer(i, 2));
-                q.postcode = chunk.text(i, 3);
-            }
-            after = queries.back().key;
-            std::string answered = "{";  // found or failed: out of the todo list
-            count(geocoder.geocode(queries, [&](std::size_t k, const GeocodeResult& r) {
-                if (r.status == GeocodeResult::Status::not_found) return;
-                if (r.status == GeocodeResult::Status::found) {
-                    writer.add(queries[k].key, r, link.provider);
-                    ++summary_.found;
-                    ++summary_.found_by_provider[link.provider];
-                } else {
-                    ++summary_.failed;
-                }
-                // Address keys hold letters, digits, spaces and '|' only: safe in a quoted element.
-                answered += (answered.size() > 1 ? ",\"" : "\"") + queries[k].key + "\"";
-            }));
-            writer.flush();
-            db_.exec("DELETE FROM epc_geocode_todo WHERE address_key = ANY($1::text[])", {answered + "}"});
+            if (chunk.rows() == 0) return;
+            after = chunk.text(chunk.rows() - 1, 0);
+            handle(chunk);
         }
     }
 
