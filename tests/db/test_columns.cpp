@@ -1,10 +1,7 @@
 // Choosing columns against a real PostgreSQL: --columns (default, +, all, unknown and missing
 // names), --config, each type's conversion and its per-column NULL counts for the three types in
 // both layouts, and a publish that carries the columns a later run added.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -18,45 +15,23 @@
 #include "epc/publish/publish.hpp"
 #include "fixture/fixture.hpp"
 #include "support/pg_test.hpp"
-
-extern char** environ;
+#include "support/process.hpp"
 
 using namespace epc;
 using epc::test::TestDatabase;
 
 namespace {
 
-struct Outcome {
-    int exit_code = -1;
-    std::string out;
-    std::string err;
-};
+using epc::test::Outcome;
 
 // Runs epc-import to the end, its output captured.
 Outcome run_cli(const std::vector<std::string>& args) {
     static int n = 0;
-    const std::string tag = testing::TempDir() + "columns-" + std::to_string(getpid()) + "-" + std::to_string(n++);
-    std::vector<std::string> argv_s = {EPC_IMPORT_BIN};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, (tag + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&actions, 2, (tag + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid = 0;
-    const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) throw std::runtime_error("cannot start " + argv_s[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    Outcome o;
-    o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    o.out = epc::test::read_file(tag + ".out");
-    o.err = epc::test::read_file(tag + ".err");
-    return o;
+    std::vector<std::string> argv = {EPC_IMPORT_BIN};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return epc::test::Process(argv,
+                              testing::TempDir() + "columns-" + std::to_string(getpid()) + "-" + std::to_string(n++))
+        .wait();
 }
 
 bool has(const std::string& haystack, const std::string& needle) { return haystack.find(needle) != std::string::npos; }
