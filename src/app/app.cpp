@@ -86,6 +86,36 @@ nlohmann::json archive_json(const ArchiveInfo& a) {
             {"warnings", a.warnings}};
 }
 
+nlohmann::json recommendations_json(const RecommendationsLoad& r) {
+    nlohmann::json files = nlohmann::json::array();
+    for (const FileStats& f : r.files)
+        files.push_back({{"file_no", f.file_no},
+                         {"name", f.name},
+                         {"rows_read", f.rows_read},
+                         {"rows_loaded", f.rows_loaded},
+                         {"rows_rejected", f.rows_rejected},
+                         {"invalid_by_column", f.invalid_by_column},
+                         {"from_earlier_attempt", f.from_earlier_attempt}});
+    return {{"rows_read", r.rows_read},
+            {"rows_loaded", r.rows_loaded},
+            {"rows_rejected", r.rows_rejected},
+            {"invalid_utf8_values", r.invalid_utf8_values},
+            {"invalid_values", r.invalid_values},
+            {"invalid_by_column", r.invalid_by_column},
+            {"rejects_by_reason", r.rejects_by_reason},
+            {"columns", r.columns},
+            {"files", files}};
+}
+
+nlohmann::json recommendations_json(const RecommendationsPublished& r, CertType type) {
+    if (!r.published) return nullptr;
+    return {{"rows", r.rows},
+            {"added", r.added},
+            {"removed", r.removed},
+            {"created", r.created},
+            {"table", recommendation_tables(type).production}};
+}
+
 nlohmann::json load_json(const LoadSummary& s) {
     nlohmann::json files = nlohmann::json::array();
     for (const FileStats& f : s.files)
@@ -114,6 +144,7 @@ nlohmann::json load_json(const LoadSummary& s) {
             {"rejects_by_reason", s.rejects_by_reason},
             {"seconds", s.seconds},
             {"rows_per_second", s.seconds > 0 ? static_cast<double>(s.rows_read) / s.seconds : 0.0},
+            {"recommendations", s.recommendations.loaded ? recommendations_json(s.recommendations) : nullptr},
             {"files", files}};
 }
 
@@ -400,6 +431,7 @@ private:
         lo.interrupted = &g_interrupted;
         lo.shard = o_.shard;
         lo.columns = o_.columns;
+        lo.recommendations = o_.recommendations;
         LoadSummary loaded = load_archive(session(), archive, lo);
         report_["load"] = load_json(loaded);
         if (o_.shard) report_["load"]["shard"] = {{"index", o_.shard->index}, {"count", o_.shard->count}};
@@ -434,6 +466,7 @@ private:
                               {"disappeared", p.disappeared},
                               {"changed", p.changed},
                               {"first_release", p.first_release},
+                              {"recommendations", recommendations_json(p.recommendations, o_.type)},
                               {"seconds", p.seconds},
                               {"table", production_table(o_.type)}};
     }
@@ -444,6 +477,9 @@ private:
                              {"rows", r.rows},         {"removed", r.removed},
                              {"restored", r.restored}, {"reinserted", r.reinserted},
                              {"seconds", r.seconds},   {"table", production_table(o_.type)}};
+        if (r.recommendations)
+            report_["revert"]["recommendations"] = {{"rows", *r.recommendations},
+                                                    {"table", recommendation_tables(o_.type).production}};
     }
 
     // The archive this command works on, and where it goes if it turns out to be invalid.

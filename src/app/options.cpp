@@ -110,6 +110,9 @@ void add_common_options(CLI::App& app, Options& o, RawOptions& raw) {
     app.add_option("--columns", raw.columns,
                    "certificate columns to keep, as the publisher names them (any case): NAME,... or +NAME,... "
                    "(added to the 8 default columns, which are always kept), or all (every column of the files)");
+    app.add_flag("--recommendations", o.recommendations,
+                 "load: also load every recommendations file (all its columns) into staging; publish then "
+                 "publishes them to epc.<type>_recommendations with the certificates");
     // CLI11 reads every option above from the file too (TOML, or INI: `name = value` lines).
     app.set_config("--config", "", "read options from this file (TOML/INI: e.g. columns = \"+TENURE\")")
         ->check(CLI::ExistingFile);
@@ -319,6 +322,7 @@ std::string describe_options(const Options& o) {
                                                          : "auto"},
         {"report", optional(o.report)},
         {"columns", describe(o.columns)},
+        {"recommendations", o.recommendations},
         {"config", optional(o.config)},
         {"shard", o.shard ? nlohmann::json{{"index", o.shard->index}, {"count", o.shard->count}} : nlohmann::json()},
         {"submit", o.submit ? nlohmann::json{{"queue", o.submit->queue},

@@ -36,4 +36,8 @@ std::string_view layout_name(Layout layout) {
     return "?";
 }
 
+std::string_view dataset_name(Dataset dataset) {
+    return dataset == Dataset::certificates ? "certificates" : "recommendations";
+}
+
 }  // namespace epc

@@ -1,5 +1,7 @@
 #include "epc/db/columns.hpp"
 
+#include <strings.h>
+
 #include <algorithm>
 #include <cctype>
 #include <set>
@@ -279,14 +281,19 @@ const Column* find_certificate_column(std::string_view name) {
     return nullptr;
 }
 
-const std::vector<BookkeepingColumn>& bookkeeping_columns() {
-    static const std::vector<BookkeepingColumn> columns = {
+const std::vector<BookkeepingColumn>& bookkeeping_columns(Dataset dataset) {
+    static const std::vector<BookkeepingColumn> certificates = {
         {"file_no", "int NOT NULL", "import_file.file_no of the file the row came from"},
         {"line_no", "bigint NOT NULL", "physical line where the record starts (header = 1)"},
         {"address_key", "text", "what the geocode stage locates (see address_key())"},
         {"row_hash", "bigint NOT NULL", "hash64() of the certificate values as loaded: what publish compares"},
     };
-    return columns;
+    static const std::vector<BookkeepingColumn> recommendations = {
+        certificates[0],
+        certificates[1],
+        {"row_hash", "bigint NOT NULL", "hash64() of the recommendation's values as loaded: what publish compares"},
+    };
+    return dataset == Dataset::certificates ? certificates : recommendations;
 }
 
 std::vector<std::string_view> header_match_order(const Column& column, CertType type) {
@@ -509,6 +516,25 @@ ResolvedColumns resolve_columns(const ColumnChoice& choice, CertType type,
     return resolved;
 }
 
+ColumnSet ColumnSet::recommendations(const std::vector<std::vector<std::string>>& headers) {
+    // The recommendations' own data dictionary: their numbers. Everything else is text.
+    static const std::set<std::string> kIntegers = {"improvement_item", "improvement_id"};
+    ColumnSet set;
+    set.dataset_ = Dataset::recommendations;
+    const Column& key = certificate_column(kKeyColumn);
+    set.columns_.push_back(key);
+    for (const std::string& header_name : distinct_names(headers)) {
+        const bool is_key = std::any_of(key.header.begin(), key.header.end(), [&](const HeaderName& h) {
+            return strcasecmp(h.name.c_str(), header_name.c_str()) == 0;
+        });
+        const std::string name = unknown_column_name(header_name);
+        if (is_key || set.find(name)) continue;
+        const ValueKind kind = kIntegers.count(name) ? ValueKind::integer : ValueKind::text;
+        set.columns_.push_back(Column{name, kind, {{header_name}}, std::nullopt, Absence::warning, {}, false, true});
+    }
+    return set;
+}
+
 // --- SQL generated from the catalogue and a set ---
 
 namespace {
@@ -517,7 +543,7 @@ namespace {
 std::size_t ddl_name_width(const ColumnSet& set) {
     std::size_t width = 0;
     for (const Column& c : set.columns()) width = std::max(width, c.name.size());
-    for (const BookkeepingColumn& c : bookkeeping_columns()) width = std::max(width, c.name.size());
+    for (const BookkeepingColumn& c : bookkeeping_columns(set.dataset())) width = std::max(width, c.name.size());
     return width + 1;
 }
 
@@ -544,9 +570,9 @@ std::string certificate_columns_ddl(const ColumnSet& set) {
 std::string staging_columns_ddl(const ColumnSet& set) {
     const std::size_t width = ddl_name_width(set);
     std::size_t type_width = 0;
-    for (const BookkeepingColumn& c : bookkeeping_columns()) type_width = std::max(type_width, c.sql_type.size() + 1);
+    const auto& bookkeeping = bookkeeping_columns(set.dataset());
+    for (const BookkeepingColumn& c : bookkeeping) type_width = std::max(type_width, c.sql_type.size() + 1);
     std::string ddl = certificate_columns_ddl(set) + ",";
-    const auto& bookkeeping = bookkeeping_columns();
     for (std::size_t i = 0; i < bookkeeping.size(); ++i) {
         const bool last = i + 1 == bookkeeping.size();
         ddl += "\n    ";
@@ -572,13 +598,17 @@ std::string certificate_column_list(const ColumnSet& set, std::string_view alias
     return list;
 }
 
-std::string staging_column_list(const ColumnSet& set) {
-    std::string list = certificate_column_list(set);
-    for (const BookkeepingColumn& c : bookkeeping_columns()) list.append(", ").append(c.name);
-    return list;
+std::string staging_column_list(const ColumnSet& set) { return join(staging_column_names(set)); }
+
+std::vector<std::string> staging_column_names(const ColumnSet& set) {
+    std::vector<std::string> names = set.names();
+    for (const BookkeepingColumn& c : bookkeeping_columns(set.dataset())) names.emplace_back(c.name);
+    return names;
 }
 
-std::size_t staging_column_count(const ColumnSet& set) { return set.size() + bookkeeping_columns().size(); }
+std::size_t staging_column_count(const ColumnSet& set) {
+    return set.size() + bookkeeping_columns(set.dataset()).size();
+}
 
 std::string concat_ws_expression(std::string_view alias) { return concat_ws_expression(ColumnSet::defaults(), alias); }
 

@@ -190,6 +190,20 @@ const char* const kVersion6 = R"(
 ALTER TABLE epc.import_file ADD COLUMN invalid_by_column jsonb;  -- {"column": count}; NULL = none
 )";
 
+// Version 7: --recommendations. The ledger says which files were recommendations (their rows are
+// not certificates: the run's row counts are the certificates'); a run counts the recommendations
+// it published; a publish's undo says what it did to epc.<type>_recommendations.
+const char* const kVersion7 = R"(
+ALTER TABLE epc.import_file ADD COLUMN dataset text NOT NULL DEFAULT 'certificates'
+    CONSTRAINT import_file_dataset_check CHECK (dataset IN ('certificates', 'recommendations'));
+ALTER TABLE epc.import_run ADD COLUMN recommendations_published bigint,  -- NULL: the run loaded none
+                           ADD COLUMN recommendations_added bigint,
+                           ADD COLUMN recommendations_removed bigint;
+-- NULL: the publish left epc.<type>_recommendations alone; 'created': it made the table;
+-- 'changed': epc.undo_<type>_recommendations(_added) hold what it removed and added.
+ALTER TABLE epc.release_undo ADD COLUMN recommendations text;
+)";
+
 const std::vector<Migration>& migrations() {
     static const std::vector<Migration> list = {
         {1, "bookkeeping tables of epc-import 0.1", kVersion1},
@@ -199,6 +213,7 @@ const std::vector<Migration>& migrations() {
         {4, "postcode_cache: postcode-level geocoders asked once per postcode", kVersion4},
         {5, "row hashes from the loader, production's address keys, epc.change_set", version5()},
         {6, "import_file.invalid_by_column: values not of their column's type, per column", kVersion6},
+        {7, "recommendations: import_file.dataset, the run's recommendation counts, their undo", kVersion7},
     };
     return list;
 }

@@ -27,7 +27,7 @@ std::string lock_holder(Connection& db, int ns, int object) {
 
 StagingTables staging_tables(CertType type) {
     std::string t(cert_type_sql(type));
-    return {"epc.stage_" + t, "epc.reject_" + t};
+    return {"epc.stage_" + t, "epc.reject_" + t, "epc.stage_" + t + "_recommendations"};
 }
 
 Session::Session(std::string conninfo, CertType type, const std::string& role)
@@ -91,17 +91,18 @@ void Session::serialise_in_transaction() {
     db_.exec("SELECT pg_advisory_xact_lock($1, $2)", {kLockNamespace, load_decision_lock(type_)});
 }
 
-RunStart Session::begin_load(const RunArchive& archive, const std::optional<Shard>& shard, const ColumnSet& columns) {
+RunStart Session::begin_load(const RunArchive& archive, const std::optional<Shard>& shard, const ColumnSet& columns,
+                             const std::optional<ColumnSet>& recommendations) {
     prepare_schema();
     Transaction tx(db_);
     serialise_in_transaction();
-    if (std::optional<RunStart> resumed = resume_load(archive, shard, columns)) {
+    if (std::optional<RunStart> resumed = resume_load(archive, shard, columns, recommendations)) {
         tx.commit();
         return *resumed;
     }
     RunStart start;
     start.run_id = start_run(archive);
-    rebuild_staging(start.run_id, columns);
+    rebuild_staging(start.run_id, columns, recommendations);
     tx.commit();
     return start;
 }
@@ -110,7 +111,8 @@ RunStart Session::begin_load(const RunArchive& archive, const std::optional<Shar
 // and intact. A shard also joins a load its siblings completed but nobody published yet: it is a
 // late or retried array child with nothing left to do, not a new import.
 std::optional<RunStart> Session::resume_load(const RunArchive& archive, const std::optional<Shard>& shard,
-                                             const ColumnSet& columns) {
+                                             const ColumnSet& columns,
+                                             const std::optional<ColumnSet>& recommendations) {
     Result last = db_.exec(
         "SELECT r.run_id, r.status, r.archive_identity = $2, (o.run_id IS NOT NULL) "
         "FROM epc.import_run r LEFT JOIN epc.staging_owner o ON o.cert_type = r.cert_type AND o.run_id = r.run_id "
@@ -128,13 +130,14 @@ std::optional<RunStart> Session::resume_load(const RunArchive& archive, const st
         spdlog::warn("run {} loaded other columns than --columns asks for now; starting the load again", run_id);
         return std::nullopt;
     }
-    // UNLOGGED staging is emptied if the server crashed: resume only if the rows the ledger says
-    // were committed are all still there.
-    Result counts = db_.exec("SELECT (SELECT count(*) FROM " + staging_.rows +
-                                 "), "
-                                 "(SELECT coalesce(sum(rows_loaded), 0) FROM epc.import_file WHERE run_id = $1)",
-                             {run_id});
-    if (counts.integer(0, 0) != counts.integer(0, 1)) {
+    const std::vector<std::string> recommendation_columns =
+        recommendations ? staging_column_names(*recommendations) : std::vector<std::string>();
+    if (table_columns(staging_.recommendations) != recommendation_columns) {
+        spdlog::warn("run {} {} recommendations, which this load {}; starting the load again", run_id,
+                     staging_has_recommendations() ? "loaded" : "did not load", recommendations ? "does" : "does not");
+        return std::nullopt;
+    }
+    if (!staging_intact(run_id)) {
         spdlog::warn("staging of run {} lost rows (server restart?); starting the load again", run_id);
         return std::nullopt;
     }
@@ -145,6 +148,16 @@ std::optional<RunStart> Session::resume_load(const RunArchive& archive, const st
         db_.exec("UPDATE epc.import_run SET status = $2, error = NULL WHERE run_id = $1",
                  {run_id, run_status_name(RunStatus::loading)});
     return start;
+}
+
+// UNLOGGED staging is emptied if the server crashed: a run resumes only if the rows the ledger says
+// were committed are all still there, certificates and recommendations.
+bool Session::staging_intact(long long run_id) {
+    const std::string loaded = "SELECT coalesce(sum(rows_loaded), 0) FROM epc.import_file WHERE run_id = $1 AND dataset = ";
+    std::string sql = "SELECT (SELECT count(*) FROM " + staging_.rows + ") = (" + loaded + "'certificates')";
+    if (staging_has_recommendations())
+        sql += " AND (SELECT count(*) FROM " + staging_.recommendations + ") = (" + loaded + "'recommendations')";
+    return db_.exec(sql, {run_id}).boolean(0, 0);
 }
 
 // Other shards of this type hold their shard locks while they load: a shard that got another
@@ -177,10 +190,14 @@ long long Session::start_run(const RunArchive& archive) {
 
 // A new run starts from empty staging: no indexes, UNLOGGED (a crash is covered by the row-count
 // check in resume_load), rebuilt rather than truncated so column changes take effect.
-void Session::rebuild_staging(long long run_id, const ColumnSet& columns) {
-    db_.exec("DROP TABLE IF EXISTS " + staging_.rows + ", " + staging_.rejects);
+void Session::rebuild_staging(long long run_id, const ColumnSet& columns,
+                              const std::optional<ColumnSet>& recommendations) {
+    db_.exec("DROP TABLE IF EXISTS " + staging_.rows + ", " + staging_.rejects + ", " + staging_.recommendations);
     db_.exec("CREATE UNLOGGED TABLE " + staging_.rows + " (" + staging_columns_ddl(columns) + R"(
 ) WITH (autovacuum_enabled = off))");  // the loader ANALYZEs it; autovacuum would only compete
+    if (recommendations)
+        db_.exec("CREATE UNLOGGED TABLE " + staging_.recommendations + " (" + staging_columns_ddl(*recommendations) +
+                 "\n) WITH (autovacuum_enabled = off)");
     db_.exec("CREATE TABLE " + staging_.rejects + R"( (
     file_no   int NOT NULL,
     file_name text NOT NULL,
@@ -196,14 +213,20 @@ void Session::rebuild_staging(long long run_id, const ColumnSet& columns) {
 
 ColumnSet Session::staging_columns() { return columns_of(staging_.rows); }
 
-ColumnSet Session::columns_of(const std::string& table) {
+ColumnSet Session::columns_of(const std::string& table) { return ColumnSet::from_table(table_columns(table)); }
+
+std::vector<std::string> Session::table_columns(const std::string& table) {
     Result r = db_.exec("SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 "
                         "AND NOT attisdropped ORDER BY attnum",
                         {table});
     std::vector<std::string> names;
     names.reserve(static_cast<std::size_t>(r.rows()));
     for (int i = 0; i < r.rows(); ++i) names.push_back(r.text(i, 0));
-    return ColumnSet::from_table(names);
+    return names;
+}
+
+bool Session::staging_has_recommendations() {
+    return db_.exec("SELECT to_regclass($1) IS NOT NULL", {staging_.recommendations}).boolean(0, 0);
 }
 
 void Session::mark_failed(long long run_id, const std::string& error) {

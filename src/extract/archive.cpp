@@ -146,6 +146,7 @@ Tree group_by_directory(const std::vector<Entry>& entries, ArchiveInfo& info) {
 struct RootFiles {
     std::map<std::string, std::set<std::string>> years;  // year -> which of the pair exist
     const Entry* single = nullptr;                       // certificates.csv
+    const Entry* single_recommendations = nullptr;       // recommendations.csv beside it
 };
 
 RootFiles classify_root_files(const Tree& tree, ArchiveInfo& info) {
@@ -156,7 +157,9 @@ RootFiles classify_root_files(const Tree& tree, ArchiveInfo& info) {
             root.years[m[2]].insert(m[1]);
         } else if (e->name == "certificates.csv") {
             root.single = e;
-        } else if (e->name != "LICENCE.txt" && e->name != "recommendations.csv" && e->name != "schema.json" &&
+        } else if (e->name == "recommendations.csv") {
+            root.single_recommendations = e;
+        } else if (e->name != "LICENCE.txt" && e->name != "schema.json" &&
                    e->name != "columns.csv") {
             info.warnings.push_back("unexpected file at the archive root: " + e->name);
         }
@@ -168,6 +171,7 @@ RootFiles classify_root_files(const Tree& tree, ArchiveInfo& info) {
 // not be empty.
 struct Selection {
     std::vector<const Entry*> certificates;
+    std::vector<const Entry*> recommendations;
     std::vector<const Entry*> csvs;
 };
 
@@ -187,6 +191,7 @@ Selection select_yearly_files(const Tree& tree, const RootFiles& root, ArchiveIn
         if (std::regex_match(e->name, year_file())) {
             selected.csvs.push_back(e);
             if (e->name.rfind("certificates-", 0) == 0) selected.certificates.push_back(e);
+            else selected.recommendations.push_back(e);
         }
     return selected;
 }
@@ -219,7 +224,7 @@ bool select_la_directory(const std::string& dir, const std::vector<const Entry*>
     if (!certs) info.problems.push_back("directory '" + dir + "/' has no certificates.csv");
     if (!recs) info.problems.push_back("directory '" + dir + "/' has no recommendations.csv");
     if (certs) selected.certificates.push_back(certs), selected.csvs.push_back(certs);
-    if (recs) selected.csvs.push_back(recs);
+    if (recs) selected.recommendations.push_back(recs), selected.csvs.push_back(recs);
     return true;
 }
 
@@ -242,7 +247,11 @@ Selection select_files(const Tree& tree, const ValidationOptions& options, Archi
     if (!root.years.empty()) return select_yearly_files(tree, root, info);
     if (root.single) {
         info.layout = Layout::single;
-        return {{root.single}, {root.single}};
+        Selection selected{{root.single}, {}, {root.single}};
+        if (root.single_recommendations)
+            selected.recommendations.push_back(root.single_recommendations),
+                selected.csvs.push_back(root.single_recommendations);
+        return selected;
     }
     if (!tree.dirs.empty()) return select_la_directories(tree, options, info);
     info.problems.emplace_back("no certificates CSV found (neither <type>-<LA>/certificates.csv, "
@@ -255,31 +264,46 @@ void check_not_empty(const Selection& selected, ArchiveInfo& info) {
         if (e->size == 0) info.problems.push_back(e->name + " is empty");
 }
 
-// Each certificates header must name the columns a row cannot be loaded without. The files that
-// pass go to info.files, in archive order.
-void check_headers(zip_t* zip, std::vector<const Entry*> certificates, CertType type, ArchiveInfo& info) {
-    std::map<std::string, int> missing_optional;  // column -> files lacking it (one warning each)
-    std::sort(certificates.begin(), certificates.end(),
-              [](const Entry* a, const Entry* b) { return a->index < b->index; });
-    RecordSplitter splitter(true);
+std::vector<std::string> read_header(zip_t* zip, const Entry& e, RecordSplitter& splitter) {
+    std::string line = read_first_line(zip, e.index);
     std::vector<Field> header;
-    for (const Entry* e : certificates) {
+    splitter.split(line.data(), line.size(), header);
+    std::vector<std::string> names;
+    names.reserve(header.size());
+    for (const Field& f : header) names.emplace_back(trim(f));
+    return names;
+}
+
+std::vector<const Entry*> in_archive_order(std::vector<const Entry*> entries) {
+    std::sort(entries.begin(), entries.end(), [](const Entry* a, const Entry* b) { return a->index < b->index; });
+    return entries;
+}
+
+// Each certificates header must name the columns a row cannot be loaded without. The files that
+// pass go to info.files, in archive order; the recommendations files to info.recommendations,
+// numbered after them (their headers are checked when they are loaded: most runs do not).
+void check_headers(zip_t* zip, const Selection& selected, CertType type, ArchiveInfo& info) {
+    std::map<std::string, int> missing_optional;  // column -> files lacking it (one warning each)
+    RecordSplitter splitter(true);
+    for (const Entry* e : in_archive_order(selected.certificates)) {
         if (e->size == 0) continue;
-        std::string line = read_first_line(zip, e->index);
-        splitter.split(line.data(), line.size(), header);
-        FieldMap map = map_header(header, type);
+        std::vector<std::string> names = read_header(zip, *e, splitter);
+        FieldMap map = map_header(std::vector<Field>(names.begin(), names.end()), type);
         for (const std::string& column : map.missing_required)
             info.problems.push_back(e->name + ": header has no " + column + " column");
         for (const std::string& column : map.missing_optional) ++missing_optional[column];
-        std::vector<std::string> names;
-        names.reserve(header.size());
-        for (const Field& f : header) names.emplace_back(trim(f));
         info.files.push_back(
             CertFile{static_cast<int>(info.files.size()), e->index, e->name, e->size, std::move(names)});
     }
     for (const auto& [column, files] : missing_optional)
         info.warnings.push_back(std::to_string(files) + " certificates file(s) have no " + column +
                                 " column; it will be NULL");
+    for (const Entry* e : in_archive_order(selected.recommendations)) {
+        if (e->size == 0) continue;
+        const int file_no = static_cast<int>(info.files.size() + info.recommendations.size());
+        info.recommendations.push_back(CertFile{file_no, e->index, e->name, e->size, read_header(zip, *e, splitter),
+                                                Dataset::recommendations});
+    }
 }
 
 }  // namespace
@@ -310,7 +334,7 @@ ArchiveInfo inspect_archive(const std::string& path, const ValidationOptions& op
     const std::vector<Entry> entries = read_entries(zip.get(), info);
     const Selection selected = select_files(group_by_directory(entries, info), options, info);
     check_not_empty(selected, info);
-    check_headers(zip.get(), selected.certificates, options.type, info);
+    check_headers(zip.get(), selected, options.type, info);
     return info;
 }
 

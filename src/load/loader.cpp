@@ -41,7 +41,7 @@ constexpr std::size_t kQueueChunks = 8;
 struct Chunk {
     enum Kind { begin_file, rows, rejects, end_file } kind = begin_file;
     std::string data;
-    FileStats stats;  // end_file
+    FileStats stats;  // begin_file: which file (its dataset decides the table); end_file: its counts
 };
 
 // A bounded FIFO between one parser and one COPY writer. close() wakes both sides.
@@ -78,13 +78,27 @@ private:
     bool closed_ = false;
 };
 
+// The columns staging keeps: the certificates', and the recommendations' with --recommendations.
+struct StagingColumns {
+    ColumnSet certificates;
+    std::optional<ColumnSet> recommendations;
+};
+
 // State shared by all pipelines of one load.
 class LoadJob {
 public:
-    LoadJob(const LoadOptions& options, const db::Session& session, const ColumnSet& columns, long long run_id,
+    LoadJob(const LoadOptions& options, const db::Session& session, const StagingColumns& columns, long long run_id,
             std::vector<const CertFile*> todo, std::uint64_t rejects_so_far, std::uint64_t expected_keys)
         : options_(options), type_(session.type()), tables_(session.staging()), columns_(columns), run_id_(run_id),
           todo_(std::move(todo)), rejects_(rejects_so_far), sieve_(expected_keys) {}
+
+    // Where a file's rows go: its dataset's staging table and columns.
+    const ColumnSet& columns_of(Dataset dataset) const {
+        return dataset == Dataset::certificates ? columns_.certificates : *columns_.recommendations;
+    }
+    const std::string& table_of(Dataset dataset) const {
+        return dataset == Dataset::certificates ? tables_.rows : tables_.recommendations;
+    }
 
     const CertFile* next_file() {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -137,7 +151,7 @@ public:
     const LoadOptions& options_;
     const CertType type_;
     const db::StagingTables& tables_;
-    const ColumnSet& columns_;
+    const StagingColumns& columns_;
     const long long run_id_;
     const std::vector<const CertFile*> todo_;
     std::atomic<std::uint64_t> rows_read_{0};
@@ -155,23 +169,33 @@ private:
     unsigned workers_finished_ = 0;
 };
 
+void sieve_key(KeySieve::Writer& keys, std::string_view key) {
+    // A key with non-ASCII bytes may equal another once invalid UTF-8 is replaced: always check it.
+    const bool ascii =
+        std::all_of(key.begin(), key.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+    keys.add(key, !ascii);
+}
+
 // Parses files into COPY chunks; runs on its own thread (inflating included).
 void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
     KeySieve::Writer keys(job.sieve_);
     std::vector<Field> header;
     Record record;
     while (const CertFile* file = job.next_file()) {
-        if (!queue.push(Chunk{Chunk::begin_file, {}, {}})) return;
+        FileStats stats;
+        stats.file_no = file->file_no;
+        stats.name = file->name;
+        stats.dataset = file->dataset;
+        // Recommendations repeat their certificate's key by design: only certificates keys are sieved.
+        const bool certificates = file->dataset == Dataset::certificates;
+        if (!queue.push(Chunk{Chunk::begin_file, {}, stats})) return;
         CsvReader reader(file->name, std::make_unique<EntrySource>(zip, *file), job.options_.backslash_escapes);
         if (!reader.next(record)) throw Error(exit_invalid_archive, file->name + " has no header line");
-        FieldMap map = map_header(record.fields, job.type_, job.columns_);
+        FieldMap map = map_header(record.fields, job.type_, job.columns_of(file->dataset));
         if (!map.missing_required.empty())
             throw Error(exit_invalid_archive,
                         file->name + ": header has no " + map.missing_required.front() + " column");
 
-        FileStats stats;
-        stats.file_no = file->file_no;
-        stats.name = file->name;
         RowCounters counters;
         std::string rows, rejects;
         rows.reserve(kChunkBytes + (64 << 10));
@@ -188,11 +212,7 @@ void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
                 }
             } else {
                 ++stats.rows_loaded;
-                std::string_view key = trim(record.fields[static_cast<std::size_t>(map.key)]);
-                // A key with non-ASCII bytes may equal another once invalid UTF-8 is replaced: always check it.
-                bool ascii = std::all_of(key.begin(), key.end(),
-                                         [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-                keys.add(key, !ascii);
+                if (certificates) sieve_key(keys, trim(record.fields[static_cast<std::size_t>(map.key)]));
             }
             if (rows.size() >= kChunkBytes) {
                 if (!queue.push(Chunk{Chunk::rows, std::move(rows), {}})) return;
@@ -236,7 +256,10 @@ public:
 
     void write(Chunk& chunk) {
         switch (chunk.kind) {
-            case Chunk::begin_file: tx_.emplace(db_); break;
+            case Chunk::begin_file:
+                tx_.emplace(db_);
+                dataset_ = chunk.stats.dataset;
+                break;
             case Chunk::rows: copy_to(Target::rows).put(chunk.data); break;
             case Chunk::rejects: copy_to(Target::rejects).put(chunk.data); break;
             case Chunk::end_file: commit_file(chunk.stats); break;
@@ -253,7 +276,8 @@ private:
         if (target_ != wanted) {
             end_copy();
             if (wanted == Target::rows)
-                copy_.emplace(db_, job_.tables_.rows, staging_column_list(job_.columns_), db::CopyFormat::binary);
+                copy_.emplace(db_, job_.table_of(dataset_), staging_column_list(job_.columns_of(dataset_)),
+                              db::CopyFormat::binary);
             else
                 copy_.emplace(db_, job_.tables_.rejects, "file_no, file_name, line_no, reason, detail, raw",
                               db::CopyFormat::text);
@@ -268,11 +292,11 @@ private:
     }
     void commit_file(const FileStats& s) {
         end_copy();
-        db_.exec("INSERT INTO epc.import_file (run_id, file_no, file_name, rows_read, rows_loaded, "
+        db_.exec("INSERT INTO epc.import_file (run_id, file_no, file_name, dataset, rows_read, rows_loaded, "
                  "rows_rejected, invalid_utf8_values, invalid_values, invalid_by_column) "
-                 "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,NULLIF($9, '')::jsonb)",
-                 {job_.run_id_, s.file_no, s.name, s.rows_read, s.rows_loaded, s.rows_rejected, s.invalid_utf8_values,
-                  s.invalid_values, counts_json(s.invalid_by_column)});
+                 "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,NULLIF($10, '')::jsonb)",
+                 {job_.run_id_, s.file_no, s.name, dataset_name(s.dataset), s.rows_read, s.rows_loaded,
+                  s.rows_rejected, s.invalid_utf8_values, s.invalid_values, counts_json(s.invalid_by_column)});
         tx_->commit();
         tx_.reset();
         job_.file_done(s);
@@ -284,6 +308,7 @@ private:
     std::optional<db::Transaction> tx_;
     std::optional<db::CopyIn> copy_;
     Target target_ = Target::none;
+    Dataset dataset_ = Dataset::certificates;  // of the file being written
 };
 
 void write_chunks(LoadJob& job, db::Connection& db, ChunkQueue& queue) {
@@ -311,28 +336,28 @@ struct FilePlan {
     std::vector<const CertFile*> todo;  // still to load
 };
 
-FilePlan plan_files(const ArchiveInfo& archive, const db::RunStart& start, const std::optional<Shard>& shard) {
+FilePlan plan_files(const std::vector<CertFile>& files, const db::RunStart& start, const std::optional<Shard>& shard) {
     FilePlan plan;
-    const std::vector<int> shard_of = shard ? assign_shards(archive.files, shard->count) : std::vector<int>();
-    for (std::size_t i = 0; i < archive.files.size(); ++i)
-        if (!shard || shard_of[i] == shard->index) plan.mine.insert(archive.files[i].file_no);
-    for (const CertFile& f : archive.files)
+    const std::vector<int> shard_of = shard ? assign_shards(files, shard->count) : std::vector<int>();
+    for (std::size_t i = 0; i < files.size(); ++i)
+        if (!shard || shard_of[i] == shard->index) plan.mine.insert(files[i].file_no);
+    for (const CertFile& f : files)
         if (plan.mine.count(f.file_no) && !start.done_files.count(f.file_no)) plan.todo.push_back(&f);
     std::stable_sort(plan.todo.begin(), plan.todo.end(),
                      [](const CertFile* a, const CertFile* b) { return a->size > b->size; });
     return plan;
 }
 
-void log_plan(const ArchiveInfo& archive, const db::RunStart& start, const FilePlan& plan,
+void log_plan(const std::vector<CertFile>& files, const db::RunStart& start, const FilePlan& plan,
               const std::optional<Shard>& shard, const std::string& table) {
     if (shard)
         spdlog::info("load: shard {}/{} of run {}: {} of the {} files are this shard's, {} to go ({})", shard->index,
-                     shard->count, start.run_id, plan.mine.size(), archive.files.size(), plan.todo.size(),
+                     shard->count, start.run_id, plan.mine.size(), files.size(), plan.todo.size(),
                      start.resumed ? "joined the run" : "started the run");
     else if (start.resumed)
         spdlog::info("load: resuming run {}: {} of {} files already loaded, {} to go", start.run_id,
-                     start.done_files.size(), archive.files.size(), plan.todo.size());
-    else spdlog::info("load: run {}: {} files into {}", start.run_id, archive.files.size(), table);
+                     start.done_files.size(), files.size(), plan.todo.size());
+    else spdlog::info("load: run {}: {} files into {}", start.run_id, files.size(), table);
 }
 
 db::RunArchive run_archive(const ArchiveInfo& a) {
@@ -430,7 +455,7 @@ private:
 // duplicate-key check over every key, the run's totals, status loaded); the others leave it to that
 // one. Serialised, so exactly one completes it. Returns how many of the run's files are loaded and
 // whether this process completed the load.
-std::pair<std::size_t, bool> complete_load(db::Session& session, const ArchiveInfo& archive, const db::RunStart& start,
+std::pair<std::size_t, bool> complete_load(db::Session& session, std::size_t run_files, const db::RunStart& start,
                                            LoadJob& job, Clock::time_point started) {
     db::Connection& db = session.db();
     const auto streamed = Clock::now();
@@ -441,7 +466,7 @@ std::pair<std::size_t, bool> complete_load(db::Session& session, const ArchiveIn
         {start.run_id});
     const auto files_loaded = static_cast<std::size_t>(state.integer(0, 1));
     const auto status = db::parse_run_status(state.text(0, 0));
-    const bool complete = files_loaded == archive.files.size() &&
+    const bool complete = files_loaded == run_files &&
                           (status == db::RunStatus::loading || status == db::RunStatus::failed);
     if (!complete) {
         tx.commit();
@@ -461,7 +486,7 @@ std::pair<std::size_t, bool> complete_load(db::Session& session, const ArchiveIn
             "rows_loaded = f.rl, rows_rejected = f.rj, invalid_utf8_values = f.iu, invalid_values = f.iv "
             "FROM (SELECT sum(rows_read) rr, sum(rows_loaded) rl, sum(rows_rejected) rj, "
             "             sum(invalid_utf8_values) iu, sum(invalid_values) iv "
-            "      FROM epc.import_file WHERE run_id = $1) f WHERE r.run_id = $1",
+            "      FROM epc.import_file WHERE run_id = $1 AND dataset = 'certificates') f WHERE r.run_id = $1",
             {start.run_id, db::run_status_name(db::RunStatus::loaded)});
     tx.commit();
     analyze.wait();
@@ -469,15 +494,28 @@ std::pair<std::size_t, bool> complete_load(db::Session& session, const ArchiveIn
     return {files_loaded, true};
 }
 
-// The summary covers this process's files (a shard's share), read back from the ledger.
+// Adds a file's counts to a summary's (LoadSummary or RecommendationsLoad: the same counters).
+template <typename Totals>
+void add_file(Totals& totals, FileStats&& file) {
+    totals.rows_read += file.rows_read;
+    totals.rows_loaded += file.rows_loaded;
+    totals.rows_rejected += file.rows_rejected;
+    totals.invalid_utf8_values += file.invalid_utf8_values;
+    totals.invalid_values += file.invalid_values;
+    totals.files.push_back(std::move(file));
+}
+
+// The summary covers this process's files (a shard's share), read back from the ledger: the
+// certificates files' counts, and the recommendations files' apart.
 LoadSummary summarise(db::Session& session, const db::RunStart& start, const FilePlan& plan) {
     LoadSummary summary;
     summary.run_id = start.run_id;
     summary.resumed = start.resumed;
     db::Result files = session.db().exec(
-        "SELECT file_no, file_name, rows_read, rows_loaded, rows_rejected, invalid_utf8_values, invalid_values "
-        "FROM epc.import_file WHERE run_id = $1 ORDER BY file_no",
+        "SELECT file_no, file_name, rows_read, rows_loaded, rows_rejected, invalid_utf8_values, invalid_values, "
+        "dataset = 'recommendations' FROM epc.import_file WHERE run_id = $1 ORDER BY file_no",
         {start.run_id});
+    std::set<int> recommendation_files;
     for (int i = 0; i < files.rows(); ++i) {
         FileStats s;
         s.file_no = static_cast<int>(files.integer(i, 0));
@@ -489,12 +527,13 @@ LoadSummary summarise(db::Session& session, const db::RunStart& start, const Fil
         s.invalid_utf8_values = files.integer(i, 5);
         s.invalid_values = files.integer(i, 6);
         s.from_earlier_attempt = start.done_files.count(s.file_no) > 0;
-        summary.rows_read += s.rows_read;
-        summary.rows_loaded += s.rows_loaded;
-        summary.rows_rejected += s.rows_rejected;
-        summary.invalid_utf8_values += s.invalid_utf8_values;
-        summary.invalid_values += s.invalid_values;
-        summary.files.push_back(std::move(s));
+        if (files.boolean(i, 7)) {
+            s.dataset = Dataset::recommendations;
+            recommendation_files.insert(s.file_no);
+            add_file(summary.recommendations, std::move(s));
+        } else {
+            add_file(summary, std::move(s));
+        }
     }
     db::Result by_column = session.db().exec(
         "SELECT f.file_no, c.key, c.value::bigint FROM epc.import_file f, jsonb_each_text(f.invalid_by_column) c "
@@ -504,15 +543,21 @@ LoadSummary summarise(db::Session& session, const db::RunStart& start, const Fil
         const int file_no = static_cast<int>(by_column.integer(i, 0));
         if (!plan.mine.count(file_no)) continue;
         const auto n = static_cast<std::uint64_t>(by_column.integer(i, 2));
-        summary.invalid_by_column[by_column.text(i, 1)] += n;
-        for (FileStats& s : summary.files)
+        const bool recommendations = recommendation_files.count(file_no) > 0;
+        (recommendations ? summary.recommendations.invalid_by_column : summary.invalid_by_column)[by_column.text(i, 1)] +=
+            n;
+        for (FileStats& s : recommendations ? summary.recommendations.files : summary.files)
             if (s.file_no == file_no) s.invalid_by_column[by_column.text(i, 1)] = n;
     }
     db::Result reasons = session.db().exec("SELECT file_no, reason, count(*) FROM " + session.staging().rejects +
                                            " GROUP BY 1, 2 ORDER BY 1, 2");
-    for (int i = 0; i < reasons.rows(); ++i)
-        if (plan.mine.count(static_cast<int>(reasons.integer(i, 0))))
-            summary.rejects_by_reason[reasons.text(i, 1)] += reasons.integer(i, 2);
+    for (int i = 0; i < reasons.rows(); ++i) {
+        const int file_no = static_cast<int>(reasons.integer(i, 0));
+        if (!plan.mine.count(file_no)) continue;
+        auto& by_reason = recommendation_files.count(file_no) ? summary.recommendations.rejects_by_reason
+                                                              : summary.rejects_by_reason;
+        by_reason[reasons.text(i, 1)] += reasons.integer(i, 2);
+    }
     return summary;
 }
 
@@ -525,6 +570,30 @@ void log_summary(const LoadSummary& summary) {
     for (const auto& [reason, n] : summary.rejects_by_reason) spdlog::info("load: rejected {}: {}", reason, n);
     for (const auto& [column, n] : summary.invalid_by_column)
         spdlog::info("load: {} values of {} were not of its type and are NULL", n, column);
+    const RecommendationsLoad& recs = summary.recommendations;
+    if (!recs.loaded) return;
+    spdlog::info("load: recommendations: {} files, {} rows read, {} loaded, {} rejected", recs.files.size(),
+                 recs.rows_read, recs.rows_loaded, recs.rows_rejected);
+    for (const auto& [reason, n] : recs.rejects_by_reason)
+        spdlog::info("load: recommendations rejected {}: {}", reason, n);
+}
+
+// The recommendations' columns: every column of their files. A file without the key column
+// cannot be loaded; refused before anything is written.
+ColumnSet choose_recommendation_columns(const ArchiveInfo& archive, CertType type) {
+    std::vector<std::vector<std::string>> headers;
+    for (const CertFile& f : archive.recommendations) headers.push_back(f.header);
+    ColumnSet set = ColumnSet::recommendations(headers);
+    for (const CertFile& f : archive.recommendations) {
+        const FieldMap map = map_header(std::vector<Field>(f.header.begin(), f.header.end()), type, set);
+        if (!map.missing_required.empty())
+            throw Error(exit_invalid_archive,
+                        f.name + ": header has no " + map.missing_required.front() + " column; cannot load it");
+    }
+    if (archive.recommendations.empty()) spdlog::warn("load: --recommendations: the archive has no recommendations files");
+    spdlog::info("load: {} recommendations files, {} columns: {}", archive.recommendations.size(), set.size(),
+                 staging_column_list(set));
+    return set;
 }
 
 // What --columns means for this archive, told before anything is loaded.
@@ -569,18 +638,25 @@ void enforce_reject_budget(db::Session& session, const LoadOptions& options, con
 LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const LoadOptions& options) {
     const auto started = Clock::now();
     const ResolvedColumns columns = choose_columns(archive, options, session.type());
+    StagingColumns staging{columns.set, std::nullopt};
+    std::vector<CertFile> files = archive.files;
+    if (options.recommendations) {
+        staging.recommendations = choose_recommendation_columns(archive, session.type());
+        files.insert(files.end(), archive.recommendations.begin(), archive.recommendations.end());
+    }
     spdlog::info("load: database {}", session.db().describe());
     if (options.shard) session.lock_shard(*options.shard);
     else session.lock();
-    const db::RunStart start = session.begin_load(run_archive(archive), options.shard, columns.set);
-    const FilePlan plan = plan_files(archive, start, options.shard);
-    log_plan(archive, start, plan, options.shard, session.staging().rows);
+    const db::RunStart start =
+        session.begin_load(run_archive(archive), options.shard, staging.certificates, staging.recommendations);
+    const FilePlan plan = plan_files(files, start, options.shard);
+    log_plan(files, start, plan, options.shard, session.staging().rows);
 
     // A generous guess of the row count (real rows are ~1 KB; 300 bytes errs towards a roomier sieve).
     std::uint64_t bytes = 0;
-    for (const CertFile* f : plan.todo) bytes += f->size;
-    LoadJob job(options, session, columns.set, start.run_id, plan.todo, run_rejects(session, start.run_id),
-                bytes / 300);
+    for (const CertFile* f : plan.todo)
+        if (f->dataset == Dataset::certificates) bytes += f->size;
+    LoadJob job(options, session, staging, start.run_id, plan.todo, run_rejects(session, start.run_id), bytes / 300);
     if (!plan.todo.empty()) {
         try {
             stream_files(session, archive, job, started);
@@ -591,14 +667,14 @@ LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const
     }
     stop_on_error(session, start.run_id, job);
 
-    const auto [files_loaded, complete] = complete_load(session, archive, start, job, started);
+    const auto [files_loaded, complete] = complete_load(session, files.size(), start, job, started);
     if (!complete && !options.shard)  // an unsharded load has loaded every file by now
         throw Error(exit_internal, "run " + std::to_string(start.run_id) + " has " + std::to_string(files_loaded) +
-                                       " of " + std::to_string(archive.files.size()) + " files after its load");
+                                       " of " + std::to_string(files.size()) + " files after its load");
     if (!complete)
         spdlog::info("load: shard {}/{} done: {} of the run's {} files are loaded; the last shard to finish completes "
                      "the load, then `epc-import publish` publishes it",
-                     options.shard->index, options.shard->count, files_loaded, archive.files.size());
+                     options.shard->index, options.shard->count, files_loaded, files.size());
 
     LoadSummary summary = summarise(session, start, plan);
     summary.complete = complete;
@@ -607,6 +683,8 @@ LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const
     summary.columns = columns.set.names();
     summary.unknown_columns = columns.unknown;
     summary.unknown_columns_loaded = columns.unknown_loaded;
+    summary.recommendations.loaded = options.recommendations;
+    if (staging.recommendations) summary.recommendations.columns = staging.recommendations->names();
     log_summary(summary);
     enforce_reject_budget(session, options, summary);
     return summary;

@@ -73,6 +73,17 @@ std::optional<db::StagingOwner> publishable_run(db::Session& session, PublishSum
         throw Error(exit_usage, "refusing to publish " + type + ": staging holds " + std::to_string(staged) +
                                     " rows but run " + run + " loaded " + std::to_string(owner->rows_loaded) +
                                     " (changed since the load?); re-run 'load'");
+    if (session.staging_has_recommendations()) {
+        db::Result recs = session.db().exec(
+            "SELECT (SELECT count(*) FROM " + session.staging().recommendations +
+                "), (SELECT coalesce(sum(rows_loaded), 0) FROM epc.import_file WHERE run_id = $1 AND dataset = "
+                "'recommendations')",
+            {owner->run_id});
+        if (recs.integer(0, 0) != recs.integer(0, 1))
+            throw Error(exit_usage, "refusing to publish " + type + ": staging holds " + recs.text(0, 0) +
+                                        " recommendations but run " + run + " loaded " + recs.text(0, 1) +
+                                        " (changed since the load?); re-run 'load'");
+    }
     return owner;
 }
 
@@ -92,6 +103,11 @@ void mark_published(db::Connection& db, const PublishSummary& s) {
     db.exec("UPDATE epc.import_run SET status = $2, published_at = now(), rows_published = $3, rows_added = $4, "
             "rows_disappeared = $5, rows_changed = $6 WHERE run_id = $1",
             {s.run_id, db::run_status_name(db::RunStatus::published), s.rows, s.added, s.disappeared, s.changed});
+    const RecommendationsPublished& r = s.recommendations;
+    if (r.published)
+        db.exec("UPDATE epc.import_run SET recommendations_published = $2, recommendations_added = $3, "
+                "recommendations_removed = $4 WHERE run_id = $1",
+                {s.run_id, r.rows, r.added, r.removed});
 }
 
 // --- The first release: there is no production table yet, so no user object to keep ---
@@ -121,6 +137,7 @@ void build_first_release(db::Session& session, const ReleaseTables& t, long long
 void forget_undo(db::Connection& db, CertType type, const ReleaseTables& t) {
     db.exec("DELETE FROM epc.release_undo WHERE cert_type = $1", {cert_type_name(type)});
     db.exec("DROP TABLE IF EXISTS " + t.undo + ", " + t.undo_added);
+    forget_recommendations_undo(db, type);
 }
 
 // epc.<type>_latest: the latest certificate of each property (its UPRN, else its address key; a
@@ -140,11 +157,13 @@ void provide_latest(db::Session& session, const ReleaseTables& t) {
 
 void publish_first_release(db::Session& session, const ReleaseTables& t, PublishSummary& summary) {
     build_first_release(session, t, summary.run_id);
+    const bool recommendations = prepare_recommendations(session, summary.run_id);
     summary.first_release = true;
     summary.added = summary.rows;
     db::Connection& db = session.db();
-    db::Transaction tx(db);  // the table and the run's status appear together
+    db::Transaction tx(db);  // the tables and the run's status appear together
     db.exec("ALTER TABLE " + t.fresh + " RENAME TO " + t.bare);
+    if (recommendations) summary.recommendations = publish_recommendations(session, summary.run_id, false);
     provide_latest(session, t);
     forget_undo(db, session.type(), t);
     mark_published(db, summary);
@@ -231,6 +250,7 @@ void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s
 void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummary& summary) {
     db::Connection& db = session.db();
     add_missing_columns(db, t);
+    const bool recommendations = prepare_recommendations(session, summary.run_id);
     const ReleaseChanges changes = release_changes(session, summary.run_id);
     db::Transaction tx(db);
     // The changes are a few percent of production: each of them is best found by production's
@@ -240,6 +260,7 @@ void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummar
     stage_changes(session, t, changes, summary.run_id);
     save_undo(db, session.type(), t, summary.run_id, session.columns_of(t.production));
     apply_changes(db, t, summary);
+    if (recommendations) summary.recommendations = publish_recommendations(session, summary.run_id, true);
     provide_latest(session, t);
     mark_published(db, summary);
     forget_changes(db, session.type());
@@ -332,6 +353,15 @@ PublishSummary publish(db::Session& session) {
                  "release, in {:.1f} s ({:.0f} rows/s)",
                  t.production, run->run_id, summary.rows, summary.added, summary.changed, summary.disappeared,
                  summary.seconds, summary.seconds > 0 ? static_cast<double>(summary.rows) / summary.seconds : 0.0);
+    const RecommendationsPublished& recs = summary.recommendations;
+    if (recs.published)
+        spdlog::info("publish: {} now holds run {}'s {} recommendations: {} added, {} removed{}",
+                     recommendation_tables(session.type()).production, run->run_id, recs.rows, recs.added, recs.removed,
+                     recs.created ? " (table created)" : "");
+    else if (db.exec("SELECT to_regclass($1) IS NOT NULL", {recommendation_tables(session.type()).production})
+                 .boolean(0, 0))
+        spdlog::warn("publish: run {} did not load recommendations (--recommendations); {} is left as it was",
+                     run->run_id, recommendation_tables(session.type()).production);
     return summary;
 }
 
@@ -347,6 +377,7 @@ RevertSummary revert(db::Session& session) {
     names.columns = session.columns_of(names.production);
     summary.run_id = revertible_run(db, session.type(), names);
     undo_changes(db, names, summary);
+    summary.recommendations = revert_recommendations(db, session.type());
     mark_reverted(db, session.type(), names, summary);
     tx.commit();
 
@@ -355,6 +386,9 @@ RevertSummary revert(db::Session& session) {
                  "removed, {} changed rows restored, {} removed rows back), in {:.1f} s",
                  names.production, summary.back_to_run, summary.rows, summary.run_id, summary.removed, summary.restored,
                  summary.reinserted, summary.seconds);
+    if (summary.recommendations)
+        spdlog::info("revert: {} holds {} recommendations again", recommendation_tables(session.type()).production,
+                     *summary.recommendations);
     return summary;
 }
 

@@ -315,9 +315,12 @@ FieldMap map_header(const std::vector<Field>& header, CertType type, const Colum
         m.slots.push_back(std::move(slot));
     }
     m.key = m.position(kKeyColumn);
-    m.address_slot = slot_of(m, kAddressColumn);
-    m.postcode_slot = slot_of(m, kPostcodeColumn);
-    m.tuple_fields = static_cast<std::uint16_t>(m.slots.size() + bookkeeping_columns().size());
+    m.dataset = columns.dataset();
+    if (m.dataset == Dataset::certificates) {
+        m.address_slot = slot_of(m, kAddressColumn);
+        m.postcode_slot = slot_of(m, kPostcodeColumn);
+    }
+    m.tuple_fields = static_cast<std::uint16_t>(m.slots.size() + bookkeeping_columns(m.dataset).size());
     return m;
 }
 
@@ -383,10 +386,7 @@ Rejection reject_value(const Column& column, std::string_view value, bool missin
 // The bookkeeping columns: where the row came from, the address key (ASCII only, so no UTF-8
 // repair needed; NULL when there is nothing to key), and the hash of the certificate values as
 // they go to PostgreSQL (`values`: their binary COPY fields), which publish compares.
-void put_bookkeeping(std::string& out, int file_no, std::uint64_t line, std::string_view address,
-                     std::string_view postcode, std::uint64_t row_hash) {
-    binary::put_int4(out, file_no);
-    binary::put_int8(out, line);
+void put_address_key(std::string& out, std::string_view address, std::string_view postcode) {
     const std::size_t at = binary::begin_field(out);
     if (append_address_key(out, is_sentinel(address) ? std::string_view() : address,
                            is_sentinel(postcode) ? std::string_view() : postcode)) {
@@ -395,8 +395,17 @@ void put_bookkeeping(std::string& out, int file_no, std::uint64_t line, std::str
         out.resize(at);
         binary::put_null(out);
     }
+}
+
+// bookkeeping_columns(dataset), in order.
+void put_bookkeeping(std::string& out, Dataset dataset, int file_no, std::uint64_t line, std::string_view address,
+                     std::string_view postcode, std::uint64_t row_hash) {
+    binary::put_int4(out, file_no);
+    binary::put_int8(out, line);
+    if (dataset == Dataset::certificates) put_address_key(out, address, postcode);
     binary::put_int8(out, row_hash);
 }
+
 
 }  // namespace
 
@@ -441,7 +450,7 @@ std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field
         ++counters.invalid_by_slot[i];
     }
     const std::uint64_t row_hash = hash64(std::string_view(out).substr(values_start));
-    put_bookkeeping(out, file_no, line, address, postcode, row_hash);
+    put_bookkeeping(out, map.dataset, file_no, line, address, postcode, row_hash);
     counters.invalid_utf8_values += row.invalid_utf8_values;
     counters.invalid_values += row.invalid_values;
     return std::nullopt;

@@ -52,6 +52,7 @@ struct Options {
     std::optional<SubmitOptions> submit;          // check-release --submit-queue ...
     bool dry_run = false;                         // --dry-run: print the configuration and stop
     ColumnChoice columns;                         // --columns LIST: certificate columns to keep (load, run)
+    bool recommendations = false;                 // --recommendations: also load and publish the recommendations
     std::optional<std::string> config;            // --config FILE: where options were also read from
 };
 

@@ -24,6 +24,11 @@ enum class Layout {
 };
 std::string_view layout_name(Layout layout);
 
+// What a CSV file of an archive holds: the certificates, or the recommendations made in them
+// (several rows per certificate, keyed by its key). Stored in the ledger as its name.
+enum class Dataset { certificates, recommendations };
+std::string_view dataset_name(Dataset dataset);
+
 // One share of an archive's files, loaded by its own process (AWS Batch array jobs): index counts
 // from 0, as AWS_BATCH_JOB_ARRAY_INDEX does.
 struct Shard {

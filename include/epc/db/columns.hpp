@@ -114,14 +114,22 @@ public:
     // production's extra columns are skipped; names the catalogue does not know are text columns).
     static ColumnSet from_table(const std::vector<std::string>& table_columns);
 
+    // The columns of an archive's recommendations files: cert_key (the certificate's key,
+    // required), then every other column any file has, in first-seen order, under its header name
+    // made a table name (unknown_column_name), typed where the files' data dictionary is known
+    // (domestic IMPROVEMENT_ITEM and IMPROVEMENT_ID are integers) and text otherwise.
+    static ColumnSet recommendations(const std::vector<std::vector<std::string>>& headers);
+
+    Dataset dataset() const { return dataset_; }
     const std::vector<Column>& columns() const { return columns_; }
     std::size_t size() const { return columns_.size(); }
     const Column* find(std::string_view name) const;
     std::vector<std::string> names() const;
-    bool operator==(const ColumnSet& other) const { return names() == other.names(); }
+    bool operator==(const ColumnSet& other) const { return dataset_ == other.dataset_ && names() == other.names(); }
     bool operator!=(const ColumnSet& other) const { return !(*this == other); }
 
 private:
+    Dataset dataset_ = Dataset::certificates;
     std::vector<Column> columns_;
 };
 
@@ -155,13 +163,14 @@ ResolvedColumns resolve_columns(const ColumnChoice& choice, CertType type,
 // name the tables use already prefixed with "x_", at most 63 bytes (PostgreSQL's limit).
 std::string unknown_column_name(std::string_view header_name);
 
-// Staging-only columns the loader writes after the certificate columns, in this order.
+// Staging-only columns the loader writes after a set's columns, in this order. Recommendations
+// have no address to locate, so no address_key.
 struct BookkeepingColumn {
     std::string_view name;
     std::string_view sql_type;  // with NOT NULL where it applies
     std::string_view note;      // a comment in the DDL
 };
-const std::vector<BookkeepingColumn>& bookkeeping_columns();
+const std::vector<BookkeepingColumn>& bookkeeping_columns(Dataset dataset = Dataset::certificates);
 
 // --- Header mapping ---
 
@@ -190,6 +199,7 @@ std::string certificate_column_list(std::string_view alias = {});
 std::string certificate_column_list(const ColumnSet& set, std::string_view alias = {});
 // The columns a staging COPY writes, in format_row's order, and how many there are.
 std::string staging_column_list(const ColumnSet& set = ColumnSet::defaults());
+std::vector<std::string> staging_column_names(const ColumnSet& set);
 std::size_t staging_column_count(const ColumnSet& set = ColumnSet::defaults());
 // A row's certificate values as one comma-separated text: "concat_ws(',', m.cert_key, ...)".
 std::string concat_ws_expression(std::string_view alias);

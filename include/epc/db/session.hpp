@@ -20,6 +20,9 @@ namespace epc::db {
 struct StagingTables {
     std::string rows;     // epc.stage_<type>: the loaded fields, UNLOGGED, no indexes
     std::string rejects;  // epc.reject_<type>: rows that could not be loaded, with why and where
+    // epc.stage_<type>_recommendations: every column of the recommendations files, UNLOGGED; only
+    // while the run in staging loads them (--recommendations).
+    std::string recommendations;
 };
 StagingTables staging_tables(CertType type);
 
@@ -92,13 +95,19 @@ public:
     // otherwise starts a new run and rebuilds staging. Serialised between processes, so that of
     // shards starting together exactly one creates the run and the others join it. A shard never
     // replaces a run that sibling shards are still loading from another archive.
-    // Staging is built for `columns`; a run whose staging holds other columns is not resumed.
-    RunStart begin_load(const RunArchive& archive, const std::optional<Shard>& shard, const ColumnSet& columns);
+    // Staging is built for `columns` and, when given, `recommendations`; a run whose staging holds
+    // other columns (or that did or did not load recommendations) is not resumed.
+    RunStart begin_load(const RunArchive& archive, const std::optional<Shard>& shard, const ColumnSet& columns,
+                        const std::optional<ColumnSet>& recommendations = std::nullopt);
     // The certificate columns staging holds: the one record of what the load kept, which the
     // duplicate check and publish (a stage of its own, maybe another process) read back.
     ColumnSet staging_columns();
     // The certificate columns a staging or production table has (none when it does not exist).
     ColumnSet columns_of(const std::string& table);
+    // Every column of a table, bookkeeping included, in table order (none when it does not exist).
+    std::vector<std::string> table_columns(const std::string& table);
+    // Whether the run in staging loads recommendations: staging has their table.
+    bool staging_has_recommendations();
     // Serialises the decisions of concurrent loads of this type until the transaction ends.
     void serialise_in_transaction();
     void mark_failed(long long run_id, const std::string& error);
@@ -108,10 +117,11 @@ public:
 
 private:
     std::optional<RunStart> resume_load(const RunArchive& archive, const std::optional<Shard>& shard,
-                                        const ColumnSet& columns);
+                                        const ColumnSet& columns, const std::optional<ColumnSet>& recommendations);
+    bool staging_intact(long long run_id);
     void refuse_foreign_archive(long long run_id, const RunArchive& archive, const Shard& shard);
     long long start_run(const RunArchive& archive);
-    void rebuild_staging(long long run_id, const ColumnSet& columns);
+    void rebuild_staging(long long run_id, const ColumnSet& columns, const std::optional<ColumnSet>& recommendations);
     // Takes an advisory lock without waiting; remembers how to release it.
     bool try_lock(bool shared, int ns, int object);
 

@@ -24,20 +24,24 @@ using ZipHandle = std::unique_ptr<zip_t, ZipCloser>;
 // corrupt file throws Error(exit_invalid_archive) naming the file and what is wrong.
 ZipHandle open_zip(const std::string& path);
 
-// A certificates CSV to load.
+// A CSV to load: a certificates file, or (with --recommendations) a recommendations file.
 struct CertFile {
-    int file_no = 0;                       // position among the archive's certificates files, in archive order
+    // Certificates files are numbered 0.. in archive order, recommendations files after them:
+    // unique in a run, so the ledger and the rejects name either kind by it.
+    int file_no = 0;
     zip_uint64_t index = 0;                // libzip entry index
     std::string name;                      // entry name, e.g. domestic-E06000001-Hartlepool/certificates.csv
     std::uint64_t size = 0;                // uncompressed bytes
     std::vector<std::string> header = {};  // its header's column names (trimmed): what --columns chooses from
+    Dataset dataset = Dataset::certificates;
 };
 
 struct ArchiveInfo {
     std::string path;
     std::uint64_t bytes = 0;  // size of the zip file
     Layout layout = Layout::legacy;
-    std::vector<CertFile> files;        // certificates CSVs in archive order
+    std::vector<CertFile> files;            // certificates CSVs in archive order
+    std::vector<CertFile> recommendations;  // recommendations CSVs in archive order (loaded with --recommendations)
     std::size_t directories = 0;        // legacy layout: Local Authority directories found
     std::string identity;               // fingerprint of the entries (names, sizes, CRC-32s)
     std::vector<std::string> problems;  // every validation failure found; empty = valid

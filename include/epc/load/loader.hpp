@@ -23,6 +23,7 @@ struct LoadOptions {
     const std::atomic<bool>* interrupted = nullptr;  // set by SIGINT/SIGTERM: stop cleanly
     std::optional<Shard> shard;                      // load only this share of the files (--shard)
     ColumnChoice columns;                            // --columns: which certificate columns staging keeps
+    bool recommendations = false;                    // --recommendations: also every recommendations file
 };
 
 // invalid_* count values in rows that passed the per-row checks, duplicate-key rejects included
@@ -31,6 +32,7 @@ struct LoadOptions {
 struct FileStats {
     int file_no = 0;
     std::string name;
+    Dataset dataset = Dataset::certificates;
     std::uint64_t rows_read = 0;
     std::uint64_t rows_loaded = 0;
     std::uint64_t rows_rejected = 0;
@@ -40,6 +42,20 @@ struct FileStats {
     bool from_earlier_attempt = false;                       // loaded by an interrupted run that this one resumed
 };
 
+// The recommendations files of a load with --recommendations (this process's share of them).
+struct RecommendationsLoad {
+    bool loaded = false;  // the run loads them
+    std::vector<FileStats> files;
+    std::uint64_t rows_read = 0;
+    std::uint64_t rows_loaded = 0;
+    std::uint64_t rows_rejected = 0;
+    std::uint64_t invalid_utf8_values = 0;
+    std::uint64_t invalid_values = 0;
+    std::map<std::string, std::uint64_t> invalid_by_column;
+    std::map<std::string, std::uint64_t> rejects_by_reason;
+    std::vector<std::string> columns;  // staging's recommendation columns, in order
+};
+
 struct LoadSummary {
     long long run_id = 0;
     bool resumed = false;
@@ -47,7 +63,7 @@ struct LoadSummary {
     // (always, unsharded; for a shard, when it was the last to finish and completed the load).
     bool complete = true;
     std::size_t run_files_loaded = 0;  // files of the run in the ledger, all shards together
-    std::vector<FileStats> files;      // in archive order
+    std::vector<FileStats> files;      // certificates files, in archive order; the counts below are theirs
     std::uint64_t rows_read = 0;
     std::uint64_t rows_loaded = 0;
     std::uint64_t rows_rejected = 0;
@@ -58,6 +74,7 @@ struct LoadSummary {
     std::vector<std::string> columns;          // staging's certificate columns, in order
     std::vector<std::string> unknown_columns;  // header names the catalogue lacks (header drift)
     bool unknown_columns_loaded = false;       // as text columns: with --columns all
+    RecommendationsLoad recommendations;
     double seconds = 0;
 };
 

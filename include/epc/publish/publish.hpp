@@ -15,10 +15,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "epc/common/types.hpp"
 #include "epc/db/session.hpp"
+#include "epc/publish/recommendations.hpp"
 
 namespace epc {
 
@@ -30,6 +32,7 @@ struct PublishSummary {
     std::uint64_t added = 0;         // keys not in the previous release
     std::uint64_t disappeared = 0;   // keys of the previous release not in this one
     std::uint64_t changed = 0;       // keys in both whose values (or coordinates) differ
+    RecommendationsPublished recommendations;
     double seconds = 0;
 };
 
@@ -48,6 +51,8 @@ struct RevertSummary {
     std::uint64_t removed = 0;     // keys that publish added, removed again
     std::uint64_t restored = 0;    // rows it changed, back to their previous values
     std::uint64_t reinserted = 0;  // rows it removed, back in production
+    // Recommendations in production after the revert; nullopt when that publish left them alone.
+    std::optional<std::uint64_t> recommendations;
     double seconds = 0;
 };
 

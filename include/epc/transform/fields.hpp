@@ -21,10 +21,12 @@ struct FieldMap {
         int position = -1;       // the first of the column's header names found; -1 = none
         std::vector<int> parts;  // positions of column->joined_parts (-1 = absent), used when position < 0
     };
-    std::vector<Slot> slots;       // one per column of the run's ColumnSet, in staging order
-    int key = -1;                  // position of the certificate key (kKeyColumn)
-    std::size_t address_slot = 0;  // the slots the address key is derived from
-    std::size_t postcode_slot = 0;
+    std::vector<Slot> slots;  // one per column of the run's ColumnSet, in staging order
+    int key = -1;             // position of the certificate key (kKeyColumn)
+    Dataset dataset = Dataset::certificates;
+    // Certificates: the slots the address key is derived from (recommendations have none).
+    std::size_t address_slot = SIZE_MAX;
+    std::size_t postcode_slot = SIZE_MAX;
     std::uint16_t tuple_fields = 0;  // fields in a COPY tuple: the slots, then the bookkeeping columns
     std::size_t columns = 0;
     std::vector<std::string> missing_required;  // e.g. key / lodgement date: the file cannot be loaded
