@@ -231,7 +231,8 @@ struct Reading {
     std::vector<fx::RejectedRow> rejected;
     std::uint64_t invalid_utf8 = 0, invalid_area = 0, invalid_uprn = 0;
     std::set<std::string> addresses;
-    std::string rows;  // COPY text
+    std::string rows;                                             // COPY text
+    std::map<std::string, std::vector<std::string>> loaded_keys;  // by certificates file, in file order
 };
 
 void read_certificates(const std::string& name, const std::string& data, Reading& out, std::set<std::string>& seen) {
@@ -278,6 +279,7 @@ void read_certificates(const std::string& name, const std::string& data, Reading
         if (!reason.empty() && !duplicate) continue;
         if (!duplicate) {
             seen.insert(key);
+            out.loaded_keys[name].push_back(key);
             fr.rows_loaded++;
         }
         std::vector<std::string> cells;
@@ -333,6 +335,81 @@ Reading read_archive(const std::vector<fx::RenderedEntry>& entries, Layout layou
     std::set<std::string> seen;
     for (const auto& e : entries)
         if (is_certificates(e.name, layout)) read_certificates(e.name, e.content, reading, seen);
+    return reading;
+}
+
+// ---- The same for the recommendations files: a record is rejected when its field count is not
+// the header's (field_count) or its key is empty or a sentinel (missing_key); the rest load.
+
+bool is_recommendations(const std::string& name, Layout layout) {
+    if (layout == Layout::current) return std::regex_match(name, std::regex("^recommendations-\\d{4}\\.csv$"));
+    if (layout == Layout::single) return name == "recommendations.csv";
+    return ends_with(name, "/recommendations.csv");
+}
+
+// "<dir>/recommendations.csv" -> "<dir>/certificates.csv", "recommendations-2024.csv" -> "certificates-2024.csv"
+std::string paired_certificates(const std::string& recommendations_name) {
+    const std::string word = "recommendations";
+    std::string name = recommendations_name;
+    return name.replace(name.rfind(word), word.size(), "certificates");
+}
+
+struct LoadedRecommendation {
+    std::string key;
+    long item = 0;  // domestic; 0 for the others
+};
+
+struct RecReading {
+    std::vector<fx::FileResult> files;
+    std::map<std::string, std::uint64_t> reasons;
+    std::vector<fx::RejectedRow> rejected;
+    std::set<std::string> keys;  // distinct keys of loaded rows
+    std::uint64_t item_sum = 0, cost_pound_values = 0;
+    std::map<std::string, std::vector<LoadedRecommendation>> loaded;  // by recommendations file, in file order
+    std::vector<std::size_t> rejected_widths;                         // field counts of field_count rejects
+    std::uint64_t values_with_commas = 0;                             // in loaded rows
+};
+
+void read_recommendations(const std::string& name, const std::string& data, RecReading& out) {
+    fx::FileResult fr;
+    fr.name = name;
+    std::vector<Record> records = parse_csv(data);
+    std::map<std::string, std::size_t> col;
+    for (std::size_t i = 0; i < records.at(0).fields.size(); ++i) col[lower(records[0].fields[i])] = i;
+    const std::size_t width = records[0].fields.size();
+    const std::size_t c_key = col.count("lmk_key") ? col["lmk_key"] : col.at("certificate_number");
+    const long c_item = col.count("improvement_item") ? static_cast<long>(col["improvement_item"]) : -1;
+    const long c_cost = col.count("indicative_cost") ? static_cast<long>(col["indicative_cost"]) : -1;
+    for (std::size_t r = 1; r < records.size(); ++r) {
+        const Record& rec = records[r];
+        fr.rows_read++;
+        std::string reason;
+        if (rec.fields.size() != width) reason = "field_count";
+        else if (is_sentinel(trim(rec.fields[c_key]))) reason = "missing_key";
+        if (!reason.empty()) {
+            fr.rows_rejected++;
+            out.reasons[reason]++;
+            out.rejected.push_back({name, rec.line, reason});
+            if (reason == "field_count") out.rejected_widths.push_back(rec.fields.size());
+            continue;
+        }
+        fr.rows_loaded++;
+        LoadedRecommendation loaded{trim(rec.fields[c_key]), 0};
+        if (c_item >= 0) loaded.item = std::stol(rec.fields[static_cast<std::size_t>(c_item)]);
+        if (c_cost >= 0 && rec.fields[static_cast<std::size_t>(c_cost)].rfind("\xC2\xA3", 0) == 0)
+            out.cost_pound_values++;
+        for (const auto& f : rec.fields) out.values_with_commas += f.find(',') != std::string::npos;
+        out.item_sum += static_cast<std::uint64_t>(loaded.item);
+        out.keys.insert(loaded.key);
+        out.loaded[name].push_back(loaded);
+    }
+    out.files.push_back(fr);
+}
+
+RecReading read_recommendations_of(const std::vector<fx::RenderedEntry>& entries, Layout layout) {
+    RecReading reading;
+    for (const auto& e : entries)
+        if (is_recommendations(e.name, layout)) read_recommendations(e.name, e.content, reading);
     return reading;
 }
 
@@ -745,6 +822,8 @@ TEST(FixtureInvalid, LegacyInvalidKindsAddTheirEntries) {
     EXPECT_EQ(e.rows_read, v.rows_read);
     EXPECT_EQ(e.files.size(), v.files.size());
     EXPECT_EQ(e.directories, v.directories + 4);
+    // Nor those of the recommendations: the extras' recommendations files are not data files.
+    EXPECT_EQ(fx::to_json(e)["recommendations"], fx::to_json(v)["recommendations"]);
     std::remove(path.c_str());
 }
 
@@ -759,6 +838,17 @@ TEST(FixtureInvalid, CurrentInvalidKindsAddTheirEntries) {
     EXPECT_TRUE(names.count("certificates-2027.csv"));
     EXPECT_TRUE(names.count("certificates-2028.csv"));
     EXPECT_TRUE(names.count("../../epc-escape.txt"));
+}
+
+TEST(FixtureInvalid, SingleWithoutRecommendationsHasNoneToLoad) {
+    fx::Options o = options(CertType::domestic, Layout::single, 300, 1, 19);
+    o.invalid = {fx::Invalid::missing_recommendations};
+    fx::Expected e;
+    for (const auto& z : fx::render_entries(o, &e)) EXPECT_NE(z.name, "recommendations.csv");
+    EXPECT_TRUE(e.recommendations.files.empty());
+    EXPECT_EQ(e.recommendations.rows_read, 0u);
+    EXPECT_EQ(e.recommendations.certificates_with_recommendations, 0u);
+    EXPECT_EQ(e.rows_loaded, 300u);
 }
 
 TEST(FixtureInvalid, TruncatedAndNonZipFilesDoNotOpen) {
@@ -787,5 +877,260 @@ TEST(FixtureZip, ZeroRowsGivesHeaderOnlyFiles) {
     for (const auto& z : entries)
         if (ends_with(z.name, "certificates.csv")) {
             EXPECT_EQ(std::count(z.content.begin(), z.content.end(), '\n'), 1);
+        }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recommendations
+
+namespace {
+
+std::string joined_header(const std::vector<std::string>& names) {
+    std::string header;
+    for (const auto& n : names) header += (header.empty() ? "" : ",") + n;
+    return header;
+}
+
+const std::string kBom = "\xEF\xBB\xBF";
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+
+// The hazards a recommendations file meets: its own bad rows, and its certificates file's line
+// ends, BOM, blank lines, quoting and rejected or duplicate rows (which get no recommendations).
+std::set<fx::Hazard> recommendation_hazards() {
+    return {fx::Hazard::bad_rows,
+            fx::Hazard::crlf,
+            fx::Hazard::bom,
+            fx::Hazard::trailing_blank_line,
+            fx::Hazard::quoted_commas,
+            fx::Hazard::doubled_quotes,
+            fx::Hazard::quoted_newlines,
+            fx::Hazard::backslash_quotes,
+            fx::Hazard::whitespace,
+            fx::Hazard::duplicate_keys};
+}
+
+struct RecCase {
+    CertType type;
+    Layout layout;
+    bool hazards;
+};
+
+}  // namespace
+
+TEST(FixtureRecommendationHeaders, CurrentDomesticPutsTheNumbersAndCostFirst) {
+    EXPECT_EQ(fx::recommendation_columns(CertType::domestic, Layout::current),
+              (std::vector<std::string>{"certificate_number", "improvement_item", "improvement_id", "indicative_cost",
+                                        "improvement_summary_text", "improvement_descr_text", "improvement_id_text"}));
+    EXPECT_EQ(fx::recommendation_columns(CertType::domestic, Layout::single),
+              fx::recommendation_columns(CertType::domestic, Layout::legacy));
+    for (CertType type : {CertType::non_domestic, CertType::display}) {
+        EXPECT_EQ(fx::recommendation_columns(type, Layout::legacy),
+                  (std::vector<std::string>{"LMK_KEY", "PAYBACK_TYPE", "RECOMMENDATION_CODE", "RECOMMENDATION",
+                                            "CO2_IMPACT"}));
+        EXPECT_EQ(fx::recommendation_columns(type, Layout::current),
+                  (std::vector<std::string>{"certificate_number", "payback_type", "recommendation_code",
+                                            "recommendation", "co2_impact"}));
+    }
+}
+
+class FixtureRecommendationExpectations : public testing::TestWithParam<RecCase> {};
+
+// The generator's account of the recommendations agrees with an independent reading of the bytes.
+TEST_P(FixtureRecommendationExpectations, MatchAnIndependentReadingOfTheBytes) {
+    const RecCase c = GetParam();
+    fx::Options o = options(c.type, c.layout, 3000, 4, 29);
+    if (c.hazards) o.hazards = recommendation_hazards();
+    fx::Expected e;
+    const auto entries = fx::render_entries(o, &e);
+    const Reading certs = read_archive(entries, o.layout);
+    const RecReading got = read_recommendations_of(entries, o.layout);
+    const fx::RecommendationsResult& want = e.recommendations;
+
+    ASSERT_EQ(got.files.size(), want.files.size());
+    ASSERT_EQ(want.files.size(), e.files.size()) << "one recommendations file per certificates file";
+    for (std::size_t i = 0; i < want.files.size(); ++i) {
+        EXPECT_EQ(got.files[i].name, want.files[i].name);
+        EXPECT_EQ(paired_certificates(want.files[i].name), e.files[i].name);
+        EXPECT_EQ(got.files[i].rows_read, want.files[i].rows_read) << want.files[i].name;
+        EXPECT_EQ(got.files[i].rows_loaded, want.files[i].rows_loaded) << want.files[i].name;
+        EXPECT_EQ(got.files[i].rows_rejected, want.files[i].rows_rejected) << want.files[i].name;
+    }
+    std::uint64_t read = 0, loaded = 0, rejected = 0;
+    for (const auto& f : got.files) read += f.rows_read, loaded += f.rows_loaded, rejected += f.rows_rejected;
+    EXPECT_EQ(want.rows_read, read);
+    EXPECT_EQ(want.rows_loaded, loaded);
+    EXPECT_EQ(want.rows_rejected, rejected);
+    EXPECT_EQ(want.rows_read, want.rows_loaded + want.rows_rejected);
+    ASSERT_EQ(want.rejects_by_reason.size(), fx::recommendation_reject_reasons().size());
+    for (const auto& reason : fx::recommendation_reject_reasons())
+        EXPECT_EQ(want.rejects_by_reason.at(reason), got.reasons.count(reason) ? got.reasons.at(reason) : 0u) << reason;
+    ASSERT_EQ(got.rejected.size(), want.rejected.size());
+    for (std::size_t i = 0; i < want.rejected.size(); ++i) {
+        EXPECT_EQ(got.rejected[i].file, want.rejected[i].file);
+        EXPECT_EQ(got.rejected[i].line, want.rejected[i].line) << want.rejected[i].file;
+        EXPECT_EQ(got.rejected[i].reason, want.rejected[i].reason)
+            << want.rejected[i].file << ":" << want.rejected[i].line;
+    }
+    EXPECT_EQ(want.certificates_with_recommendations, got.keys.size());
+    EXPECT_EQ(want.item_sum, got.item_sum);
+    EXPECT_EQ(want.cost_pound_values, got.cost_pound_values);
+    if (c.type == CertType::domestic) {
+        EXPECT_GT(want.item_sum, want.rows_loaded);
+        EXPECT_GT(want.cost_pound_values, want.rows_loaded * 9 / 10);
+        EXPECT_LT(want.cost_pound_values, want.rows_loaded) << "a few are lodged without a cost";
+    } else {
+        EXPECT_EQ(want.item_sum, 0u);
+        EXPECT_EQ(want.cost_pound_values, 0u);
+    }
+
+    // Every loaded certificate may have some (2.5 on average); their keys are loaded certificates'
+    // keys, in the order of the paired certificates file, with items 1..n.
+    EXPECT_GT(want.rows_loaded * 10, e.rows_loaded * 22);
+    EXPECT_LT(want.rows_loaded * 10, e.rows_loaded * 28);
+    EXPECT_GT(want.certificates_with_recommendations * 10, e.rows_loaded * 8);
+    EXPECT_LT(want.certificates_with_recommendations, e.rows_loaded);
+    for (const auto& [name, recs] : got.loaded) {
+        const auto found = certs.loaded_keys.find(paired_certificates(name));
+        ASSERT_NE(found, certs.loaded_keys.end()) << name;
+        const std::vector<std::string>& cert_keys = found->second;
+        std::size_t next_cert = 0;
+        for (std::size_t i = 0; i < recs.size(); ++i) {
+            const bool same_certificate = i > 0 && recs[i].key == recs[i - 1].key;
+            if (!same_certificate) {
+                while (next_cert < cert_keys.size() && cert_keys[next_cert] != recs[i].key) ++next_cert;
+                ASSERT_LT(next_cert, cert_keys.size()) << name << ": " << recs[i].key << " is no loaded certificate "
+                                                       << "of its certificates file (or is out of order)";
+                ++next_cert;
+            }
+            if (c.type == CertType::domestic) {
+                EXPECT_EQ(recs[i].item, same_certificate ? recs[i - 1].item + 1 : 1) << name << ": " << recs[i].key;
+                EXPECT_LE(recs[i].item, 4);
+            }
+        }
+    }
+
+    // The files: the layout's header, the certificates file's BOM and line ends, quoted commas.
+    std::map<std::string, std::string> content;
+    for (const auto& z : entries) content[z.name] = z.content;
+    const std::string header = joined_header(fx::recommendation_columns(o.cert_type, o.layout));
+    std::size_t with_bom = 0, with_crlf = 0;
+    for (const auto& f : want.files) {
+        const std::string& recs = content.at(f.name);
+        const std::string& certs_file = content.at(paired_certificates(f.name));
+        const bool bom = starts_with(certs_file, kBom), crlf = certs_file.find("\r\n") != std::string::npos;
+        EXPECT_EQ(starts_with(recs, kBom), bom) << f.name;
+        EXPECT_EQ(recs.find("\r\n") != std::string::npos, crlf) << f.name;
+        if (crlf) {
+            EXPECT_EQ(std::count(recs.begin(), recs.end(), '\r'), std::count(recs.begin(), recs.end(), '\n')) << f.name;
+        }
+        EXPECT_TRUE(starts_with(recs.substr(bom ? kBom.size() : 0), header + (crlf ? "\r\n" : "\n"))) << f.name;
+        with_bom += bom;
+        with_crlf += crlf;
+    }
+    EXPECT_GT(got.values_with_commas, 0u);
+    if (c.type == CertType::domestic && c.layout == Layout::current) {
+        EXPECT_TRUE(starts_with(header, "certificate_number,improvement_item,improvement_id,indicative_cost,"));
+    }
+
+    if (c.hazards) {
+        EXPECT_GT(with_bom, 0u);
+        EXPECT_GT(with_crlf, 0u);
+        for (const auto& reason : fx::recommendation_reject_reasons()) EXPECT_GT(want.rejects_by_reason.at(reason), 0u);
+        // About 0.5 % of the rows; a wrong field count is one field fewer or one more.
+        EXPECT_GT(want.rows_rejected * 1000, want.rows_read * 2);
+        EXPECT_LT(want.rows_rejected * 1000, want.rows_read * 12);
+        const std::size_t width = fx::recommendation_columns(o.cert_type, o.layout).size();
+        for (std::size_t w : got.rejected_widths) EXPECT_TRUE(w == width - 1 || w == width + 1) << w;
+    } else {
+        EXPECT_EQ(want.rows_rejected, 0u);
+        EXPECT_EQ(with_bom + with_crlf, 0u);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    AllTypesAndLayouts, FixtureRecommendationExpectations,
+    testing::Values(
+        RecCase{CertType::domestic, Layout::legacy, false}, RecCase{CertType::domestic, Layout::legacy, true},
+        RecCase{CertType::domestic, Layout::current, false}, RecCase{CertType::domestic, Layout::current, true},
+        RecCase{CertType::domestic, Layout::single, false}, RecCase{CertType::domestic, Layout::single, true},
+        RecCase{CertType::non_domestic, Layout::legacy, true}, RecCase{CertType::non_domestic, Layout::current, false},
+        RecCase{CertType::non_domestic, Layout::single, true}, RecCase{CertType::display, Layout::legacy, false},
+        RecCase{CertType::display, Layout::current, true}, RecCase{CertType::display, Layout::single, false}),
+    [](const testing::TestParamInfo<RecCase>& info) {
+        std::string name = std::string(epc::cert_type_name(info.param.type)) + "_" +
+                           std::string(epc::layout_name(info.param.layout)) +
+                           (info.param.hazards ? "_hazards" : "_clean");
+        std::replace(name.begin(), name.end(), '-', '_');
+        return name;
+    });
+
+TEST(FixtureRecommendations, BothRejectReasonsOccurInASmallFixture) {
+    for (CertType type : {CertType::domestic, CertType::non_domestic, CertType::display}) {
+        fx::Options o = options(type, Layout::legacy, 40, 2, 31);
+        o.hazards = {fx::Hazard::bad_rows};
+        const fx::Expected e = fx::compute_expected(o);
+        ASSERT_GE(e.recommendations.rows_read, 50u);
+        for (const auto& reason : fx::recommendation_reject_reasons())
+            EXPECT_GT(e.recommendations.rejects_by_reason.at(reason), 0u) << reason;
+    }
+}
+
+TEST(FixtureRecommendations, DeterministicAndTheSameWhicheverWayWritten) {
+    fx::Options o = options(CertType::domestic, Layout::current, 800, 3, 37);
+    o.hazards = recommendation_hazards();
+    fx::Expected rendered;
+    const auto a = fx::render_entries(o, &rendered);
+    const auto b = fx::render_entries(o);
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        EXPECT_EQ(a[i].name, b[i].name);
+        EXPECT_EQ(a[i].content, b[i].content) << a[i].name;
+    }
+    const std::string path = temp_path("recommendations.zip");
+    const fx::Expected written = fx::write_zip(path, o);
+    for (const auto& z : read_zip(path)) {
+        const auto same = std::find_if(a.begin(), a.end(),
+                                       [&](const fx::RenderedEntry& r) { return r.name == z.name; });
+        ASSERT_NE(same, a.end()) << z.name;
+        EXPECT_EQ(z.content, same->content) << z.name;
+    }
+    EXPECT_EQ(fx::to_json(written), fx::to_json(rendered));
+    EXPECT_EQ(fx::to_json(fx::compute_expected(o)), fx::to_json(rendered));
+    EXPECT_GT(rendered.recommendations.rows_rejected, 0u);
+    std::remove(path.c_str());
+}
+
+TEST(FixtureRecommendations, JsonCarriesEveryField) {
+    fx::Options o = options(CertType::domestic, Layout::legacy, 300, 2, 41);
+    o.hazards = {fx::Hazard::bad_rows};
+    const fx::Expected e = fx::compute_expected(o);
+    const nlohmann::json j = fx::to_json(e)["recommendations"];
+    EXPECT_EQ(j["rows_read"], e.recommendations.rows_read);
+    EXPECT_EQ(j["rows_loaded"], e.recommendations.rows_loaded);
+    EXPECT_EQ(j["rows_rejected"], e.recommendations.rows_rejected);
+    EXPECT_EQ(j["certificates_with_recommendations"], e.recommendations.certificates_with_recommendations);
+    EXPECT_EQ(j["item_sum"], e.recommendations.item_sum);
+    EXPECT_EQ(j["cost_pound_values"], e.recommendations.cost_pound_values);
+    EXPECT_EQ(j["rejects_by_reason"]["field_count"], e.recommendations.rejects_by_reason.at("field_count"));
+    EXPECT_EQ(j["rejects_by_reason"]["missing_key"], e.recommendations.rejects_by_reason.at("missing_key"));
+    ASSERT_EQ(j["files"].size(), e.recommendations.files.size());
+    EXPECT_EQ(j["files"][0]["name"], e.recommendations.files[0].name);
+    EXPECT_EQ(j["files"][0]["rows_read"], e.recommendations.files[0].rows_read);
+    ASSERT_EQ(j["rejected"].size(), e.recommendations.rejected.size());
+    EXPECT_EQ(j["rejected"][0]["file"], e.recommendations.rejected[0].file);
+    EXPECT_EQ(j["rejected"][0]["line"], e.recommendations.rejected[0].line);
+    EXPECT_EQ(j["rejected"][0]["reason"], e.recommendations.rejected[0].reason);
+}
+
+TEST(FixtureRecommendations, NoLoadedCertificatesMeansHeaderOnlyFiles) {
+    fx::Expected e;
+    const auto entries = fx::render_entries(options(CertType::domestic, Layout::legacy, 0, 3, 1), &e);
+    EXPECT_EQ(e.recommendations.files.size(), 3u);
+    EXPECT_EQ(e.recommendations.rows_read, 0u);
+    EXPECT_EQ(e.recommendations.certificates_with_recommendations, 0u);
+    for (const auto& z : entries)
+        if (ends_with(z.name, "recommendations.csv")) {
+            EXPECT_EQ(z.content, joined_header(fx::recommendation_columns(CertType::domestic, Layout::legacy)) + "\n");
         }
 }
