@@ -305,7 +305,7 @@ TEST(Cli, LogSqlShowsEachStatementWithItsDurationButNotItsValues) {
     Outcome o = run({"load", "--zip", zip, "--db", db.conninfo(), "--log-format", "text", "--log-sql"});
     ASSERT_EQ(o.exit_code, 0) << o.err;
     EXPECT_TRUE(has(o.err, "sql [epc-import domestic load] ")) << o.err;
-    EXPECT_TRUE(has(o.err, " ms (9 parameters): INSERT INTO epc.import_file")) << o.err;
+    EXPECT_TRUE(has(o.err, " ms (10 parameters): INSERT INTO epc.import_file")) << o.err;
     // The run's archive fingerprint is a parameter of the import_run row: it must not be logged.
     const std::string identity = db.scalar("SELECT archive_identity FROM epc.import_run");
     ASSERT_FALSE(identity.empty());

@@ -95,7 +95,11 @@ TEST(Schema, ADatabaseOfRelease01IsUpgradedKeepingItsHistory) {
     EXPECT_EQ(
         db.scalar("SELECT string_agg(version || ':' || applied_by, ',' ORDER BY version) FROM epc.schema_version"),
         "1:found in the database (an epc-import before 0.2),2:epc-import " EPC_VERSION ",3:epc-import " EPC_VERSION
-        ",4:epc-import " EPC_VERSION ",5:epc-import " EPC_VERSION ",6:epc-import " EPC_VERSION);
+        ",4:epc-import " EPC_VERSION ",5:epc-import " EPC_VERSION ",6:epc-import " EPC_VERSION
+        ",7:epc-import " EPC_VERSION);
+    // What version 7 brought: the old ledger's files are certificates files.
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.import_file WHERE dataset = 'certificates'"),
+              db.count("SELECT count(*) FROM epc.import_file"));
     // What version 6 brought: per-column invalid counts in the ledger, filled by the new load.
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.import_file WHERE run_id = 5 AND invalid_by_column IS NOT NULL") +
                   db.count("SELECT count(*) FROM epc.import_file WHERE run_id <= 4 AND invalid_by_column IS NULL"),
