@@ -130,8 +130,8 @@ std::optional<RunStart> Session::resume_load(const RunArchive& archive, const st
         spdlog::warn("run {} loaded other columns than --columns asks for now; starting the load again", run_id);
         return std::nullopt;
     }
-    const std::vector<std::string> recommendation_columns =
-        recommendations ? staging_column_names(*recommendations) : std::vector<std::string>();
+    const std::vector<std::string> recommendation_columns = recommendations ? staging_column_names(*recommendations)
+                                                                            : std::vector<std::string>();
     if (table_columns(staging_.recommendations) != recommendation_columns) {
         spdlog::warn("run {} {} recommendations, which this load {}; starting the load again", run_id,
                      staging_has_recommendations() ? "loaded" : "did not load", recommendations ? "does" : "does not");
@@ -153,7 +153,8 @@ std::optional<RunStart> Session::resume_load(const RunArchive& archive, const st
 // UNLOGGED staging is emptied if the server crashed: a run resumes only if the rows the ledger says
 // were committed are all still there, certificates and recommendations.
 bool Session::staging_intact(long long run_id) {
-    const std::string loaded = "SELECT coalesce(sum(rows_loaded), 0) FROM epc.import_file WHERE run_id = $1 AND dataset = ";
+    const std::string loaded =
+        "SELECT coalesce(sum(rows_loaded), 0) FROM epc.import_file WHERE run_id = $1 AND dataset = ";
     std::string sql = "SELECT (SELECT count(*) FROM " + staging_.rows + ") = (" + loaded + "'certificates')";
     if (staging_has_recommendations())
         sql += " AND (SELECT count(*) FROM " + staging_.recommendations + ") = (" + loaded + "'recommendations')";

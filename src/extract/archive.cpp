@@ -159,8 +159,7 @@ RootFiles classify_root_files(const Tree& tree, ArchiveInfo& info) {
             root.single = e;
         } else if (e->name == "recommendations.csv") {
             root.single_recommendations = e;
-        } else if (e->name != "LICENCE.txt" && e->name != "schema.json" &&
-                   e->name != "columns.csv") {
+        } else if (e->name != "LICENCE.txt" && e->name != "schema.json" && e->name != "columns.csv") {
             info.warnings.push_back("unexpected file at the archive root: " + e->name);
         }
     }
@@ -301,8 +300,8 @@ void check_headers(zip_t* zip, const Selection& selected, CertType type, Archive
     for (const Entry* e : in_archive_order(selected.recommendations)) {
         if (e->size == 0) continue;
         const int file_no = static_cast<int>(info.files.size() + info.recommendations.size());
-        info.recommendations.push_back(CertFile{file_no, e->index, e->name, e->size, read_header(zip, *e, splitter),
-                                                Dataset::recommendations});
+        info.recommendations.push_back(
+            CertFile{file_no, e->index, e->name, e->size, read_header(zip, *e, splitter), Dataset::recommendations});
     }
 }
 

@@ -171,70 +171,83 @@ private:
 
 void sieve_key(KeySieve::Writer& keys, std::string_view key) {
     // A key with non-ASCII bytes may equal another once invalid UTF-8 is replaced: always check it.
-    const bool ascii =
-        std::all_of(key.begin(), key.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+    const bool ascii = std::all_of(key.begin(), key.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
     keys.add(key, !ascii);
+}
+
+// Opens a file's CSV and maps its header to its dataset's columns.
+FieldMap read_header(LoadJob& job, CsvReader& reader, const CertFile& file, Record& record) {
+    if (!reader.next(record)) throw Error(exit_invalid_archive, file.name + " has no header line");
+    FieldMap map = map_header(record.fields, job.type_, job.columns_of(file.dataset));
+    if (!map.missing_required.empty())
+        throw Error(exit_invalid_archive, file.name + ": header has no " + map.missing_required.front() + " column");
+    return map;
+}
+
+void count_invalid_by_column(const FieldMap& map, const RowCounters& counters, FileStats& stats) {
+    stats.invalid_utf8_values = counters.invalid_utf8_values;
+    stats.invalid_values = counters.invalid_values;
+    for (std::size_t i = 0; i < counters.invalid_by_slot.size(); ++i)
+        if (counters.invalid_by_slot[i])
+            stats.invalid_by_column[map.slots[i].column->name] = counters.invalid_by_slot[i];
+}
+
+// Parses one file into COPY chunks between its begin_file and end_file. False: the load is
+// stopping (an error elsewhere, an interruption), and the file is left unfinished.
+bool parse_file(LoadJob& job, zip_t* zip, const CertFile& file, ChunkQueue& queue, KeySieve::Writer& keys,
+                Record& record) {
+    FileStats stats;
+    stats.file_no = file.file_no;
+    stats.name = file.name;
+    stats.dataset = file.dataset;
+    // Recommendations repeat their certificate's key by design: only certificates keys are sieved.
+    const bool certificates = file.dataset == Dataset::certificates;
+    if (!queue.push(Chunk{Chunk::begin_file, {}, stats})) return false;
+    CsvReader reader(file.name, std::make_unique<EntrySource>(zip, file), job.options_.backslash_escapes);
+    const FieldMap map = read_header(job, reader, file, record);
+
+    RowCounters counters;
+    std::string rows, rejects;
+    rows.reserve(kChunkBytes + (64 << 10));
+    std::uint64_t since_check = 0;
+    while (reader.next(record)) {
+        ++stats.rows_read;
+        if (auto rejection = format_row(map, record.fields, file.file_no, record.line, rows, counters)) {
+            ++stats.rows_rejected;
+            format_reject(file.file_no, file.name, record.line, *rejection, record.raw, rejects);
+            job.count_reject();
+            if (rejects.size() >= kRejectChunkBytes) {
+                if (!queue.push(Chunk{Chunk::rejects, std::move(rejects), {}})) return false;
+                rejects.clear();
+            }
+        } else {
+            ++stats.rows_loaded;
+            if (certificates) sieve_key(keys, trim(record.fields[static_cast<std::size_t>(map.key)]));
+        }
+        if (rows.size() >= kChunkBytes) {
+            if (!queue.push(Chunk{Chunk::rows, std::move(rows), {}})) return false;
+            rows = std::string();
+            rows.reserve(kChunkBytes + (64 << 10));
+        }
+        if (++since_check == 4096) {
+            job.rows_read_ += since_check;
+            since_check = 0;
+            if (job.stopping()) return false;
+        }
+    }
+    job.rows_read_ += since_check;
+    if (!rows.empty() && !queue.push(Chunk{Chunk::rows, std::move(rows), {}})) return false;
+    if (!rejects.empty() && !queue.push(Chunk{Chunk::rejects, std::move(rejects), {}})) return false;
+    count_invalid_by_column(map, counters, stats);
+    return queue.push(Chunk{Chunk::end_file, {}, stats});
 }
 
 // Parses files into COPY chunks; runs on its own thread (inflating included).
 void parse_files(LoadJob& job, zip_t* zip, ChunkQueue& queue) {
     KeySieve::Writer keys(job.sieve_);
-    std::vector<Field> header;
     Record record;
-    while (const CertFile* file = job.next_file()) {
-        FileStats stats;
-        stats.file_no = file->file_no;
-        stats.name = file->name;
-        stats.dataset = file->dataset;
-        // Recommendations repeat their certificate's key by design: only certificates keys are sieved.
-        const bool certificates = file->dataset == Dataset::certificates;
-        if (!queue.push(Chunk{Chunk::begin_file, {}, stats})) return;
-        CsvReader reader(file->name, std::make_unique<EntrySource>(zip, *file), job.options_.backslash_escapes);
-        if (!reader.next(record)) throw Error(exit_invalid_archive, file->name + " has no header line");
-        FieldMap map = map_header(record.fields, job.type_, job.columns_of(file->dataset));
-        if (!map.missing_required.empty())
-            throw Error(exit_invalid_archive,
-                        file->name + ": header has no " + map.missing_required.front() + " column");
-
-        RowCounters counters;
-        std::string rows, rejects;
-        rows.reserve(kChunkBytes + (64 << 10));
-        std::uint64_t since_check = 0;
-        while (reader.next(record)) {
-            ++stats.rows_read;
-            if (auto rejection = format_row(map, record.fields, file->file_no, record.line, rows, counters)) {
-                ++stats.rows_rejected;
-                format_reject(file->file_no, file->name, record.line, *rejection, record.raw, rejects);
-                job.count_reject();
-                if (rejects.size() >= kRejectChunkBytes) {
-                    if (!queue.push(Chunk{Chunk::rejects, std::move(rejects), {}})) return;
-                    rejects.clear();
-                }
-            } else {
-                ++stats.rows_loaded;
-                if (certificates) sieve_key(keys, trim(record.fields[static_cast<std::size_t>(map.key)]));
-            }
-            if (rows.size() >= kChunkBytes) {
-                if (!queue.push(Chunk{Chunk::rows, std::move(rows), {}})) return;
-                rows = std::string();
-                rows.reserve(kChunkBytes + (64 << 10));
-            }
-            if (++since_check == 4096) {
-                job.rows_read_ += since_check;
-                since_check = 0;
-                if (job.stopping()) return;
-            }
-        }
-        job.rows_read_ += since_check;
-        if (!rows.empty() && !queue.push(Chunk{Chunk::rows, std::move(rows), {}})) return;
-        if (!rejects.empty() && !queue.push(Chunk{Chunk::rejects, std::move(rejects), {}})) return;
-        stats.invalid_utf8_values = counters.invalid_utf8_values;
-        stats.invalid_values = counters.invalid_values;
-        for (std::size_t i = 0; i < counters.invalid_by_slot.size(); ++i)
-            if (counters.invalid_by_slot[i])
-                stats.invalid_by_column[map.slots[i].column->name] = counters.invalid_by_slot[i];
-        if (!queue.push(Chunk{Chunk::end_file, {}, stats})) return;
-    }
+    while (const CertFile* file = job.next_file())
+        if (!parse_file(job, zip, *file, queue, keys, record)) return;
 }
 
 // {"column": count, ...}, or "" for none. Column names are [a-z0-9_] (catalogue names and
@@ -295,8 +308,8 @@ private:
         db_.exec("INSERT INTO epc.import_file (run_id, file_no, file_name, dataset, rows_read, rows_loaded, "
                  "rows_rejected, invalid_utf8_values, invalid_values, invalid_by_column) "
                  "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,NULLIF($10, '')::jsonb)",
-                 {job_.run_id_, s.file_no, s.name, dataset_name(s.dataset), s.rows_read, s.rows_loaded,
-                  s.rows_rejected, s.invalid_utf8_values, s.invalid_values, counts_json(s.invalid_by_column)});
+                 {job_.run_id_, s.file_no, s.name, dataset_name(s.dataset), s.rows_read, s.rows_loaded, s.rows_rejected,
+                  s.invalid_utf8_values, s.invalid_values, counts_json(s.invalid_by_column)});
         tx_->commit();
         tx_.reset();
         job_.file_done(s);
@@ -544,8 +557,8 @@ LoadSummary summarise(db::Session& session, const db::RunStart& start, const Fil
         if (!plan.mine.count(file_no)) continue;
         const auto n = static_cast<std::uint64_t>(by_column.integer(i, 2));
         const bool recommendations = recommendation_files.count(file_no) > 0;
-        (recommendations ? summary.recommendations.invalid_by_column : summary.invalid_by_column)[by_column.text(i, 1)] +=
-            n;
+        (recommendations ? summary.recommendations.invalid_by_column
+                         : summary.invalid_by_column)[by_column.text(i, 1)] += n;
         for (FileStats& s : recommendations ? summary.recommendations.files : summary.files)
             if (s.file_no == file_no) s.invalid_by_column[by_column.text(i, 1)] = n;
     }
@@ -590,7 +603,8 @@ ColumnSet choose_recommendation_columns(const ArchiveInfo& archive, CertType typ
             throw Error(exit_invalid_archive,
                         f.name + ": header has no " + map.missing_required.front() + " column; cannot load it");
     }
-    if (archive.recommendations.empty()) spdlog::warn("load: --recommendations: the archive has no recommendations files");
+    if (archive.recommendations.empty())
+        spdlog::warn("load: --recommendations: the archive has no recommendations files");
     spdlog::info("load: {} recommendations files, {} columns: {}", archive.recommendations.size(), set.size(),
                  staging_column_list(set));
     return set;
@@ -647,8 +661,8 @@ LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const
     spdlog::info("load: database {}", session.db().describe());
     if (options.shard) session.lock_shard(*options.shard);
     else session.lock();
-    const db::RunStart start =
-        session.begin_load(run_archive(archive), options.shard, staging.certificates, staging.recommendations);
+    const db::RunStart start = session.begin_load(run_archive(archive), options.shard, staging.certificates,
+                                                  staging.recommendations);
     const FilePlan plan = plan_files(files, start, options.shard);
     log_plan(files, start, plan, options.shard, session.staging().rows);
 

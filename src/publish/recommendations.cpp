@@ -101,8 +101,8 @@ void apply_changes(db::Session& session, const RecommendationTables& t, long lon
     }
     db.exec("CREATE TABLE " + t.undo + " (LIKE " + t.production + ")");
     db.exec("CREATE TABLE " + t.undo_added + " (cert_key text NOT NULL, row_hash bigint NOT NULL)");
-    s.removed = db.exec("WITH gone AS (" + remove + " RETURNING p.*) INSERT INTO " + t.undo + " SELECT * FROM gone")
-                    .affected();
+    s.removed =
+        db.exec("WITH gone AS (" + remove + " RETURNING p.*) INSERT INTO " + t.undo + " SELECT * FROM gone").affected();
     s.added = db.exec("WITH came AS (" + add + " RETURNING cert_key, row_hash) INSERT INTO " + t.undo_added +
                           " SELECT * FROM came",
                       {run_id})
@@ -150,8 +150,8 @@ RecommendationsPublished publish_recommendations(db::Session& session, long long
 
 std::optional<std::uint64_t> revert_recommendations(db::Connection& db, CertType type) {
     const RecommendationTables t = recommendation_tables(type);
-    db::Result undo =
-        db.exec("SELECT coalesce(recommendations, '') FROM epc.release_undo WHERE cert_type = $1", {cert_type_name(type)});
+    db::Result undo = db.exec("SELECT coalesce(recommendations, '') FROM epc.release_undo WHERE cert_type = $1",
+                              {cert_type_name(type)});
     const std::string what = undo.rows() > 0 ? undo.text(0, 0) : "";
     if (what.empty()) return std::nullopt;
     if (what == kCreated) {

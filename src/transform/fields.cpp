@@ -406,7 +406,6 @@ void put_bookkeeping(std::string& out, Dataset dataset, int file_no, std::uint64
     binary::put_int8(out, row_hash);
 }
 
-
 }  // namespace
 
 std::optional<Rejection> format_row(const FieldMap& map, const std::vector<Field>& fields, int file_no,

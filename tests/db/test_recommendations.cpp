@@ -55,9 +55,10 @@ std::string sql_name(CertType type) { return std::string(cert_type_sql(type)); }
 
 // Every recommendation in a table as one digest: what a revert must bring back exactly.
 std::string digest(TestDatabase& db, const std::string& table) {
-    return db.scalar("SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (SELECT (t.cert_key, t.row_hash)::text "
-                     "|| (SELECT string_agg(v, ',') FROM jsonb_each_text(to_jsonb(t) - 'run_id') j(k, v)) x FROM " +
-                     table + " t) s");
+    return db.scalar(
+        "SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (SELECT (t.cert_key, t.row_hash)::text "
+        "|| (SELECT string_agg(v, ',') FROM jsonb_each_text(to_jsonb(t) - 'run_id') j(k, v)) x FROM " +
+        table + " t) s");
 }
 
 // Staging, the ledger and the rejects hold exactly what the fixture says a correct importer loads.
@@ -97,8 +98,8 @@ void expect_matches_fixture(TestDatabase& db, CertType type, const fixture::Expe
         expected_rejects += row.file + ":" + std::to_string(row.line) + ":" + row.reason + "\n";
     db::Connection c = db.connect();
     db::Result rejects = c.exec("SELECT j.file_name, j.line_no, j.reason FROM epc.reject_" + t +
-                                " j JOIN epc.import_file f ON f.run_id = $1 AND f.file_no = j.file_no "
-                                "WHERE f.dataset = 'recommendations' ORDER BY j.file_no, j.line_no",
+                                    " j JOIN epc.import_file f ON f.run_id = $1 AND f.file_no = j.file_no "
+                                    "WHERE f.dataset = 'recommendations' ORDER BY j.file_no, j.line_no",
                                 {s.run_id});
     for (int i = 0; i < rejects.rows(); ++i)
         loaded_rejects += rejects.text(i, 0) + ":" + rejects.text(i, 1) + ":" + rejects.text(i, 2) + "\n";
@@ -172,9 +173,9 @@ TEST_P(RecommendationsEveryTypeAndLayout, LoadedExactlyAndPublishedWithTheCertif
     EXPECT_EQ(db.count("SELECT count(*) FROM epc." + t + "_recommendations x WHERE NOT EXISTS (SELECT 1 FROM epc." + t +
                        "_certificates p WHERE p.cert_key = x.cert_key)"),
               0);
-    EXPECT_EQ(db.count("SELECT recommendations_published FROM epc.import_run WHERE run_id = " +
-                       std::to_string(p.run_id)),
-              static_cast<long long>(r.rows_loaded));
+    EXPECT_EQ(
+        db.count("SELECT recommendations_published FROM epc.import_run WHERE run_id = " + std::to_string(p.run_id)),
+        static_cast<long long>(r.rows_loaded));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -316,8 +317,8 @@ TEST(Recommendations, ALaterReleaseChangesThemInPlaceAndRevertBringsThemBack) {
     EXPECT_EQ(p.recommendations.rows, static_cast<std::uint64_t>(rows1) - removed + added);
     EXPECT_EQ(p.changed + p.added + p.disappeared, 0u);  // the certificates did not change
     EXPECT_EQ(db.count("SELECT count(*) FROM public.costly WHERE indicative_cost = '£1 - £2'"), 3);
-    EXPECT_EQ(db.count("SELECT count(*) FROM public.costly"), rows1 - static_cast<long long>(removed) +
-                                                              static_cast<long long>(added));
+    EXPECT_EQ(db.count("SELECT count(*) FROM public.costly"),
+              rows1 - static_cast<long long>(removed) + static_cast<long long>(added));
     EXPECT_NE(digest(db, "epc.domestic_recommendations"), month1);
 
     db::Session session = db.session(CertType::domestic);
@@ -343,8 +344,8 @@ TEST(Recommendations, CommandLineReportsThem) {
     };
     const test::Outcome help = run({"--help"}, "help");
     EXPECT_NE(help.out.find("--recommendations"), std::string::npos);
-    const test::Outcome loaded =
-        run({"run", "--zip", g.zip, "--db", db.conninfo(), "--recommendations", "--report", report}, "run");
+    const test::Outcome loaded = run(
+        {"run", "--zip", g.zip, "--db", db.conninfo(), "--recommendations", "--report", report}, "run");
     ASSERT_EQ(loaded.exit_code, 0) << loaded.err;
     const nlohmann::json j = nlohmann::json::parse(test::read_file(report));
     EXPECT_EQ(j["load"]["recommendations"]["rows_loaded"].get<std::uint64_t>(), g.expected.recommendations.rows_loaded);

@@ -42,10 +42,10 @@ struct ArchiveInfo {
     Layout layout = Layout::legacy;
     std::vector<CertFile> files;            // certificates CSVs in archive order
     std::vector<CertFile> recommendations;  // recommendations CSVs in archive order (loaded with --recommendations)
-    std::size_t directories = 0;        // legacy layout: Local Authority directories found
-    std::string identity;               // fingerprint of the entries (names, sizes, CRC-32s)
-    std::vector<std::string> problems;  // every validation failure found; empty = valid
-    std::vector<std::string> warnings;  // worth telling the operator, not worth refusing the archive
+    std::size_t directories = 0;            // legacy layout: Local Authority directories found
+    std::string identity;                   // fingerprint of the entries (names, sizes, CRC-32s)
+    std::vector<std::string> problems;      // every validation failure found; empty = valid
+    std::vector<std::string> warnings;      // worth telling the operator, not worth refusing the archive
     // Where it came from, recorded with the run (set by the caller after a download).
     std::string source = "file";       // current | legacy | file (--zip)
     std::string release_last_updated;  // current service: the release's lastUpdated
