@@ -24,8 +24,14 @@ published=$(sed -n 's/^Rows in the production table epc.domestic_certificates: \
 if [ -z "$loaded" ] || [ "$published" != "$loaded" ]; then
   fail "production holds '$published' rows, expected '$loaded'"
 fi
+recommendations=$(sed -n 's/^Recommendations in epc.domestic_recommendations: \([0-9]*\) (the generator expects \([0-9]*\) loaded)$/\1 \2/p' "$out")
+read -r recs_published recs_expected <<<"${recommendations:-x y}"
+if [ "$recs_published" != "$recs_expected" ] || [ "$recs_published" = 0 ]; then
+  fail "epc.domestic_recommendations holds '$recs_published' rows, expected '$recs_expected'"
+fi
 located=$(sed -n 's/^ *postcode *| *\([0-9]*\) *|.*/\1/p' "$out")
 if [ -z "$located" ] || [ "$located" -eq 0 ]; then fail "no certificate located at postcode precision"; fi
 grep -Eq '^ *[0-9]+ +\| [0-9-]+ +\|.*\| +[0-9]+\.[0-9]+ \| +-?[0-9]+\.[0-9]+ \| postcode' "$out" ||
   fail "no example row with coordinates"
-echo "bin/sample: $published certificates published, $located located at postcode precision"
+echo "bin/sample: $published certificates published, $located located at postcode precision," \
+  "$recs_published recommendations"

@@ -285,6 +285,7 @@ TEST(Columns, ConfigFile) {
     EXPECT_EQ(shown["max_rejects"], 10000);
     EXPECT_EQ(shown["log_format"], "json");
     EXPECT_EQ(shown["geocoder"], "postcodes-io");
+    EXPECT_EQ(shown["recommendations"], true);
 
     fixture::Options o;
     o.rows = 500;
