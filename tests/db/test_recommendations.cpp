@@ -354,3 +354,65 @@ TEST(Recommendations, CommandLineReportsThem) {
     EXPECT_EQ(j["publish"]["recommendations"]["rows"].get<std::uint64_t>(), g.expected.recommendations.rows_loaded);
     EXPECT_EQ(j["publish"]["recommendations"]["table"], "epc.domestic_recommendations");
 }
+
+// Recommendations loaded for the first time by a later release make the table in that publish;
+// reverting it empties the table again (the release before had none) and keeps the object.
+TEST(Recommendations, FirstLoadedByALaterReleaseAndReverted) {
+    fixture::Options o;
+    o.rows = 1200;
+    o.seed = 14;
+    const Generated g = generate(o, "later");
+    TestDatabase db;
+    load(g.zip, db, CertType::domestic, false);
+    publish_type(db, CertType::domestic);
+    EXPECT_EQ(db.scalar("SELECT to_regclass('epc.domestic_recommendations') IS NULL"), "t");
+
+    load(g.zip, db, CertType::domestic, true);
+    const PublishSummary p = publish_type(db, CertType::domestic);
+    EXPECT_TRUE(p.recommendations.created);
+    EXPECT_EQ(p.recommendations.rows, g.expected.recommendations.rows_loaded);
+    const std::string oid = db.scalar("SELECT 'epc.domestic_recommendations'::regclass::oid");
+
+    db::Session session = db.session(CertType::domestic);
+    const RevertSummary r = revert(session);
+    ASSERT_TRUE(r.recommendations.has_value());
+    EXPECT_EQ(*r.recommendations, 0u);
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_recommendations"), 0);
+    EXPECT_EQ(db.scalar("SELECT 'epc.domestic_recommendations'::regclass::oid"), oid);
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.domestic_certificates"),
+              static_cast<long long>(g.expected.rows_loaded));
+}
+
+// A recommendations file whose header has no key column cannot be loaded: exit 3 naming the file,
+// before anything is written; without --recommendations the same archive loads.
+TEST(Recommendations, AFileWithoutTheKeyColumnIsRefusedBeforeAnythingIsWritten) {
+    fixture::Options o;
+    o.rows = 600;
+    o.files = 3;
+    test::Entries entries;
+    std::string broken;
+    for (const fixture::RenderedEntry& e : fixture::render_entries(o)) {
+        std::string content = e.content;
+        if (broken.empty() && e.name.find("recommendations.csv") != std::string::npos) {
+            ASSERT_EQ(content.compare(0, 8, "LMK_KEY,"), 0) << e.name;
+            content.replace(0, 7, "LMK_REF");
+            broken = e.name;
+        }
+        entries.emplace_back(e.name, content);
+    }
+    const std::string zip = testing::TempDir() + "recs-nokey-" + std::to_string(getpid()) + ".zip";
+    test::write_zip(zip, entries);
+    TestDatabase db;
+    const auto run = [&](const std::vector<std::string>& extra) {
+        std::vector<std::string> argv = {EPC_IMPORT_BIN, "load", "--zip", zip, "--db", db.conninfo()};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        return test::Process(argv, testing::TempDir() + "recs-nokey-run-" + std::to_string(getpid())).wait();
+    };
+    const test::Outcome refused = run({"--recommendations"});
+    EXPECT_EQ(refused.exit_code, exit_invalid_archive) << refused.err;
+    EXPECT_NE(refused.err.find(broken + ": header has no LMK_KEY"), std::string::npos) << refused.err;
+    EXPECT_EQ(db.scalar("SELECT to_regclass('epc.import_run') IS NULL"), "t");  // nothing written
+
+    const test::Outcome loaded = run({});
+    EXPECT_EQ(loaded.exit_code, 0) << loaded.err;
+}
