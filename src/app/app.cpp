@@ -76,12 +76,16 @@ const CommandPlan& plan_for(Command command) {
 nlohmann::json archive_json(const ArchiveInfo& a) {
     nlohmann::json files = nlohmann::json::array();
     for (const CertFile& f : a.files) files.push_back({{"file_no", f.file_no}, {"name", f.name}, {"bytes", f.size}});
+    nlohmann::json recommendations = nlohmann::json::array();
+    for (const CertFile& f : a.recommendations)
+        recommendations.push_back({{"file_no", f.file_no}, {"name", f.name}, {"bytes", f.size}});
     return {{"path", a.path},
             {"bytes", a.bytes},
             {"layout", layout_name(a.layout)},
             {"identity", a.identity},
             {"directories", a.directories},
             {"certificate_files", files},
+            {"recommendation_files", recommendations},
             {"problems", a.problems},
             {"warnings", a.warnings}};
 }

@@ -133,8 +133,9 @@ std::optional<RunStart> Session::resume_load(const RunArchive& archive, const st
     const std::vector<std::string> recommendation_columns = recommendations ? staging_column_names(*recommendations)
                                                                             : std::vector<std::string>();
     if (table_columns(staging_.recommendations) != recommendation_columns) {
-        spdlog::warn("run {} {} recommendations, which this load {}; starting the load again", run_id,
-                     staging_has_recommendations() ? "loaded" : "did not load", recommendations ? "does" : "does not");
+        spdlog::warn("run {} staged recommendations otherwise than this load asks (--recommendations or their "
+                     "columns differ); starting the load again",
+                     run_id);
         return std::nullopt;
     }
     if (!staging_intact(run_id)) {

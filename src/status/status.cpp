@@ -120,16 +120,28 @@ json production_counts(db::Connection& db, const std::string& table) {
     return {{"rows", rows}, {"located", located}};
 }
 
-// Production as readers see it now; an error (a publish's DDL holding the table past lock_timeout)
-// is shown for this type rather than failing the command.
-json production(db::Connection& db, const std::string& table) {
+// A production table as readers see it now (null when it does not exist); an error (a publish's
+// DDL holding the table past lock_timeout) is shown for this type rather than failing the command.
+json read_table(db::Connection& db, const std::string& table, const std::function<json()>& read) {
     try {
         if (!db.exec("SELECT to_regclass($1) IS NOT NULL", {table}).boolean(0, 0)) return json();
-        return production_counts(db, table);
+        return read();
     } catch (const Error& e) {
         if (!db.ok()) throw;  // the database went away: the whole command is transient
         return {{"error", e.what()}};
     }
+}
+
+json production(db::Connection& db, const std::string& table) {
+    return read_table(db, table, [&] { return production_counts(db, table); });
+}
+
+// The published recommendations (--recommendations), when a publish has made their table.
+json recommendations(db::Connection& db, CertType type) {
+    const std::string table = recommendation_tables(type).production;
+    return read_table(db, table, [&] {
+        return json{{"table", table}, {"rows", db.exec("SELECT count(*) FROM " + table).integer(0, 0)}};
+    });
 }
 
 // Whether the publisher offers a release the last published (or reverted) run did not import,
@@ -154,6 +166,7 @@ json type_status(db::Connection& db, CertType type, bool prepared, const StatusR
               {"imported", false},
               {"published", json()},
               {"production", json()},
+              {"recommendations", json()},
               {"newest_run", json()}};
     if (prepared) {
         const json published = run_row(db, type, db::RunStatus::published);
@@ -163,6 +176,7 @@ json type_status(db::Connection& db, CertType type, bool prepared, const StatusR
         if (!newest.is_null() && (published.is_null() || newest["run_id"] != published["run_id"]))
             t["newest_run"] = newest_run(newest);
         t["production"] = production(db, table);
+        t["recommendations"] = recommendations(db, type);
     }
     t["publisher"] = publisher_freshness(db, type, request);
     return t;
@@ -272,6 +286,10 @@ void type_text(std::ostringstream& out, const json& t) {
         line(out, "production", count_of(prod["rows"]) + " rows");
         line(out, "located", located_text(prod["located"]));
     }
+    const json& recs = t["recommendations"];
+    if (recs.is_object() && recs.contains("error")) line(out, "recommendations", "not read: " + text_of(recs["error"]));
+    else if (recs.is_object())
+        line(out, "recommendations", count_of(recs["rows"]) + " rows (" + text_of(recs["table"]) + ")");
     if (!t["newest_run"].is_null()) line(out, "newest run", newest_text(t["newest_run"]));
     line(out, "publisher", publisher_text(t["publisher"]));
 }

@@ -353,6 +353,16 @@ TEST(Recommendations, CommandLineReportsThem) {
               g.expected.recommendations.rows_rejected);
     EXPECT_EQ(j["publish"]["recommendations"]["rows"].get<std::uint64_t>(), g.expected.recommendations.rows_loaded);
     EXPECT_EQ(j["publish"]["recommendations"]["table"], "epc.domestic_recommendations");
+
+    // status: the published recommendations per type, as JSON and as text.
+    const test::Outcome json_status = run(
+        {"status", "--db", db.conninfo(), "--certtype", "domestic", "--log-format", "json"}, "status-json");
+    ASSERT_EQ(json_status.exit_code, 0) << json_status.err;
+    const nlohmann::json st = nlohmann::json::parse(json_status.out);
+    EXPECT_EQ(st["types"][0]["recommendations"]["rows"].get<std::uint64_t>(), g.expected.recommendations.rows_loaded);
+    const test::Outcome text_status = run(
+        {"status", "--db", db.conninfo(), "--certtype", "domestic", "--log-format", "text"}, "status-text");
+    EXPECT_NE(text_status.out.find(" rows (epc.domestic_recommendations)"), std::string::npos) << text_status.out;
 }
 
 // Recommendations loaded for the first time by a later release make the table in that publish;

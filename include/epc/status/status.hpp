@@ -35,6 +35,7 @@ struct StatusRequest {
 //                                disappeared, rejects: {total, by_reason: null | {reason: n}}},
 //            production: null | {rows, located: {property, street, postcode, not_located, other:
 //                                {rows, share}}} | {error},
+//            recommendations: null | {table, rows} | {error},  (--recommendations published)
 //            newest_run: null | {run_id, status, started_at, finished_at, rows_loaded, rows_rejected,
 //                                 error},  (only when it is not the published run)
 //            publisher: {source, state: newer | up_to_date | unknown, offered: null |
