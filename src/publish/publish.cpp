@@ -211,59 +211,35 @@ void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseCh
     db.exec("ANALYZE publish_incoming, publish_gone");  // small: the joins below should use production's key
 }
 
-// What `revert` needs, kept while the changes are applied: the rows replaced or removed, as they
-// were, and the keys added; only those, so its space is the changed and removed rows of this
-// publish. The previous publish's undo goes: revert is one step back. Made in production's shape,
-// so it follows columns added to production, and keeps every column production has (also those no
-// longer chosen: `kept`).
-struct Undo {
-    const ReleaseTables& t;
-    const ColumnSet kept;
-
-    void start(db::Connection& db, CertType type, long long run_id) const {
-        forget_undo(db, type, t);
-        db.exec("CREATE TABLE " + t.undo + " (LIKE " + t.production + ")");
-        db.exec("INSERT INTO epc.release_undo (cert_type, run_id) VALUES ($1, $2) ON CONFLICT (cert_type) "
-                "DO UPDATE SET run_id = EXCLUDED.run_id, saved_at = now()",
-                {cert_type_name(type), run_id});
-    }
-    // "INSERT INTO undo (...) SELECT ... FROM <rows>": the old versions a statement returned.
-    std::string keep_from(const std::string& rows) const {
-        return "INSERT INTO " + t.undo + " (" + production_column_list(kept) + ") SELECT " +
-               production_column_list(kept) + " FROM " + rows;
-    }
-    void finish(db::Connection& db) const {
-        db.exec("ALTER TABLE " + t.undo + " ADD PRIMARY KEY (cert_key)");
-        db.exec("CREATE TABLE " + t.undo_added + " AS SELECT cert_key FROM publish_incoming WHERE is_new");
-    }
-};
+// Keeps the rows about to be replaced or removed, as they are, and the keys about to be added, for
+// `revert`: only those, so its space is the changed and removed rows of this publish. The previous
+// publish's undo goes: revert is one step back. Rebuilt from production's shape, so it follows
+// columns added to production, and keeps every column production has (also those no longer
+// chosen: `kept`).
+void save_undo(db::Connection& db, CertType type, const ReleaseTables& t, long long run_id, const ColumnSet& kept) {
+    forget_undo(db, type, t);
+    db.exec("CREATE TABLE " + t.undo + " (LIKE " + t.production + ")");
+    const std::string insert = "INSERT INTO " + t.undo + " (" + production_column_list(kept) + ") SELECT " +
+                               production_column_list(kept, "p") + " FROM " + t.production + " p JOIN ";
+    db.exec(insert + "publish_incoming i ON i.cert_key = p.cert_key");  // the changed ones: new keys have no p
+    db.exec(insert + "publish_gone g ON g.cert_key = p.cert_key");
+    db.exec("ALTER TABLE " + t.undo + " ADD PRIMARY KEY (cert_key)");
+    db.exec("CREATE TABLE " + t.undo_added + " AS SELECT cert_key FROM publish_incoming WHERE is_new");
+    db.exec("INSERT INTO epc.release_undo (cert_type, run_id) VALUES ($1, $2) ON CONFLICT (cert_type) "
+            "DO UPDATE SET run_id = EXCLUDED.run_id, saved_at = now()",
+            {cert_type_name(type), run_id});
+}
 
 // Row-level changes only: they lock the rows they touch, and no SELECT waits for them. A user's
 // foreign key to a removed certificate stops the publish here (the transaction rolls back whole).
-// Each row is found by production's key once: the statement that removes or changes it also hands
-// its old version to the undo (DELETE ... RETURNING; an UPDATE by the row's ctid from a snapshot of
-// the old rows, RETURNING them).
-void apply_changes(db::Connection& db, const ReleaseTables& t, const Undo& undo, PublishSummary& s) {
+void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s) {
     const std::string columns = production_column_list(t.columns);
-    s.disappeared = db.exec("WITH gone AS (DELETE FROM " + t.production +
-                            " p USING publish_gone g WHERE p.cert_key = g.cert_key RETURNING p.*) " +
-                            undo.keep_from("gone"))
-                        .affected();
-    const std::uint64_t to_change = static_cast<std::uint64_t>(
-        db.exec("SELECT count(*) FROM publish_incoming WHERE NOT is_new").integer(0, 0));
-    s.changed = db.exec("WITH old AS (SELECT p.ctid AS old_ctid, p.* FROM " + t.production +
-                        " p JOIN publish_incoming i ON i.cert_key = p.cert_key WHERE NOT i.is_new), "
-                        "changed AS (UPDATE " +
-                        t.production + " p SET (" + columns + ") = (" + production_column_list(t.columns, "i") +
-                        ") FROM old o JOIN publish_incoming i ON i.cert_key = o.cert_key WHERE p.ctid = o.old_ctid "
-                        "RETURNING o.*) " +
-                        undo.keep_from("changed"))
+    s.disappeared =
+        db.exec("DELETE FROM " + t.production + " p USING publish_gone g WHERE p.cert_key = g.cert_key").affected();
+    s.changed = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
+                        production_column_list(t.columns, "i") +
+                        ") FROM publish_incoming i WHERE p.cert_key = i.cert_key AND NOT i.is_new")
                     .affected();
-    // A row someone else updated meanwhile has moved from the ctid seen: refuse rather than miss it.
-    if (s.changed != to_change)
-        throw Error(exit_transient, "publish: " + std::to_string(to_change - s.changed) + " rows of " + t.production +
-                                        " were changed by another session during the publish; nothing was "
-                                        "published, run publish again");
     s.added = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
                       production_column_list(t.columns, "i") + " FROM publish_incoming i WHERE i.is_new")
                   .affected();
@@ -282,10 +258,8 @@ void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummar
     // all of production for every join; its pages are in memory or on SSD.
     db.exec("SET LOCAL random_page_cost = 1.1");
     stage_changes(session, t, changes, summary.run_id);
-    const Undo undo{t, session.columns_of(t.production)};
-    undo.start(db, session.type(), summary.run_id);
-    apply_changes(db, t, undo, summary);
-    undo.finish(db);
+    save_undo(db, session.type(), t, summary.run_id, session.columns_of(t.production));
+    apply_changes(db, t, summary);
     if (recommendations) summary.recommendations = publish_recommendations(session, summary.run_id, true);
     provide_latest(session, t);
     mark_published(db, summary);
@@ -325,7 +299,7 @@ long long revertible_run(db::Connection& db, CertType type, const ReleaseTables&
     return r.integer(0, 0);
 }
 
-// The inverse of apply_changes from what its undo kept: keys the publish added go, rows it
+// The inverse of apply_changes from what save_undo kept: keys the publish added go, rows it
 // changed get their previous values back, rows it removed come back; each by production's key.
 void undo_changes(db::Connection& db, const ReleaseTables& t, RevertSummary& s) {
     const std::string columns = production_column_list(t.columns);
