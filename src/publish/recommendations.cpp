@@ -88,6 +88,9 @@ void apply_changes(db::Session& session, const RecommendationTables& t, long lon
     db::Connection& db = session.db();
     const std::string& staging = session.staging().recommendations;
     const std::vector<std::string> columns = published_columns(session);
+    // Both comparisons read the whole of both tables: hash them. A merge join would sort all of
+    // staging (unindexed) for the delete, several times slower (13 s against 2.3 s for 5 M rows).
+    db.exec("SET LOCAL enable_mergejoin = off");
     const std::string remove = "DELETE FROM " + t.production + " p WHERE NOT EXISTS (SELECT 1 FROM " + staging +
                                " s WHERE s.cert_key = p.cert_key AND s.row_hash = p.row_hash)";
     const std::string add = "INSERT INTO " + t.production + " (" + list(columns) + ", run_id) SELECT " +
