@@ -90,24 +90,27 @@ nlohmann::json archive_json(const ArchiveInfo& a) {
             {"warnings", a.warnings}};
 }
 
-nlohmann::json recommendations_json(const RecommendationsLoad& r) {
+// The counts of a set of loaded files (certificates or recommendations), with each file's.
+nlohmann::json loaded_files_json(const LoadedFiles& l) {
     nlohmann::json files = nlohmann::json::array();
-    for (const FileStats& f : r.files)
+    for (const FileStats& f : l.files)
         files.push_back({{"file_no", f.file_no},
                          {"name", f.name},
                          {"rows_read", f.rows_read},
                          {"rows_loaded", f.rows_loaded},
                          {"rows_rejected", f.rows_rejected},
+                         {"invalid_utf8_values", f.invalid_utf8_values},
+                         {"invalid_values", f.invalid_values},
                          {"invalid_by_column", f.invalid_by_column},
                          {"from_earlier_attempt", f.from_earlier_attempt}});
-    return {{"rows_read", r.rows_read},
-            {"rows_loaded", r.rows_loaded},
-            {"rows_rejected", r.rows_rejected},
-            {"invalid_utf8_values", r.invalid_utf8_values},
-            {"invalid_values", r.invalid_values},
-            {"invalid_by_column", r.invalid_by_column},
-            {"rejects_by_reason", r.rejects_by_reason},
-            {"columns", r.columns},
+    return {{"rows_read", l.rows_read},
+            {"rows_loaded", l.rows_loaded},
+            {"rows_rejected", l.rows_rejected},
+            {"invalid_utf8_values", l.invalid_utf8_values},
+            {"invalid_values", l.invalid_values},
+            {"invalid_by_column", l.invalid_by_column},
+            {"rejects_by_reason", l.rejects_by_reason},
+            {"columns", l.columns},
             {"files", files}};
 }
 
@@ -121,35 +124,17 @@ nlohmann::json recommendations_json(const RecommendationsPublished& r, CertType 
 }
 
 nlohmann::json load_json(const LoadSummary& s) {
-    nlohmann::json files = nlohmann::json::array();
-    for (const FileStats& f : s.files)
-        files.push_back({{"file_no", f.file_no},
-                         {"name", f.name},
-                         {"rows_read", f.rows_read},
-                         {"rows_loaded", f.rows_loaded},
-                         {"rows_rejected", f.rows_rejected},
-                         {"invalid_utf8_values", f.invalid_utf8_values},
-                         {"invalid_values", f.invalid_values},
-                         {"invalid_by_column", f.invalid_by_column},
-                         {"from_earlier_attempt", f.from_earlier_attempt}});
-    return {{"run_id", s.run_id},
-            {"resumed", s.resumed},
-            {"complete", s.complete},
-            {"run_files_loaded", s.run_files_loaded},
-            {"rows_read", s.rows_read},
-            {"rows_loaded", s.rows_loaded},
-            {"rows_rejected", s.rows_rejected},
-            {"invalid_utf8_values", s.invalid_utf8_values},
-            {"invalid_values", s.invalid_values},
-            {"invalid_by_column", s.invalid_by_column},
-            {"columns", s.columns},
-            {"unknown_columns", s.unknown_columns},
-            {"unknown_columns_loaded", s.unknown_columns_loaded},
-            {"rejects_by_reason", s.rejects_by_reason},
-            {"seconds", s.seconds},
-            {"rows_per_second", s.seconds > 0 ? static_cast<double>(s.rows_read) / s.seconds : 0.0},
-            {"recommendations", s.recommendations.loaded ? recommendations_json(s.recommendations) : nullptr},
-            {"files", files}};
+    nlohmann::json j = loaded_files_json(s);
+    j.update({{"run_id", s.run_id},
+              {"resumed", s.resumed},
+              {"complete", s.complete},
+              {"run_files_loaded", s.run_files_loaded},
+              {"unknown_columns", s.unknown_columns},
+              {"unknown_columns_loaded", s.unknown_columns_loaded},
+              {"seconds", s.seconds},
+              {"rows_per_second", s.seconds > 0 ? static_cast<double>(s.rows_read) / s.seconds : 0.0},
+              {"recommendations", s.recommendations.loaded ? loaded_files_json(s.recommendations) : nullptr}});
+    return j;
 }
 
 // Written to a temporary name and renamed, so a dashboard never reads half a report.

@@ -507,17 +507,6 @@ std::pair<std::size_t, bool> complete_load(db::Session& session, std::size_t run
     return {files_loaded, true};
 }
 
-// Adds a file's counts to a summary's (LoadSummary or RecommendationsLoad: the same counters).
-template <typename Totals>
-void add_file(Totals& totals, FileStats&& file) {
-    totals.rows_read += file.rows_read;
-    totals.rows_loaded += file.rows_loaded;
-    totals.rows_rejected += file.rows_rejected;
-    totals.invalid_utf8_values += file.invalid_utf8_values;
-    totals.invalid_values += file.invalid_values;
-    totals.files.push_back(std::move(file));
-}
-
 // The summary covers this process's files (a shard's share), read back from the ledger: the
 // certificates files' counts, and the recommendations files' apart.
 LoadSummary summarise(db::Session& session, const db::RunStart& start, const FilePlan& plan) {
@@ -543,9 +532,9 @@ LoadSummary summarise(db::Session& session, const db::RunStart& start, const Fil
         if (files.boolean(i, 7)) {
             s.dataset = Dataset::recommendations;
             recommendation_files.insert(s.file_no);
-            add_file(summary.recommendations, std::move(s));
+            summary.recommendations.add(std::move(s));
         } else {
-            add_file(summary, std::move(s));
+            summary.add(std::move(s));
         }
     }
     db::Result by_column = session.db().exec(
@@ -648,6 +637,15 @@ void enforce_reject_budget(db::Session& session, const LoadOptions& options, con
 }
 
 }  // namespace
+
+void LoadedFiles::add(FileStats&& file) {
+    rows_read += file.rows_read;
+    rows_loaded += file.rows_loaded;
+    rows_rejected += file.rows_rejected;
+    invalid_utf8_values += file.invalid_utf8_values;
+    invalid_values += file.invalid_values;
+    files.push_back(std::move(file));
+}
 
 LoadSummary load_archive(db::Session& session, const ArchiveInfo& archive, const LoadOptions& options) {
     const auto started = Clock::now();

@@ -42,10 +42,10 @@ struct FileStats {
     bool from_earlier_attempt = false;                       // loaded by an interrupted run that this one resumed
 };
 
-// The recommendations files of a load with --recommendations (this process's share of them).
-struct RecommendationsLoad {
-    bool loaded = false;  // the run loads them
-    std::vector<FileStats> files;
+// What a set of files loaded (this process's share of them: a shard's): each file's ledger row
+// and their totals.
+struct LoadedFiles {
+    std::vector<FileStats> files;  // in archive order
     std::uint64_t rows_read = 0;
     std::uint64_t rows_loaded = 0;
     std::uint64_t rows_rejected = 0;
@@ -53,25 +53,24 @@ struct RecommendationsLoad {
     std::uint64_t invalid_values = 0;
     std::map<std::string, std::uint64_t> invalid_by_column;
     std::map<std::string, std::uint64_t> rejects_by_reason;
-    std::vector<std::string> columns;  // staging's recommendation columns, in order
+    std::vector<std::string> columns;  // staging's columns for them, in order
+
+    void add(FileStats&& file);  // a file and its counts
 };
 
-struct LoadSummary {
+// The recommendations files of a load with --recommendations.
+struct RecommendationsLoad : LoadedFiles {
+    bool loaded = false;  // the run loads them
+};
+
+// The certificates files' counts, and the run's.
+struct LoadSummary : LoadedFiles {
     long long run_id = 0;
     bool resumed = false;
     // A shard's summary covers its own files; `complete` says whether the whole load is done
     // (always, unsharded; for a shard, when it was the last to finish and completed the load).
     bool complete = true;
-    std::size_t run_files_loaded = 0;  // files of the run in the ledger, all shards together
-    std::vector<FileStats> files;      // certificates files, in archive order; the counts below are theirs
-    std::uint64_t rows_read = 0;
-    std::uint64_t rows_loaded = 0;
-    std::uint64_t rows_rejected = 0;
-    std::uint64_t invalid_utf8_values = 0;
-    std::uint64_t invalid_values = 0;
-    std::map<std::string, std::uint64_t> invalid_by_column;
-    std::map<std::string, std::uint64_t> rejects_by_reason;
-    std::vector<std::string> columns;          // staging's certificate columns, in order
+    std::size_t run_files_loaded = 0;          // files of the run in the ledger, all shards together
     std::vector<std::string> unknown_columns;  // header names the catalogue lacks (header drift)
     bool unknown_columns_loaded = false;       // as text columns: with --columns all
     RecommendationsLoad recommendations;
