@@ -155,6 +155,10 @@ Result Connection::check(pg_result* r, const std::string& sql) {
 
 bool Connection::ok() const { return conn_ && PQstatus(conn_) == CONNECTION_OK; }
 
+bool Connection::has_table(const std::string& name) {
+    return exec("SELECT to_regclass($1) IS NOT NULL", {name}).boolean(0, 0);
+}
+
 std::string Connection::describe() const {
     std::string host = PQhost(conn_) ? PQhost(conn_) : "";
     if (host.empty() || host[0] == '/') host = "local socket";

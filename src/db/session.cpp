@@ -227,9 +227,7 @@ std::vector<std::string> Session::table_columns(const std::string& table) {
     return names;
 }
 
-bool Session::staging_has_recommendations() {
-    return db_.exec("SELECT to_regclass($1) IS NOT NULL", {staging_.recommendations}).boolean(0, 0);
-}
+bool Session::staging_has_recommendations() { return db_.has_table(staging_.recommendations); }
 
 void Session::mark_failed(long long run_id, const std::string& error) {
     db_.exec("UPDATE epc.import_run SET status = $2, finished_at = now(), error = $3 WHERE run_id = $1",

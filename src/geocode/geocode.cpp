@@ -74,8 +74,7 @@ std::string reference_identity(const std::string& file) {
 
 bool reference_is_loaded(db::Connection& db, const ChainLink& link, const std::string& identity) {
     db::Result known = db.exec("SELECT file_identity FROM epc.reference_file WHERE provider = $1", {link.provider});
-    return known.rows() == 1 && known.text(0, 0) == identity &&
-           db.exec("SELECT to_regclass($1) IS NOT NULL", {reference_for(link.provider).table}).boolean(0, 0);
+    return known.rows() == 1 && known.text(0, 0) == identity && db.has_table(reference_for(link.provider).table);
 }
 
 // Where the key and the coordinates are in a reference file's header.

@@ -61,7 +61,7 @@ ReleaseChanges release_changes(db::Session& session, long long run_id) {
     const CertType type = session.type();
     ReleaseChanges changes{false, changes_table(type)};
     const std::string production = production_table(type);
-    if (!db.exec("SELECT to_regclass($1) IS NOT NULL", {production}).boolean(0, 0)) {
+    if (!db.has_table(production)) {
         changes.first_release = true;
         return changes;
     }

@@ -344,8 +344,7 @@ PublishSummary publish(db::Session& session) {
     ReleaseTables t = release_tables(session.type(), run->run_id);
     t.columns = session.staging_columns();
     db::Connection& db = session.db();
-    if (db.exec("SELECT to_regclass($1) IS NOT NULL", {t.production}).boolean(0, 0))
-        publish_changes(session, t, summary);
+    if (db.has_table(t.production)) publish_changes(session, t, summary);
     else publish_first_release(session, t, summary);
 
     summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -358,8 +357,7 @@ PublishSummary publish(db::Session& session) {
         spdlog::info("publish: {} now holds run {}'s {} recommendations: {} added, {} removed{}",
                      recommendation_tables(session.type()).production, run->run_id, recs.rows, recs.added, recs.removed,
                      recs.created ? " (table created)" : "");
-    else if (db.exec("SELECT to_regclass($1) IS NOT NULL", {recommendation_tables(session.type()).production})
-                 .boolean(0, 0))
+    else if (db.has_table(recommendation_tables(session.type()).production))
         spdlog::warn("publish: run {} did not load recommendations (--recommendations); {} is left as it was",
                      run->run_id, recommendation_tables(session.type()).production);
     return summary;

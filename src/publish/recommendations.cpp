@@ -36,10 +36,6 @@ std::string list(const std::vector<std::string>& names, const std::string& alias
     return text;
 }
 
-bool exists(db::Connection& db, const std::string& table) {
-    return db.exec("SELECT to_regclass($1) IS NOT NULL", {table}).boolean(0, 0);
-}
-
 std::uint64_t count(db::Connection& db, const std::string& table) {
     return static_cast<std::uint64_t>(db.exec("SELECT count(*) FROM " + table).integer(0, 0));
 }
@@ -128,7 +124,7 @@ RecommendationTables recommendation_tables(CertType type, long long run_id) {
 bool prepare_recommendations(db::Session& session, long long run_id) {
     if (!session.staging_has_recommendations()) return false;
     const RecommendationTables t = recommendation_tables(session.type(), run_id);
-    if (exists(session.db(), t.production)) add_missing_columns(session, t);
+    if (session.db().has_table(t.production)) add_missing_columns(session, t);
     else build_table(session, t, run_id);
     return true;
 }
@@ -138,7 +134,7 @@ RecommendationsPublished publish_recommendations(db::Session& session, long long
     const RecommendationTables t = recommendation_tables(session.type(), run_id);
     RecommendationsPublished s;
     s.published = true;
-    if (exists(db, t.production)) {
+    if (db.has_table(t.production)) {
         apply_changes(session, t, run_id, keep_undo, s);
         if (keep_undo) record_undo(db, session.type(), kChanged);
     } else {
@@ -161,7 +157,7 @@ std::optional<std::uint64_t> revert_recommendations(db::Connection& db, CertType
         // The release before had no recommendations. Emptied, not dropped: users' grants stay.
         db.exec("DELETE FROM " + t.production);
     } else {
-        if (!exists(db, t.undo) || !exists(db, t.undo_added))
+        if (!db.has_table(t.undo) || !db.has_table(t.undo_added))
             throw Error(exit_internal, "the undo of " + t.production + " is missing (" + t.undo + ", " + t.undo_added +
                                            "); nothing was reverted");
         db.exec("DELETE FROM " + t.production + " p USING " + t.undo_added +

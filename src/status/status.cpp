@@ -56,7 +56,7 @@ json rejects_by_reason(db::Connection& db, CertType type, long long run_id) {
     const std::string rejects = db::staging_tables(type).rejects;
     try {
         db::Transaction tx(db);
-        if (!db.exec("SELECT to_regclass($1) IS NOT NULL", {rejects}).boolean(0, 0)) return json();
+        if (!db.has_table(rejects)) return json();
         json by_reason = json::object();
         db::Result r = db.exec("SELECT reason, count(*) FROM " + rejects + " GROUP BY reason ORDER BY reason");
         for (int i = 0; i < r.rows(); ++i) by_reason[r.text(i, 0)] = r.integer(i, 1);
@@ -124,7 +124,7 @@ json production_counts(db::Connection& db, const std::string& table) {
 // DDL holding the table past lock_timeout) is shown for this type rather than failing the command.
 json read_table(db::Connection& db, const std::string& table, const std::function<json()>& read) {
     try {
-        if (!db.exec("SELECT to_regclass($1) IS NOT NULL", {table}).boolean(0, 0)) return json();
+        if (!db.has_table(table)) return json();
         return read();
     } catch (const Error& e) {
         if (!db.ok()) throw;  // the database went away: the whole command is transient

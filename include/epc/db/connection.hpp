@@ -76,6 +76,8 @@ public:
     bool ok() const;
     // Which server this is, for logs: host, port and database, never the password.
     std::string describe() const;
+    // Whether a table (or view) of that name, schema-qualified or on the search path, exists.
+    bool has_table(const std::string& name);
 
 private:
     friend class CopyIn;
