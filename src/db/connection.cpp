@@ -10,6 +10,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "statement_timer.hpp"
+
 namespace epc::db {
 
 namespace {
@@ -38,35 +40,11 @@ std::string first_line(const std::string& sql) {
     return sql.substr(start, std::min<std::size_t>(sql.find('\n', start) - start, 80));
 }
 
-// Times one statement for the statement log; costs nothing when the log is off.
-class StatementTimer {
-public:
-    StatementTimer(const std::string& application_name, const std::string& sql, std::size_t params)
-        : on_(g_log_statements.load(std::memory_order_relaxed)), application_name_(application_name), sql_(sql),
-          params_(params) {
-        if (on_) started_ = std::chrono::steady_clock::now();
-    }
-    ~StatementTimer() {
-        if (!on_) return;
-        const double ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started_).count();
-        spdlog::info("sql [{}] {:.1f} ms{}: {}", application_name_, ms,
-                     params_ ? " (" + std::to_string(params_) + " parameters)" : std::string(), sql_);
-    }
-    StatementTimer(const StatementTimer&) = delete;
-    StatementTimer& operator=(const StatementTimer&) = delete;
-
-private:
-    bool on_;
-    const std::string& application_name_;
-    const std::string& sql_;
-    std::size_t params_;
-    std::chrono::steady_clock::time_point started_;
-};
-
 }  // namespace
 
 void log_statements(bool on) { g_log_statements = on; }
+
+bool statements_logged() { return g_log_statements.load(std::memory_order_relaxed); }
 
 void Result::Deleter::operator()(pg_result* r) const { PQclear(r); }
 

@@ -81,6 +81,7 @@ public:
 
 private:
     friend class CopyIn;
+    friend class CopyOut;
     Result check(pg_result* result, const std::string& sql);
     [[noreturn]] void fail(const std::string& what, pg_result* result = nullptr);
 
