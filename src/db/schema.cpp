@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS epc.import_file (
     PRIMARY KEY (run_id, file_no)
 );
 -- Every address located so far, by address key, shared by all types and kept across releases:
--- an address is sent to a geocoder once, ever. Transient failures are never stored.
+-- an address is sent to a geocoder once, ever. Transient failures are not answers: they are kept
+-- in epc.geocode_retry (version 8) instead.
 CREATE TABLE IF NOT EXISTS epc.geocode_cache (
     address_key text PRIMARY KEY,
     status      text NOT NULL,        -- found | not_found (asked again after --geocode-retry-days)
@@ -204,6 +205,16 @@ ALTER TABLE epc.import_run ADD COLUMN recommendations_published bigint,  -- NULL
 ALTER TABLE epc.release_undo ADD COLUMN recommendations text;
 )";
 
+// Version 8: the addresses a geocoder failed on (transient: down, timed out, over its limits) are
+// kept until a later run answers them, so a monthly run asks about them again without reading
+// every published certificate that is not located.
+const char* const kVersion8 = R"(
+CREATE TABLE epc.geocode_retry (
+    address_key text COLLATE "C" PRIMARY KEY,
+    failed_at   timestamptz NOT NULL DEFAULT now()
+);
+)";
+
 const std::vector<Migration>& migrations() {
     static const std::vector<Migration> list = {
         {1, "bookkeeping tables of epc-import 0.1", kVersion1},
@@ -214,6 +225,7 @@ const std::vector<Migration>& migrations() {
         {5, "row hashes from the loader, production's address keys, epc.change_set", version5()},
         {6, "import_file.invalid_by_column: values not of their column's type, per column", kVersion6},
         {7, "recommendations: import_file.dataset, the run's recommendation counts, their undo", kVersion7},
+        {8, "geocode_retry: addresses a geocoder failed on, asked again by the next run", kVersion8},
     };
     return list;
 }

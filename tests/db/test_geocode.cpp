@@ -390,3 +390,86 @@ TEST(Geocode, NextMonthLooksOnlyAtNewChangedAndUnlocatedCertificates) {
         t.db.count("SELECT count(*) FROM epc.domestic_certificates WHERE cert_key = '1' AND latitude IS NOT NULL"), 1);
     EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.change_set"), 0);
 }
+
+namespace {
+
+// Reference file for the small releases: the UPRNs of keys 1..`last` not divisible by 3.
+std::string small_uprn_file(const std::string& name, int last) {
+    const std::string path = testing::TempDir() + name + "-uprn.csv";
+    std::ofstream uprn(path);
+    uprn << "UPRN,LATITUDE,LONGITUDE\n";
+    for (int k = 1; k <= last; ++k)
+        if (k % 3 != 0) uprn << 1000 + k << "," << 51.0 + k / 1000.0 << ",-1.5\n";
+    return path;
+}
+
+std::vector<int> keys_up_to(int last) {
+    std::vector<int> keys;
+    for (int k = 1; k <= last; ++k) keys.push_back(k);
+    return keys;
+}
+
+void publish_staging(TestDatabase& db) {
+    db::Session session = db.session();
+    publish(session);
+}
+
+}  // namespace
+
+// A monthly run does not read every published certificate that is not located: those whose
+// geocoder failed are kept in a list (epc.geocode_retry) and asked again next month, until
+// answered; those answered "not found" wait for --geocode-retry-days (see the test above).
+TEST(Geocode, AddressesAGeocoderFailedOnAreAskedAgainNextMonth) {
+    Loaded t;
+    epc::test::GeocoderStandIn postcodes(epc::test::GeocoderStandIn::Kind::postcodes_io);
+    const std::string chain = "uprn:" + small_uprn_file("geo-retry", 40) + ",postcodes-io=" + postcodes.base_url();
+
+    // Month 1: postcodes.io is down, so the 10 addresses the UPRN file lacks (k % 3 == 0) fail.
+    postcodes.always(epc::test::GeocoderStandIn::Fault{epc::test::GeocoderStandIn::Fault::Type::status, 500, "", ""});
+    load_small(t.db, small_release("geo-retry-a", keys_up_to(30), {}, {}));
+    GeocodeSummary first = run_geocode(t, chain);
+    EXPECT_EQ(first.found, 20u);
+    EXPECT_EQ(first.failed, 10u);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_retry"), 10);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_cache"), 20) << "a failure was cached as an answer";
+    publish_staging(t.db);
+
+    // Month 2: it is back. The failed ones are asked again beside the 3 new certificates; nothing
+    // else published is looked at.
+    postcodes.clear_faults();
+    postcodes.add("AB1 2CD", 53.5, -1.25);
+    load_small(t.db, small_release("geo-retry-b", keys_up_to(33), {}, {}));
+    GeocodeSummary second = run_geocode(t, chain);
+    EXPECT_EQ(second.to_locate, 13u);
+    EXPECT_EQ(second.found_by_provider["uprn"], 2u);           // 31 and 32
+    EXPECT_EQ(second.found_by_provider["postcodes-io"], 11u);  // the 10 and 33
+    EXPECT_EQ(second.failed, 0u);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.geocode_retry"), 0);
+    publish_staging(t.db);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.domestic_certificates WHERE latitude IS NULL"), 0);
+
+    // Month 3: the same certificates: nothing to look at.
+    load_small(t.db, small_release("geo-retry-c", keys_up_to(33), {}, {}));
+    EXPECT_EQ(run_geocode(t, chain).to_locate, 0u);
+}
+
+// A release published without its geocode stage leaves certificates nobody looked at: the next
+// geocode stage looks at every published certificate not located, not only the changes.
+TEST(Geocode, AfterAPublishWithoutGeocodingEveryUnlocatedCertificateIsLookedAt) {
+    Loaded t;
+    const std::string chain = "uprn:" + small_uprn_file("geo-skipped", 40);
+    load_small(t.db, small_release("geo-skipped-a", keys_up_to(30), {}, {}));
+    publish_staging(t.db);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.domestic_certificates WHERE latitude IS NULL"), 30);
+
+    load_small(t.db, small_release("geo-skipped-b", keys_up_to(31), {}, {}));
+    GeocodeSummary next = run_geocode(t, chain);
+    EXPECT_EQ(next.to_locate, 31u);
+    EXPECT_EQ(next.found, 21u);
+    publish_staging(t.db);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.domestic_certificates WHERE latitude IS NOT NULL"), 21);
+
+    // From then on, only the changes (and what is due again).
+    load_small(t.db, small_release("geo-skipped-c", keys_up_to(32), {}, {}));
+    EXPECT_EQ(run_geocode(t, chain).to_locate, 1u);
+}
