@@ -15,5 +15,8 @@ constexpr int kShardsPerType = 100000;  // shard lock objects of a type: lock_ob
 inline int shard_lock_object(CertType type, int index) { return lock_object(type) * kShardsPerType + index; }
 constexpr int kSchemaLock = 100;  // creating or upgrading the schema
 inline int load_decision_lock(CertType type) { return 200 + lock_object(type); }
+// Writing epc.geocode_cache, which all types share: the offline files' bulk insert holds it
+// exclusively (it inserts without ON CONFLICT), every other writer shared.
+constexpr int kGeocodeCacheLock = 300;
 
 }  // namespace epc::db
