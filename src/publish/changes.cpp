@@ -1,5 +1,7 @@
 #include "epc/publish/changes.hpp"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -19,6 +21,7 @@ namespace epc {
 namespace {
 
 std::string changes_table(CertType type) { return "epc.changes_" + std::string(cert_type_sql(type)); }
+std::string was_table(CertType type) { return changes_table(type) + "_was"; }
 
 // The run production holds now: what the changes were found against.
 long long production_run(db::Connection& db, CertType type) {
@@ -28,11 +31,12 @@ long long production_run(db::Connection& db, CertType type) {
         .integer(0, 0);
 }
 
-bool found_already(db::Connection& db, CertType type, long long run_id, long long base_run, const std::string& table) {
+bool found_already(db::Connection& db, CertType type, long long run_id, long long base_run,
+                   const ReleaseChanges& changes) {
     return db
-        .exec("SELECT count(*) = 1 AND to_regclass($4) IS NOT NULL FROM epc.change_set WHERE cert_type = $1 AND "
-              "run_id = $2 AND base_run = $3",
-              {cert_type_name(type), run_id, base_run, table})
+        .exec("SELECT count(*) = 1 AND to_regclass($4) IS NOT NULL AND to_regclass($5) IS NOT NULL FROM "
+              "epc.change_set WHERE cert_type = $1 AND run_id = $2 AND base_run = $3",
+              {cert_type_name(type), run_id, base_run, changes.table, changes.was})
         .boolean(0, 0);
 }
 
@@ -42,17 +46,20 @@ bool found_already(db::Connection& db, CertType type, long long run_id, long lon
 class ProductionHashes {
 public:
     explicit ProductionHashes(db::Connection& db, const std::string& production) {
-        // Reserved up front from the planner's count (production is analysed by every publish): a
-        // vector doubling its way to 28 M would pass through twice the memory.
+        // What the load freed stays with the process otherwise (~100 MB at 28 M rows, in the
+        // arenas of its pipelines' threads): the peak would be that plus this array.
+        malloc_trim(0);
+        // Reserved up front from the planner's count (production is analysed by every publish, and
+        // changes only then): a vector doubling its way to 28 M would pass through twice the
+        // memory, as would shrinking a generous reserve to fit.
         const long long estimate =
             db.exec("SELECT reltuples::bigint FROM pg_class WHERE oid = $1::regclass", {production}).integer(0, 0);
-        hashes_.reserve(static_cast<std::size_t>(std::max(0LL, estimate) + estimate / 20 + 1024));
+        hashes_.reserve(static_cast<std::size_t>(std::max(0LL, estimate) + estimate / 1000 + 1024));
         db::CopyOut rows(db, "SELECT row_hash FROM " + production);
         for (std::vector<std::string_view> f; rows.next(f);)
             if (f[0].data())  // a row published before hashes existed has none: never unchanged
                 hashes_.push_back(static_cast<std::uint64_t>(db::CopyOut::int8(f[0])));
         std::sort(hashes_.begin(), hashes_.end());
-        hashes_.shrink_to_fit();
         directory_.assign(kBuckets + 1, 0);
         std::size_t at = 0;
         for (std::size_t b = 0; b <= kBuckets; ++b) {
@@ -98,11 +105,12 @@ private:
 // too, so a row whose hash production has is unchanged; the rest are few. The comparison of the
 // hashes runs here, as the two tables stream past (a full join of 28 M rows with 28 M in
 // PostgreSQL spilled its hash table to disk and took a minute); only the rows that differ are
-// then looked up, by their ctid in staging and by their hash in production.
+// then looked up, by their ctid in staging and by their hash in production, whose rows are kept as
+// they are (`changes.was`): publish's undo, without looking each up again by key.
 //
 // Two rows of different values could share a hash: with 64 bits, at 28 M rows and a few percent
 // changed, about once in a million years of monthly releases.
-void find_changes(db::Session& session, const std::string& table, const std::string& production) {
+void find_changes(db::Session& session, const ReleaseChanges& changes, const std::string& production) {
     db::Connection& db = session.db();
     // One snapshot for the whole comparison: the ctids and hashes read stay the rows looked up.
     db.exec("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
@@ -134,7 +142,8 @@ void find_changes(db::Session& session, const std::string& table, const std::str
     db.exec("ANALYZE changes_unstaged");  // small: production is read once, against its hash table
     db.exec("SET LOCAL work_mem = '256MB'");
     db.exec("SET LOCAL jit = off");
-    db.exec("CREATE TEMP TABLE changes_were ON COMMIT DROP AS SELECT p.cert_key FROM " + production +
+    db.exec("DROP TABLE IF EXISTS " + changes.was);
+    db.exec("CREATE TABLE " + changes.was + " AS SELECT * FROM " + production +
             " p WHERE p.row_hash IN (SELECT row_hash FROM changes_unstaged) OR p.row_hash IS NULL");
 
     const ColumnSet columns = session.staging_columns();
@@ -143,15 +152,15 @@ void find_changes(db::Session& session, const std::string& table, const std::str
         list += (list.empty() ? "" : ", ") +
                 (c.name == kKeyColumn ? "coalesce(s.cert_key, p.cert_key) AS cert_key" : "s." + std::string(c.name));
     for (const BookkeepingColumn& c : bookkeeping_columns()) list += ", s." + std::string(c.name);
-    db.exec("DROP TABLE IF EXISTS " + table);
-    db.exec("CREATE TABLE " + table + " AS SELECT " + list +
+    db.exec("DROP TABLE IF EXISTS " + changes.table);
+    db.exec("CREATE TABLE " + changes.table + " AS SELECT " + list +
                 ", CASE WHEN p.cert_key IS NULL THEN 'new' WHEN s.cert_key IS NULL THEN 'gone' ELSE 'changed' END "
                 "AS change FROM (SELECT * FROM " +
-                session.staging().rows +
-                " WHERE ctid = ANY($1::tid[])) s FULL JOIN changes_were p ON p.cert_key = s.cert_key",
+                session.staging().rows + " WHERE ctid = ANY($1::tid[])) s FULL JOIN " + changes.was +
+                " p ON p.cert_key = s.cert_key",
             {staged_tids});
-    db.exec("CREATE INDEX ON " + table + " (cert_key)");
-    db.exec("ANALYZE " + table);
+    db.exec("CREATE INDEX ON " + changes.table + " (cert_key)");
+    db.exec("ANALYZE " + changes.table + ", " + changes.was);
 }
 
 }  // namespace
@@ -159,18 +168,18 @@ void find_changes(db::Session& session, const std::string& table, const std::str
 ReleaseChanges release_changes(db::Session& session, long long run_id) {
     db::Connection& db = session.db();
     const CertType type = session.type();
-    ReleaseChanges changes{false, changes_table(type)};
+    ReleaseChanges changes{false, changes_table(type), was_table(type)};
     const std::string production = production_table(type);
     if (!db.has_table(production)) {
         changes.first_release = true;
         return changes;
     }
     const long long base_run = production_run(db, type);
-    if (found_already(db, type, run_id, base_run, changes.table)) return changes;
+    if (found_already(db, type, run_id, base_run, changes)) return changes;
 
     const auto started = std::chrono::steady_clock::now();
     db::Transaction tx(db);
-    find_changes(session, changes.table, production);
+    find_changes(session, changes, production);
     db.exec("INSERT INTO epc.change_set (cert_type, run_id, base_run) VALUES ($1, $2, $3) ON CONFLICT (cert_type) "
             "DO UPDATE SET run_id = EXCLUDED.run_id, base_run = EXCLUDED.base_run, found_at = now()",
             {cert_type_name(type), run_id, base_run});
@@ -185,7 +194,7 @@ ReleaseChanges release_changes(db::Session& session, long long run_id) {
 }
 
 void forget_changes(db::Connection& db, CertType type) {
-    db.exec("DROP TABLE IF EXISTS " + changes_table(type));
+    db.exec("DROP TABLE IF EXISTS " + changes_table(type) + ", " + was_table(type));
     db.exec("DELETE FROM epc.change_set WHERE cert_type = $1", {cert_type_name(type)});
 }
 

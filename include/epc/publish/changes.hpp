@@ -2,7 +2,8 @@
 // certificate's key and row hash (computed by the loader) with production's, and shared by the
 // geocode stage, which then locates only the addresses of new and changed certificates, and by
 // publish, which applies only the difference. Kept in epc.changes_<type> (the staged rows of new
-// and changed certificates, and the keys of those gone) until publish commits; epc.change_set
+// and changed certificates, and the keys of those gone) and epc.changes_<type>_was (production's
+// rows of the changed and gone ones) until publish commits; epc.change_set
 // records for which run and which production state it was found, so a revert or a new load in
 // between makes the next stage find it again.
 #pragma once
@@ -16,6 +17,7 @@ namespace epc {
 struct ReleaseChanges {
     bool first_release = false;  // no production table yet: every certificate is new (no table is made)
     std::string table;           // epc.changes_<type>: staging's columns and `change` (new | changed | gone)
+    std::string was;             // epc.changes_<type>_was: production's rows of the changed and gone ones, as they are
 };
 
 // The changes of the run `run_id`, which owns the session's staging and has finished loading.
