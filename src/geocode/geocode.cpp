@@ -128,6 +128,22 @@ ReferenceCounts copy_reference_rows(CsvReader& reader, const ReferenceColumns& c
     return counts;
 }
 
+// The primary key of a reference table. Terminated and live postcodes can share a display form,
+// so ONSPD's rows are made one per key first; but only when the key refuses them: looking for
+// twins in OS Open UPRN, which has none, took 12.6 s of 25 M rows.
+void key_uniquely(db::Connection& db, const std::string& table) {
+    const std::string add_key = "ALTER TABLE " + table + " ADD PRIMARY KEY (key)";
+    db.exec("SAVEPOINT reference_key");
+    try {
+        db.exec(add_key);
+        return;
+    } catch (const Error&) {
+        db.exec("ROLLBACK TO SAVEPOINT reference_key");  // throws in turn if the server is gone
+    }
+    db.exec("DELETE FROM " + table + " a USING " + table + " b WHERE a.key = b.key AND a.ctid > b.ctid");
+    db.exec(add_key);
+}
+
 // Loads an offline reference file (OS Open UPRN: UPRN, LATITUDE, LONGITUDE; ONSPD: pcds, lat, long)
 // into its table with COPY, unless this very file was loaded before.
 void load_reference(db::Connection& db, const ChainLink& link) {
@@ -152,9 +168,7 @@ void load_reference(db::Connection& db, const ChainLink& link) {
     db::CopyIn copy(db, table, "key, latitude, longitude", db::CopyFormat::text);
     const ReferenceCounts counts = copy_reference_rows(reader, columns, link.provider == "uprn", copy);
     copy.finish();
-    // Terminated and live postcodes can share a display form; keep one row per key.
-    db.exec("DELETE FROM " + table + " a USING " + table + " b WHERE a.key = b.key AND a.ctid > b.ctid");
-    db.exec("ALTER TABLE " + table + " ADD PRIMARY KEY (key)");
+    key_uniquely(db, table);
     db.exec("INSERT INTO epc.reference_file (provider, file_identity, rows, loaded_at) VALUES ($1, $2, $3, now()) "
             "ON CONFLICT (provider) DO UPDATE SET file_identity = EXCLUDED.file_identity, rows = EXCLUDED.rows, "
             "loaded_at = now()",

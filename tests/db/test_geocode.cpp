@@ -473,3 +473,39 @@ TEST(Geocode, AfterAPublishWithoutGeocodingEveryUnlocatedCertificateIsLookedAt) 
     load_small(t.db, small_release("geo-skipped-c", keys_up_to(32), {}, {}));
     EXPECT_EQ(run_geocode(t, chain).to_locate, 1u);
 }
+
+// Reference files may list a key twice (ONSPD: a terminated and a live postcode with the same
+// display form): one row per key is kept, the first, and files without twins load as they are.
+TEST(Geocode, ReferenceFilesWithAKeyTwiceKeepOneRowPerKey) {
+    Loaded t;
+    const std::string uprn_file = testing::TempDir() + "geo-twins-uprn.csv";
+    {
+        std::ofstream uprn(uprn_file);
+        uprn << "UPRN,LATITUDE,LONGITUDE\n1001,51.1,-1.1\n1002,51.2,-1.2\n1002,59.9,-1.9\n";
+    }
+    const std::string onspd_file = testing::TempDir() + "geo-twins-onspd.csv";
+    {
+        std::ofstream onspd(onspd_file);
+        onspd << "pcd,pcd2,pcds,doterm,lat,long\nAB1 2CD,AB1 2CD,AB1 2CD,,52.5,-2.5\nAB1 2CD,AB1 2CD,AB1 2CD,"
+                 "200001,50.0,-3.0\nZZ9 9ZZ,ZZ9 9ZZ,ZZ9 9ZZ,,53.0,-1.0\n";
+    }
+    load_small(t.db, small_release("geo-twins", keys_up_to(3), {}, {}));
+    GeocodeSummary s = run_geocode(t, "uprn:" + uprn_file + ",onspd:" + onspd_file);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.ref_uprn"), 2);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.ref_postcode"), 2);
+    EXPECT_EQ(t.db.scalar("SELECT latitude FROM epc.ref_uprn WHERE key = 1002"), "51.2");
+    EXPECT_EQ(t.db.scalar("SELECT latitude FROM epc.ref_postcode WHERE key = 'AB1 2CD'"), "52.5");
+    EXPECT_EQ(s.found_by_provider["uprn"], 2u);
+    EXPECT_EQ(s.found_by_provider["onspd"], 1u);  // key 3 (UPRN 1003) by its postcode
+    // And a file without twins: keyed as it is.
+    const std::string unique_file = testing::TempDir() + "geo-twins-uprn-unique.csv";
+    {
+        std::ofstream uprn(unique_file);
+        uprn << "UPRN,LATITUDE,LONGITUDE\n1001,51.1,-1.1\n1002,51.2,-1.2\n1003,51.3,-1.3\n";
+    }
+    run_geocode(t, "uprn:" + unique_file + ",onspd:" + onspd_file);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM epc.ref_uprn"), 3);
+    EXPECT_EQ(t.db.count("SELECT count(*) FROM pg_constraint WHERE conrelid = 'epc.ref_uprn'::regclass AND contype = "
+                         "'p'"),
+              1);
+}
