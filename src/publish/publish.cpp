@@ -112,19 +112,14 @@ void mark_published(db::Connection& db, const PublishSummary& s) {
 
 // --- The first release: there is no production table yet, so no user object to keep ---
 
-// Percent of each production page filled by the first release: a month changes ~1 % of rows.
-constexpr int kProductionFillfactor = 90;
-
 // Filled bare, then indexed and analysed: several times faster than inserting into an indexed
 // table. A leftover from an interrupted first publish of this run is dropped first.
 void build_first_release(db::Session& session, const ReleaseTables& t, long long run_id) {
     db::Connection& db = session.db();
     db.exec("DROP TABLE IF EXISTS " + t.fresh);
     spdlog::info("publish: building {} from {}", t.fresh, session.staging().rows);
-    // Room in each page for a changed certificate's new version: an update that leaves the indexed
-    // columns alone then stays in its page and touches no index (a HOT update).
     db.exec("CREATE TABLE " + t.fresh + " (" + certificate_columns_ddl(t.columns) + ",\n" +
-            production_extra_columns_ddl() + "\n) WITH (fillfactor = " + std::to_string(kProductionFillfactor) + ")");
+            production_extra_columns_ddl() + "\n)");
     db.exec("INSERT INTO " + t.fresh + " (" + production_column_list(t.columns) + ") " +
                 as_production_rows(t.columns, session.staging().rows),
             {run_id});
