@@ -143,8 +143,8 @@ void find_changes(db::Session& session, const ReleaseChanges& changes, const std
     db.exec("SET LOCAL work_mem = '256MB'");
     db.exec("SET LOCAL jit = off");
     db.exec("DROP TABLE IF EXISTS " + changes.was);
-    db.exec("CREATE TABLE " + changes.was + " AS SELECT p.ctid AS " + std::string(kProductionTid) + ", * FROM " +
-            production + " p WHERE p.row_hash IN (SELECT row_hash FROM changes_unstaged) OR p.row_hash IS NULL");
+    db.exec("CREATE TABLE " + changes.was + " AS SELECT * FROM " + production +
+            " p WHERE p.row_hash IN (SELECT row_hash FROM changes_unstaged) OR p.row_hash IS NULL");
 
     const ColumnSet columns = session.staging_columns();
     std::string list;  // staging's, the key taken from production for a gone row

@@ -1,9 +1,7 @@
 #include "epc/publish/publish.hpp"
 
-#include <algorithm>
 #include <chrono>
 #include <set>
-#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -225,9 +223,7 @@ void save_undo(db::Session& session, const ReleaseTables& t, const ReleaseChange
     db::Connection& db = session.db();
     forget_undo(db, session.type(), t);
     db.exec("CREATE TABLE " + t.undo + " (LIKE " + t.production + ")");
-    std::vector<std::string> was_columns = session.table_columns(changes.was);
-    was_columns.erase(std::remove(was_columns.begin(), was_columns.end(), kProductionTid), was_columns.end());
-    const ColumnSet was = ColumnSet::from_table(was_columns);
+    const ColumnSet was = session.columns_of(changes.was);
     db.exec("INSERT INTO " + t.undo + " (" + production_column_list(was) + ") SELECT " + production_column_list(was) +
             " FROM " + changes.was);
     const ColumnSet kept = session.columns_of(t.production);
@@ -242,48 +238,16 @@ void save_undo(db::Session& session, const ReleaseTables& t, const ReleaseChange
             {cert_type_name(session.type()), run_id});
 }
 
-// Where in production (their ctids, as a tid[] literal) the rows of `changes.was` whose keys are
-// in `keys` (a table of cert_key) are, and how many.
-std::pair<std::string, long long> production_places(db::Connection& db, const ReleaseChanges& changes,
-                                                    const std::string& keys) {
-    db::Result r = db.exec("SELECT coalesce(array_agg(w." + std::string(kProductionTid) + " ORDER BY w." +
-                           std::string(kProductionTid) + ")::text, '{}'), count(*) FROM " + changes.was + " w JOIN " +
-                           keys + " k ON k.cert_key = w.cert_key");
-    return {r.text(0, 0), r.integer(0, 1)};
-}
-
 // Row-level changes only: they lock the rows they touch, and no SELECT waits for them. A user's
 // foreign key to a removed certificate stops the publish here (the transaction rolls back whole).
-// The changed and gone rows are reached by their place in production, found with the changes
-// (a lookup by key first reads a cold index page: 18 s of a 28 M-row table's 279 K deletions);
-// the key is checked all the same, and rows not where they were (production rewritten since, by
-// VACUUM FULL or CLUSTER) are then reached by key. The rows located since they were published
-// are reached by key.
-void apply_changes(db::Connection& db, const ReleaseTables& t, const ReleaseChanges& changes, PublishSummary& s) {
+void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s) {
     const std::string columns = production_column_list(t.columns);
-    const auto [gone_places, gone] = production_places(db, changes, "publish_gone");
-    s.disappeared = db.exec("DELETE FROM " + t.production +
-                                " p WHERE p.ctid = ANY($1::tid[]) AND EXISTS (SELECT 1 FROM publish_gone g WHERE "
-                                "g.cert_key = p.cert_key)",
-                            {gone_places})
-                        .affected();
-    if (static_cast<long long>(s.disappeared) != gone)  // rows deleted above are no longer seen
-        s.disappeared +=
-            db.exec("DELETE FROM " + t.production + " p USING publish_gone g WHERE p.cert_key = g.cert_key").affected();
-
-    const std::string update = "UPDATE " + t.production + " p SET (" + columns + ") = (" +
-                               production_column_list(t.columns, "i") + ") FROM publish_incoming i WHERE ";
-    const auto [changed_places,
-                changed] = production_places(db, changes, "(SELECT cert_key FROM publish_incoming WHERE NOT is_new)");
-    s.changed = db.exec(update + "p.ctid = ANY($1::tid[]) AND i.cert_key = p.cert_key AND NOT i.is_new",
-                        {changed_places})
+    s.disappeared =
+        db.exec("DELETE FROM " + t.production + " p USING publish_gone g WHERE p.cert_key = g.cert_key").affected();
+    s.changed = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
+                        production_column_list(t.columns, "i") +
+                        ") FROM publish_incoming i WHERE p.cert_key = i.cert_key AND NOT i.is_new")
                     .affected();
-    // By key: the rows located since they were published (not in `changes.was`), and any of the
-    // others not where they were (those updated above carry this run's id now).
-    const std::string by_key = update + "p.cert_key = i.cert_key AND NOT i.is_new AND ";
-    const std::string not_placed = "NOT EXISTS (SELECT 1 FROM " + changes.was + " w WHERE w.cert_key = i.cert_key)";
-    if (static_cast<long long>(s.changed) == changed) s.changed += db.exec(by_key + not_placed).affected();
-    else s.changed += db.exec(by_key + "(" + not_placed + " OR p.run_id IS DISTINCT FROM $1)", {s.run_id}).affected();
     s.added = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
                       production_column_list(t.columns, "i") + " FROM publish_incoming i WHERE i.is_new")
                   .affected();
@@ -303,7 +267,7 @@ void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummar
     db.exec("SET LOCAL random_page_cost = 1.1");
     stage_changes(session, t, changes, summary.run_id);
     save_undo(session, t, changes, summary.run_id);
-    apply_changes(db, t, changes, summary);
+    apply_changes(db, t, summary);
     if (recommendations) summary.recommendations = publish_recommendations(session, summary.run_id, true);
     provide_latest(session, t);
     mark_published(db, summary);

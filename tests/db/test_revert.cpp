@@ -412,35 +412,3 @@ TEST(Revert, ChangesFoundBeforeARevertAreFoundAgainByPublish) {
     EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'epc' AND tablename = 'changes_domestic'"),
               0);
 }
-
-// Publish reaches the changed and gone rows by where the changes found them in production; rows
-// that have moved since (here every row, by an update that changes no value; VACUUM FULL or CLUSTER
-// would do the same) are reached by key, with the same counts and the same undo.
-TEST(Revert, RowsMovedInProductionSinceTheChangesWereFoundArePublishedByKey) {
-    TestDatabase db;
-    load_zip(release("moved-a", keys(1, 300)), db);
-    publish_to(db);
-    db::Connection c = db.connect();
-    snapshot(c, "public.moved_a");
-    std::vector<int> b_keys;
-    std::set<int> changed;
-    for (int k = 1; k <= 320; ++k) {
-        if (k <= 300 && k % 10 == 0) continue;
-        b_keys.push_back(k);
-        if (k <= 300 && k % 7 == 0) changed.insert(k);
-    }
-    const LoadSummary b = load_zip(release("moved-b", b_keys, changed), db);
-    {
-        db::Session session = db.session();
-        ASSERT_FALSE(release_changes(session, b.run_id).first_release);
-    }
-    c.exec("UPDATE epc.domestic_certificates SET run_id = run_id");
-    PublishSummary pb = publish_to(db);
-    EXPECT_EQ(pb.added, 20u);
-    EXPECT_EQ(pb.disappeared, 30u);
-    EXPECT_EQ(pb.changed, changed.size());
-    EXPECT_EQ(differences_from_staging(c), 0);
-    EXPECT_EQ(db.count("SELECT count(*) FROM epc.undo_domestic"), static_cast<long long>(30 + changed.size()));
-    revert_in(db);
-    EXPECT_EQ(differences(c, "public.moved_a"), 0);
-}

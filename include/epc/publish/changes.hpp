@@ -9,7 +9,6 @@
 #pragma once
 
 #include <string>
-#include <string_view>
 
 #include "epc/db/session.hpp"
 
@@ -20,10 +19,6 @@ struct ReleaseChanges {
     std::string table;           // epc.changes_<type>: staging's columns and `change` (new | changed | gone)
     std::string was;             // epc.changes_<type>_was: production's rows of the changed and gone ones, as they are
 };
-
-// The column of `ReleaseChanges::was` beside production's: where each row is in production (its
-// ctid), so publish reaches it without a lookup by key while production is as the changes found it.
-inline constexpr std::string_view kProductionTid = "production_tid";
 
 // The changes of the run `run_id`, which owns the session's staging and has finished loading.
 // Runs in its own transaction(s); the caller holds the type's lock.
