@@ -108,10 +108,6 @@ private:
 // then looked up, by their ctid in staging and by their hash in production, whose rows are kept as
 // they are (`changes.was`): publish's undo, without looking each up again by key.
 //
-// The changes are written in address order: the geocode stage and publish look their addresses up
-// in the cache, whose rows and index are in address order too (it is filled in that order), so
-// their reads of it go forward instead of anywhere in a table larger than memory.
-//
 // Two rows of different values could share a hash: with 64 bits, at 28 M rows and a few percent
 // changed, about once in a million years of monthly releases.
 void find_changes(db::Session& session, const ReleaseChanges& changes, const std::string& production) {
@@ -161,7 +157,7 @@ void find_changes(db::Session& session, const ReleaseChanges& changes, const std
                 ", CASE WHEN p.cert_key IS NULL THEN 'new' WHEN s.cert_key IS NULL THEN 'gone' ELSE 'changed' END "
                 "AS change FROM (SELECT * FROM " +
                 session.staging().rows + " WHERE ctid = ANY($1::tid[])) s FULL JOIN " + changes.was +
-                " p ON p.cert_key = s.cert_key ORDER BY s.address_key COLLATE \"C\"",
+                " p ON p.cert_key = s.cert_key",
             {staged_tids});
     db.exec("CREATE INDEX ON " + changes.table + " (cert_key)");
     db.exec("ANALYZE " + changes.table + ", " + changes.was);

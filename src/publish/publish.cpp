@@ -192,18 +192,13 @@ void add_missing_columns(db::Connection& db, const ReleaseTables& t) {
 
 // What to apply, in two temporary tables gone at commit: the incoming rows (new or changed
 // certificates, from the changes found against production, and unchanged ones located since
-// they were published) with their values and coordinates, and the keys that are gone. Both in key
-// order, as the changes' coordinates are looked up in address order: each lookup into a table
-// larger than memory then reads the index pages next to the last one's instead of anywhere.
+// they were published) with their values and coordinates, and the keys that are gone.
 void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseChanges& changes, long long run_id) {
     db::Connection& db = session.db();
     const std::string columns = production_column_list(t.columns);
     db.exec("CREATE TEMP TABLE publish_incoming (LIKE " + t.production + ", is_new boolean NOT NULL) ON COMMIT DROP");
-    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) SELECT * FROM (" +
-                as_production_rows(t.columns,
-                                   "(SELECT * FROM " + changes.table + " ORDER BY address_key COLLATE \"C\")",
-                                   ", r.change = 'new'") +
-                " WHERE r.change <> 'gone') i ORDER BY cert_key",
+    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) " +
+                as_production_rows(t.columns, changes.table, ", r.change = 'new'") + " WHERE r.change <> 'gone'",
             {run_id});
     db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) SELECT " + certificate_column_list(t.columns, "r") +
                 ", " + kCoordinates + ", $1::bigint, r.row_hash, r.address_key, false FROM " + t.production +
@@ -212,7 +207,7 @@ void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseCh
                 changes.table + " c WHERE c.cert_key = r.cert_key)",
             {run_id});
     db.exec("CREATE TEMP TABLE publish_gone ON COMMIT DROP AS SELECT cert_key FROM " + changes.table +
-            " WHERE change = 'gone' ORDER BY cert_key");
+            " WHERE change = 'gone'");
     db.exec("ANALYZE publish_incoming, publish_gone");  // small: the joins below should use production's key
 }
 
