@@ -554,7 +554,18 @@ void append_padded(std::string& out, std::string_view text, std::size_t width) {
 
 }  // namespace
 
-std::string certificate_columns_ddl(const ColumnSet& set) {
+namespace {
+
+// Production's identifiers, the key and the postcode (both indexed there), are compared byte by
+// byte (COLLATE "C"): their byte order is their natural order (in en_GB's, "AB1 2CD" would sort
+// after "AB12 3EF"), a prefix LIKE can use their indexes, and sorting them, to build those
+// indexes, is about twice as fast as in a language's collation (strcoll, no abbreviated keys).
+// Staging keeps the database's collation: production tables made before this have it, and a
+// join of staging with production compares in production's collation where they differ, so
+// production's key index serves either way.
+bool identifier(const Column& c) { return c.name == kKeyColumn || c.name == "postcode"; }
+
+std::string columns_ddl(const ColumnSet& set, bool identifiers_in_byte_order) {
     const std::size_t width = ddl_name_width(set);
     std::string ddl;
     for (const Column& c : set.columns()) {
@@ -562,9 +573,25 @@ std::string certificate_columns_ddl(const ColumnSet& set) {
         ddl += "\n    ";
         append_padded(ddl, c.name, width);
         ddl.append(sql_type(c.kind));
+        if (identifiers_in_byte_order && identifier(c)) ddl += " COLLATE \"C\"";
         if (c.required) ddl += " NOT NULL";
     }
     return ddl;
+}
+
+}  // namespace
+
+std::string certificate_columns_ddl(const ColumnSet& set) { return columns_ddl(set, false); }
+
+std::string production_columns_ddl(const ColumnSet& set) {
+    return columns_ddl(set, true) + ",\n" +
+           R"(    latitude          double precision,  -- from epc.geocode_cache: NULL when not located
+    longitude         double precision,
+    geocode_provider  text,
+    geocode_precision text,              -- property | street | postcode
+    run_id            bigint NOT NULL,   -- the import_run that last added or changed the row
+    row_hash          bigint,            -- staging's row_hash: what publish compares
+    address_key       text COLLATE "C"   -- staging's address_key: what the geocode stage located, as the cache has it)";
 }
 
 std::string staging_columns_ddl(const ColumnSet& set) {
@@ -614,16 +641,6 @@ std::string concat_ws_expression(std::string_view alias) { return concat_ws_expr
 
 std::string concat_ws_expression(const ColumnSet& set, std::string_view alias) {
     return "concat_ws(',', " + certificate_column_list(set, alias) + ")";
-}
-
-std::string production_extra_columns_ddl() {
-    return R"(    latitude          double precision,  -- from epc.geocode_cache: NULL when not located
-    longitude         double precision,
-    geocode_provider  text,
-    geocode_precision text,              -- property | street | postcode
-    run_id            bigint NOT NULL,   -- the import_run that last added or changed the row
-    row_hash          bigint,            -- staging's row_hash: what publish compares
-    address_key       text               -- staging's address_key: what the geocode stage located)";
 }
 
 const std::vector<std::string_view>& production_extra_columns() {

@@ -215,6 +215,13 @@ CREATE TABLE epc.geocode_retry (
 );
 )";
 
+// Version 9: the cache's not-founds (a small share of it) indexed on their own, so a monthly run
+// finds those due to be asked again, and the ones its todo list holds, without reading the whole
+// cache (18.7 M rows, 2.2 GB at the 28 M-row benchmark: 4 s each time).
+const char* const kVersion9 = R"(
+CREATE INDEX geocode_cache_not_found ON epc.geocode_cache (address_key) WHERE status <> 'found';
+)";
+
 const std::vector<Migration>& migrations() {
     static const std::vector<Migration> list = {
         {1, "bookkeeping tables of epc-import 0.1", kVersion1},
@@ -226,6 +233,7 @@ const std::vector<Migration>& migrations() {
         {6, "import_file.invalid_by_column: values not of their column's type, per column", kVersion6},
         {7, "recommendations: import_file.dataset, the run's recommendation counts, their undo", kVersion7},
         {8, "geocode_retry: addresses a geocoder failed on, asked again by the next run", kVersion8},
+        {9, "geocode_cache_not_found: the cache's not-founds indexed on their own", kVersion9},
     };
     return list;
 }

@@ -81,6 +81,16 @@ TEST(Publish, ProductionHoldsExactlyTheStagedReleaseWithItsIndexes) {
     EXPECT_NE(defs.find("(cert_key)"), std::string::npos) << defs;
     EXPECT_NE(defs.find("(postcode)"), std::string::npos) << defs;
     EXPECT_NE(defs.find("(lodgement_date)"), std::string::npos) << defs;
+    // The identifiers compare byte by byte; the rest of the text in the database's collation.
+    EXPECT_EQ(c.exec("SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
+                     "WHERE table_schema = 'epc' AND table_name = 'domestic_certificates' AND collation_name = 'C'")
+                  .text(0, 0),
+              "address_key,cert_key,postcode");
+    EXPECT_EQ(c.exec("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'epc' AND table_name = "
+                     "'domestic_certificates' AND data_type = 'text' AND collation_name IS NULL AND column_name IN "
+                     "('address', 'local_authority', 'transaction_type')")
+                  .integer(0, 0),
+              3);
     db::Result run = c.exec("SELECT status, rows_published, rows_added, rows_disappeared FROM epc.import_run "
                             "WHERE run_id = $1",
                             {std::to_string(loaded.run_id)});

@@ -96,7 +96,11 @@ TEST(Schema, ADatabaseOfRelease01IsUpgradedKeepingItsHistory) {
         db.scalar("SELECT string_agg(version || ':' || applied_by, ',' ORDER BY version) FROM epc.schema_version"),
         "1:found in the database (an epc-import before 0.2),2:epc-import " EPC_VERSION ",3:epc-import " EPC_VERSION
         ",4:epc-import " EPC_VERSION ",5:epc-import " EPC_VERSION ",6:epc-import " EPC_VERSION
-        ",7:epc-import " EPC_VERSION ",8:epc-import " EPC_VERSION);
+        ",7:epc-import " EPC_VERSION ",8:epc-import " EPC_VERSION ",9:epc-import " EPC_VERSION);
+    // What version 9 brought: the cache's not-founds have an index of their own.
+    EXPECT_EQ(db.count("SELECT count(*) FROM pg_indexes WHERE schemaname = 'epc' AND indexname = "
+                       "'geocode_cache_not_found' AND indexdef LIKE '%WHERE (status <> ''found''::text)%'"),
+              1);
     // What version 8 brought: the list of addresses to ask again, empty (no geocoder failed).
     EXPECT_EQ(db.count("SELECT count(*) FROM epc.geocode_retry"), 0);
     // What version 7 brought: the old ledger's files are certificates files.

@@ -56,6 +56,19 @@ TEST(Columns, TodaysColumnsAndTypes) {
     EXPECT_EQ(staging_column_count(), 12u);
 }
 
+TEST(Columns, ProductionComparesItsIdentifiersByteByByte) {
+    const std::string ddl = production_columns_ddl(ColumnSet::defaults());
+    EXPECT_EQ(ddl.rfind("\n    cert_key         text COLLATE \"C\" NOT NULL,\n    lodgement_date   date NOT NULL,", 0),
+              0u)
+        << ddl;
+    EXPECT_NE(ddl.find("\n    postcode         text COLLATE \"C\",\n"), std::string::npos) << ddl;
+    EXPECT_NE(ddl.find("\n    address          text,\n"), std::string::npos) << ddl;
+    EXPECT_NE(ddl.find("\n    address_key       text COLLATE \"C\""), std::string::npos) << ddl;
+    std::vector<std::string> names = ColumnSet::defaults().names();
+    for (std::string_view extra : production_extra_columns()) names.emplace_back(extra);
+    EXPECT_EQ(ddl_names(ddl), names);
+}
+
 TEST(Columns, GeneratedListsAgreeWithEachOther) {
     std::vector<std::string> names;
     for (const Column& c : ColumnSet::defaults().columns()) names.push_back(c.name);

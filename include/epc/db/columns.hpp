@@ -207,9 +207,10 @@ std::string concat_ws_expression(const ColumnSet& set, std::string_view alias);
 
 // --- Production: epc.<type>_certificates ---
 
-// Production's columns after the certificate columns (coordinates, the run that wrote the row,
-// its hash), as DDL lines to follow certificate_columns_ddl() after a comma.
-std::string production_extra_columns_ddl();
+// A new production table's columns, as DDL lines: the certificate columns (the key and the
+// postcode in byte order, COLLATE "C"), then the coordinates, the run that wrote the row, its hash
+// and its address key.
+std::string production_columns_ddl(const ColumnSet& set);
 // The names of those extra columns, in order.
 const std::vector<std::string_view>& production_extra_columns();
 // Every production column: the certificate columns, then the extra ones; with an alias on each.
