@@ -140,6 +140,9 @@ void find_changes(db::Session& session, const ReleaseChanges& changes, const std
         copy.finish();
     }
     db.exec("ANALYZE changes_unstaged");  // small: production is read once, against its hash table
+    // The staged rows that differ are a few percent, read by their ctids: priced as random reads
+    // of a spinning disk (4), the planner read all of staging instead (28 M rows: 3.8 s against 1.4).
+    db.exec("SET LOCAL random_page_cost = 1.1");
     db.exec("SET LOCAL work_mem = '256MB'");
     db.exec("SET LOCAL jit = off");
     db.exec("DROP TABLE IF EXISTS " + changes.was);
