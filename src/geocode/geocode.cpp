@@ -486,10 +486,6 @@ private:
         // so the new ones go in without ON CONFLICT, which took 44 % longer (117 s for the 28 M
         // bench's first release). No other writer can add one meanwhile.
         guard_cache_writes(db_, true);
-        // A first release joins millions of addresses with the reference tables (16.8 M UPRNs) and
-        // sorts them: in 256 MB the UPRNs' hash went to disk in 4 batches and the sort in 1.9 GB.
-        // For this statement only, more memory.
-        db_.exec("SET LOCAL work_mem = '1GB'");
         db_.exec("DELETE FROM epc.geocode_cache c USING epc_geocode_todo t WHERE c.address_key = t.address_key AND "
                  "c.status <> 'found'" +  // what the cache has of the list: only not-founds (its own index)
                  (end_the_chain ? "" : " AND (" + in_any + ")"));

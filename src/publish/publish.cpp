@@ -123,13 +123,9 @@ void build_first_release(db::Session& session, const ReleaseTables& t, long long
     db.exec("DROP TABLE IF EXISTS " + t.fresh);
     spdlog::info("publish: building {} from {}", t.fresh, session.staging().rows);
     db.exec("CREATE TABLE " + t.fresh + " (" + production_columns_ddl(t.columns) + "\n)");
-    // Every certificate joined with the cache's answers: a hash of 18.7 M of them at 28 M rows,
-    // which in 4 MB (the default) went to disk in 512 batches, with staging behind it.
-    db.exec("SET work_mem = '1GB'");
     db.exec("INSERT INTO " + t.fresh + " (" + production_column_list(t.columns) + ") " +
                 as_production_rows(t.columns, session.staging().rows, "epc.geocode_cache"),
             {run_id});
-    db.exec("RESET work_mem");
     db.exec("SET maintenance_work_mem = '512MB'");
     db.exec("ALTER TABLE " + t.fresh + " ADD CONSTRAINT " + t.fresh_name + "_pkey PRIMARY KEY (cert_key)");
     db.exec("CREATE INDEX " + t.fresh_name + "_postcode ON " + t.fresh + " (postcode)");
