@@ -1,5 +1,8 @@
 #include "epc/db/session.hpp"
 
+#include <exception>
+#include <thread>
+
 #include <spdlog/spdlog.h>
 
 #include "epc/db/columns.hpp"
@@ -47,6 +50,25 @@ Session::~Session() {
 
 Connection Session::connect(const std::string& role) const {
     return Connection(conninfo_, "epc-import " + std::string(cert_type_name(type_)) + " " + role);
+}
+
+void Session::exec_at_once(const std::vector<std::vector<std::string>>& lists, const Params& params,
+                           const std::string& role) const {
+    std::vector<std::exception_ptr> errors(lists.size());
+    std::vector<std::thread> threads;
+    threads.reserve(lists.size());
+    for (std::size_t i = 0; i < lists.size(); ++i)
+        threads.emplace_back([&, i] {
+            try {
+                Connection db = connect(role);
+                for (const std::string& sql : lists[i]) db.exec(sql, params);
+            } catch (...) {
+                errors[i] = std::current_exception();
+            }
+        });
+    for (std::thread& t : threads) t.join();
+    for (const std::exception_ptr& e : errors)
+        if (e) std::rethrow_exception(e);
 }
 
 void Session::prepare_schema() {

@@ -116,6 +116,37 @@ void mark_published(db::Connection& db, const PublishSummary& s) {
 
 // --- The first release: there is no production table yet, so no user object to keep ---
 
+// Every certificate of staging with its coordinates, in two halves at once, each on a connection
+// of its own: a statement runs in one backend, and this one kept one core of two busy for 80 s at
+// 28 M rows. The halves split by the address key's hash, so each joins half of the cache.
+void fill_first_release(db::Session& session, const ReleaseTables& t, long long run_id) {
+    std::vector<std::vector<std::string>> halves;
+    for (const char* half : {"0", "1"}) {
+        const std::string located = std::string("(SELECT * FROM epc.geocode_cache WHERE hashtext(address_key) & 1 = ") +
+                                    half + ")";
+        halves.push_back({"INSERT INTO " + t.fresh + " (" + production_column_list(t.columns) + ") " +
+                          as_production_rows(t.columns, session.staging().rows, located) +
+                          " WHERE coalesce(hashtext(r.address_key) & 1, 0) = " + half});
+    }
+    session.exec_at_once(halves, {run_id}, "publish");
+}
+
+// Its indexes two at a time (each build is a scan and a sort in one backend); the primary key is
+// made of its unique index at the end, as ALTER TABLE … ADD PRIMARY KEY would lock out the other
+// builds.
+void index_first_release(db::Session& session, const ReleaseTables& t) {
+    const std::string memory = "SET maintenance_work_mem = '512MB'";
+    const std::string index = "CREATE INDEX " + t.fresh_name;
+    session.exec_at_once({{memory, "CREATE UNIQUE INDEX " + t.fresh_name + "_pkey ON " + t.fresh + " (cert_key)",
+                           // The geocode stage's way to the certificates it has not located yet (a few percent).
+                           index + "_unlocated ON " + t.fresh + " (address_key) WHERE latitude IS NULL"},
+                          {memory, index + "_postcode ON " + t.fresh + " (postcode)",
+                           index + "_lodgement_date ON " + t.fresh + " (lodgement_date)"}},
+                         {}, "publish");
+    session.db().exec("ALTER TABLE " + t.fresh + " ADD CONSTRAINT " + t.fresh_name + "_pkey PRIMARY KEY USING INDEX " +
+                      t.fresh_name + "_pkey");
+}
+
 // Filled bare, then indexed and analysed: several times faster than inserting into an indexed
 // table. A leftover from an interrupted first publish of this run is dropped first.
 void build_first_release(db::Session& session, const ReleaseTables& t, long long run_id) {
@@ -123,16 +154,8 @@ void build_first_release(db::Session& session, const ReleaseTables& t, long long
     db.exec("DROP TABLE IF EXISTS " + t.fresh);
     spdlog::info("publish: building {} from {}", t.fresh, session.staging().rows);
     db.exec("CREATE TABLE " + t.fresh + " (" + production_columns_ddl(t.columns) + "\n)");
-    db.exec("INSERT INTO " + t.fresh + " (" + production_column_list(t.columns) + ") " +
-                as_production_rows(t.columns, session.staging().rows, "epc.geocode_cache"),
-            {run_id});
-    db.exec("SET maintenance_work_mem = '512MB'");
-    db.exec("ALTER TABLE " + t.fresh + " ADD CONSTRAINT " + t.fresh_name + "_pkey PRIMARY KEY (cert_key)");
-    db.exec("CREATE INDEX " + t.fresh_name + "_postcode ON " + t.fresh + " (postcode)");
-    db.exec("CREATE INDEX " + t.fresh_name + "_lodgement_date ON " + t.fresh + " (lodgement_date)");
-    // The geocode stage's way to the certificates it has not located yet (a few percent).
-    db.exec("CREATE INDEX " + t.fresh_name + "_unlocated ON " + t.fresh + " (address_key) WHERE latitude IS NULL");
-    db.exec("RESET maintenance_work_mem");
+    fill_first_release(session, t, run_id);
+    index_first_release(session, t);
     db.exec("ANALYZE " + t.fresh);
 }
 
