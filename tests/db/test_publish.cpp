@@ -81,6 +81,10 @@ TEST(Publish, ProductionHoldsExactlyTheStagedReleaseWithItsIndexes) {
     EXPECT_NE(defs.find("(cert_key)"), std::string::npos) << defs;
     EXPECT_NE(defs.find("(postcode)"), std::string::npos) << defs;
     EXPECT_NE(defs.find("(lodgement_date)"), std::string::npos) << defs;
+    EXPECT_EQ(c.exec("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = "
+                     "'epc.domestic_certificates'::regclass AND contype = 'p'")
+                  .text(0, 0),
+              "PRIMARY KEY (cert_key)");
     // The identifiers compare byte by byte; the rest of the text in the database's collation.
     EXPECT_EQ(c.exec("SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns "
                      "WHERE table_schema = 'epc' AND table_name = 'domestic_certificates' AND collation_name = 'C'")
@@ -102,6 +106,27 @@ TEST(Publish, ProductionHoldsExactlyTheStagedReleaseWithItsIndexes) {
     EXPECT_TRUE(again.already_published);
     EXPECT_EQ(c.exec("SELECT count(*) FROM epc.domestic_certificates").integer(0, 0),
               static_cast<long long>(e.rows_loaded));
+}
+
+// The first release is built by statements on connections of their own: a failure of one is the
+// publish's failure, reported as the server said it, once the others have ended.
+TEST(Publish, StatementsRunAtOnceReportTheirFailure) {
+    TestDatabase db;
+    db::Session session = db.session();
+    try {
+        session.exec_at_once(
+            {{"CREATE TABLE at_once_a (n int)", "SELECT pg_sleep(0.3)", "INSERT INTO at_once_a VALUES (7)"},
+             {"SELECT count(*) FROM at_once_missing"}},
+            {}, "test");
+        FAIL() << "a failed statement went unreported";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("at_once_missing"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(db.count("SELECT sum(n) FROM at_once_a"), 7) << "the other list ran to its end";
+    // Every statement gets the parameters.
+    session.exec_at_once({{"INSERT INTO at_once_a SELECT $1::int"}, {"INSERT INTO at_once_a SELECT $1::int + 1"}}, {10},
+                         "test");
+    EXPECT_EQ(db.count("SELECT sum(n) FROM at_once_a"), 28);
 }
 
 TEST(Publish, NewReleaseReplacesTheOldAndCountsWhatCameAndWent) {

@@ -82,7 +82,8 @@ public:
     // Another connection to the same database, e.g. for a loader pipeline: "epc-import <type> <role>".
     Connection connect(const std::string& role) const;
     // Runs each list of statements on a connection of its own ("epc-import <type> <role>"), the
-    // lists at once, each list in order; returns when all have ended, rethrowing the first failure.
+    // lists at once, each list in order, every statement with `params`; returns when all have
+    // ended, rethrowing the first failure.
     // For bulk work on tables no reader sees yet: a statement runs in one backend, on one core.
     void exec_at_once(const std::vector<std::vector<std::string>>& lists, const Params& params,
                       const std::string& role) const;
