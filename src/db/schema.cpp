@@ -222,6 +222,18 @@ const char* const kVersion9 = R"(
 CREATE INDEX geocode_cache_not_found ON epc.geocode_cache (address_key) WHERE status <> 'found';
 )";
 
+// Version 10: the rows a run compared with production are counted then (publish checks staging
+// still holds what the run loaded without counting it again); existing production tables leave
+// room on their pages for changed rows (only pages written from now on: nothing is rewritten).
+std::string version10() {
+    std::string sql =
+        "ALTER TABLE epc.change_set ADD COLUMN staged_rows bigint;  -- NULL: found by an older importer\n";
+    for (CertType type : {CertType::domestic, CertType::non_domestic, CertType::display})
+        sql += "ALTER TABLE IF EXISTS epc." + std::string(cert_type_sql(type)) +
+               "_certificates SET (fillfactor = " + std::to_string(kProductionFillfactor) + ");\n";
+    return sql;
+}
+
 const std::vector<Migration>& migrations() {
     static const std::vector<Migration> list = {
         {1, "bookkeeping tables of epc-import 0.1", kVersion1},
@@ -234,6 +246,7 @@ const std::vector<Migration>& migrations() {
         {7, "recommendations: import_file.dataset, the run's recommendation counts, their undo", kVersion7},
         {8, "geocode_retry: addresses a geocoder failed on, asked again by the next run", kVersion8},
         {9, "geocode_cache_not_found: the cache's not-founds indexed on their own", kVersion9},
+        {10, "change_set.staged_rows; production pages keep room for changed rows (fillfactor)", version10()},
     };
     return list;
 }

@@ -1,6 +1,7 @@
 #include "epc/db/session.hpp"
 
 #include <exception>
+#include <numeric>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -52,16 +53,17 @@ Connection Session::connect(const std::string& role) const {
     return Connection(conninfo_, "epc-import " + std::string(cert_type_name(type_)) + " " + role);
 }
 
-void Session::exec_at_once(const std::vector<std::vector<std::string>>& lists, const Params& params,
-                           const std::string& role) const {
+std::uint64_t Session::exec_at_once(const std::vector<std::vector<std::string>>& lists, const Params& params,
+                                    const std::string& role) const {
     std::vector<std::exception_ptr> errors(lists.size());
+    std::vector<std::uint64_t> touched(lists.size(), 0);
     std::vector<std::thread> threads;
     threads.reserve(lists.size());
     for (std::size_t i = 0; i < lists.size(); ++i)
         threads.emplace_back([&, i] {
             try {
                 Connection db = connect(role);
-                for (const std::string& sql : lists[i]) db.exec(sql, params);
+                for (const std::string& sql : lists[i]) touched[i] += db.exec(sql, params).affected();
             } catch (...) {
                 errors[i] = std::current_exception();
             }
@@ -69,6 +71,7 @@ void Session::exec_at_once(const std::vector<std::vector<std::string>>& lists, c
     for (std::thread& t : threads) t.join();
     for (const std::exception_ptr& e : errors)
         if (e) std::rethrow_exception(e);
+    return std::accumulate(touched.begin(), touched.end(), std::uint64_t{0});
 }
 
 void Session::prepare_schema() {

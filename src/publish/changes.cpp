@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -31,13 +32,16 @@ long long production_run(db::Connection& db, CertType type) {
         .integer(0, 0);
 }
 
-bool found_already(db::Connection& db, CertType type, long long run_id, long long base_run,
-                   const ReleaseChanges& changes) {
-    return db
-        .exec("SELECT count(*) = 1 AND to_regclass($4) IS NOT NULL AND to_regclass($5) IS NOT NULL FROM "
-              "epc.change_set WHERE cert_type = $1 AND run_id = $2 AND base_run = $3",
-              {cert_type_name(type), run_id, base_run, changes.table, changes.was})
-        .boolean(0, 0);
+// The rows staging held when the changes of this run against this production state were found,
+// if they were (by an importer that counted them).
+std::optional<long long> found_already(db::Connection& db, CertType type, long long run_id, long long base_run,
+                                       const ReleaseChanges& changes) {
+    db::Result found = db.exec(
+        "SELECT staged_rows FROM epc.change_set WHERE cert_type = $1 AND run_id = $2 AND base_run = $3 AND "
+        "staged_rows IS NOT NULL AND to_regclass($4) IS NOT NULL AND to_regclass($5) IS NOT NULL",
+        {cert_type_name(type), run_id, base_run, changes.table, changes.was});
+    if (found.rows() == 0) return std::nullopt;
+    return found.integer(0, 0);
 }
 
 // Production's row hashes, sorted, found by a directory of their top bits, each with a bit for
@@ -110,7 +114,8 @@ private:
 //
 // Two rows of different values could share a hash: with 64 bits, at 28 M rows and a few percent
 // changed, about once in a million years of monthly releases.
-void find_changes(db::Session& session, const ReleaseChanges& changes, const std::string& production) {
+// Returns the number of staged rows.
+long long find_changes(db::Session& session, const ReleaseChanges& changes, const std::string& production) {
     db::Connection& db = session.db();
     // One snapshot for the whole comparison: the ctids and hashes read stay the rows looked up.
     db.exec("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
@@ -164,6 +169,7 @@ void find_changes(db::Session& session, const ReleaseChanges& changes, const std
             {staged_tids});
     db.exec("CREATE INDEX ON " + changes.table + " (cert_key)");
     db.exec("ANALYZE " + changes.table + ", " + changes.was);
+    return static_cast<long long>(staged);
 }
 
 }  // namespace
@@ -178,14 +184,18 @@ ReleaseChanges release_changes(db::Session& session, long long run_id) {
         return changes;
     }
     const long long base_run = production_run(db, type);
-    if (found_already(db, type, run_id, base_run, changes)) return changes;
+    if (const std::optional<long long> staged = found_already(db, type, run_id, base_run, changes)) {
+        changes.staged_rows = *staged;
+        return changes;
+    }
 
     const auto started = std::chrono::steady_clock::now();
     db::Transaction tx(db);
-    find_changes(session, changes, production);
-    db.exec("INSERT INTO epc.change_set (cert_type, run_id, base_run) VALUES ($1, $2, $3) ON CONFLICT (cert_type) "
-            "DO UPDATE SET run_id = EXCLUDED.run_id, base_run = EXCLUDED.base_run, found_at = now()",
-            {cert_type_name(type), run_id, base_run});
+    changes.staged_rows = find_changes(session, changes, production);
+    db.exec("INSERT INTO epc.change_set (cert_type, run_id, base_run, staged_rows) VALUES ($1, $2, $3, $4) ON "
+            "CONFLICT (cert_type) DO UPDATE SET run_id = EXCLUDED.run_id, base_run = EXCLUDED.base_run, "
+            "staged_rows = EXCLUDED.staged_rows, found_at = now()",
+            {cert_type_name(type), run_id, base_run, changes.staged_rows});
     db::Result counts = db.exec("SELECT count(*) FILTER (WHERE change = 'new'), count(*) FILTER (WHERE change = "
                                 "'changed'), count(*) FILTER (WHERE change = 'gone') FROM " +
                                 changes.table);

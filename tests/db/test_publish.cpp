@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "epc/db/columns.hpp"
 #include "epc/extract/archive.hpp"
 #include "epc/load/loader.hpp"
 #include "epc/publish/publish.hpp"
@@ -95,6 +96,10 @@ TEST(Publish, ProductionHoldsExactlyTheStagedReleaseWithItsIndexes) {
                      "('address', 'local_authority', 'transaction_type')")
                   .integer(0, 0),
               3);
+    // Its pages keep room for changed rows' new versions (monthly updates beside the old row).
+    EXPECT_EQ(
+        c.exec("SELECT reloptions::text FROM pg_class WHERE oid = 'epc.domestic_certificates'::regclass").text(0, 0),
+        "{fillfactor=" + std::to_string(kProductionFillfactor) + "}");
     db::Result run = c.exec("SELECT status, rows_published, rows_added, rows_disappeared FROM epc.import_run "
                             "WHERE run_id = $1",
                             {std::to_string(loaded.run_id)});
@@ -174,6 +179,43 @@ TEST(Publish, RefusesWhenThereIsNothingSoundToPublish) {
         EXPECT_NE(std::string(e.what()).find("not complete"), std::string::npos) << e.what();
     }
     EXPECT_EQ(db.scalar("SELECT string_agg(cert_key, ',' ORDER BY cert_key) FROM epc.domestic_certificates"), "1,2,3");
+}
+
+// Staging is checked against what its run loaded as publishing reads it: rows removed (or added)
+// since the load stop the publish, the first release and a later one, and nothing reaches
+// production, nor is any half-built table left.
+TEST(Publish, RefusesAStagingChangedSinceItsLoad) {
+    TestDatabase db;
+    const auto refused = [&](const std::string& why) {
+        try {
+            publish_to(db);
+            ADD_FAILURE() << "published a staging changed since its load";
+        } catch (const Error& e) {
+            EXPECT_EQ(e.code(), exit_usage);
+            EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+        }
+    };
+    const LoadSummary first = load_zip(release("changed-first", {1, 2, 3, 4, 5}), db);
+    db.scalar("DELETE FROM epc.stage_domestic WHERE cert_key = '5'");
+    refused("staging holds 4 rows but run " + std::to_string(first.run_id) + " loaded 5 (changed since the load?)");
+    EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'epc' AND tablename LIKE "
+                       "'domestic_certificates%'"),
+              0);
+    EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run WHERE run_id = " + std::to_string(first.run_id)), "loaded");
+
+    load_zip(release("changed-first-again", {1, 2, 3, 4, 5}), db);
+    publish_to(db);
+    const LoadSummary next = load_zip(release("changed-next", {3, 4, 5, 6, 7, 8}), db);
+    db.scalar("INSERT INTO epc.stage_domestic SELECT * FROM epc.stage_domestic WHERE cert_key = '8'");
+    refused("staging holds 7 rows but run " + std::to_string(next.run_id) + " loaded 6");
+    const LoadSummary emptied = load_zip(release("changed-emptied", {3, 4, 5, 6, 7, 8}), db);
+    db.scalar("DELETE FROM epc.stage_domestic");
+    refused("staging of run " + std::to_string(emptied.run_id) +
+            " holds no certificates; an empty release would empty production");
+    EXPECT_EQ(db.scalar("SELECT string_agg(cert_key, ',' ORDER BY cert_key) FROM epc.domestic_certificates"),
+              "1,2,3,4,5");
+    EXPECT_EQ(db.scalar("SELECT status FROM epc.import_run WHERE run_id = " + std::to_string(emptied.run_id)),
+              "loaded");
 }
 
 TEST(Publish, ReadersSeeTheOldReleaseOrTheNewNeverAMix) {

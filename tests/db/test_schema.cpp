@@ -96,7 +96,17 @@ TEST(Schema, ADatabaseOfRelease01IsUpgradedKeepingItsHistory) {
         db.scalar("SELECT string_agg(version || ':' || applied_by, ',' ORDER BY version) FROM epc.schema_version"),
         "1:found in the database (an epc-import before 0.2),2:epc-import " EPC_VERSION ",3:epc-import " EPC_VERSION
         ",4:epc-import " EPC_VERSION ",5:epc-import " EPC_VERSION ",6:epc-import " EPC_VERSION
-        ",7:epc-import " EPC_VERSION ",8:epc-import " EPC_VERSION ",9:epc-import " EPC_VERSION);
+        ",7:epc-import " EPC_VERSION ",8:epc-import " EPC_VERSION ",9:epc-import " EPC_VERSION
+        ",10:epc-import " EPC_VERSION);
+    // What version 10 brought: 0.1's production tables leave room on their pages for changed rows
+    // (the display one too, not published since), and the changes found record the rows compared.
+    EXPECT_EQ(db.count("SELECT count(*) FROM pg_class WHERE oid IN ('epc.domestic_certificates'::regclass, "
+                       "'epc.display_certificates'::regclass) AND reloptions = ARRAY['fillfactor=" +
+                       std::to_string(kProductionFillfactor) + "']"),
+              2);
+    EXPECT_EQ(db.count("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'epc' AND table_name = "
+                       "'change_set' AND column_name = 'staged_rows'"),
+              1);
     // What version 9 brought: the cache's not-founds have an index of their own.
     EXPECT_EQ(db.count("SELECT count(*) FROM pg_indexes WHERE schemaname = 'epc' AND indexname = "
                        "'geocode_cache_not_found' AND indexdef LIKE '%WHERE (status <> ''found''::text)%'"),

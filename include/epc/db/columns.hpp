@@ -207,6 +207,12 @@ std::string concat_ws_expression(const ColumnSet& set, std::string_view alias);
 
 // --- Production: epc.<type>_certificates ---
 
+// How full a production table's pages are filled (percent): the rest of each page is room for
+// its changed rows' new versions, so a monthly UPDATE that changes no indexed column writes the
+// row beside the old one and touches no index (a HOT update). At 28 M rows: the UPDATE of 279 K
+// changed rows took 8-9 s instead of 13-15 s; the table is 11 % bigger.
+inline constexpr int kProductionFillfactor = 90;
+
 // A new production table's columns, as DDL lines: the certificate columns (the key and the
 // postcode in byte order, COLLATE "C"), then the coordinates, the run that wrote the row, its hash
 // and its address key.

@@ -83,10 +83,10 @@ public:
     Connection connect(const std::string& role) const;
     // Runs each list of statements on a connection of its own ("epc-import <type> <role>"), the
     // lists at once, each list in order, every statement with `params`; returns when all have
-    // ended, rethrowing the first failure.
+    // ended, rethrowing the first failure; otherwise the rows all the statements touched.
     // For bulk work on tables no reader sees yet: a statement runs in one backend, on one core.
-    void exec_at_once(const std::vector<std::vector<std::string>>& lists, const Params& params,
-                      const std::string& role) const;
+    std::uint64_t exec_at_once(const std::vector<std::vector<std::string>>& lists, const Params& params,
+                               const std::string& role) const;
 
     // Creates or upgrades the schema (once per session).
     void prepare_schema();
