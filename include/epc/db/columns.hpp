@@ -210,8 +210,8 @@ std::string concat_ws_expression(const ColumnSet& set, std::string_view alias);
 // How full a production table's pages are filled (percent): the rest of each page is room for
 // its changed rows' new versions, so a monthly UPDATE that changes no indexed column writes the
 // row beside the old one and touches no index (a HOT update). At 28 M rows: the UPDATE of 279 K
-// changed rows (three quarters of them such) took 12 s instead of 19; the table is 11 % bigger,
-// which costs a first release about 10 s.
+// changed rows (three quarters of them such) took 12-15 s instead of 19-21; the table is 11 %
+// bigger.
 inline constexpr int kProductionFillfactor = 90;
 
 // A new production table's columns, as DDL lines: the certificate columns (the key and the
