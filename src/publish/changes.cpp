@@ -40,14 +40,14 @@ long long production_run(db::Connection& db, CertType type) {
 
 // The rows staging held when the changes of this run against this production state were found,
 // if they were (by an importer that counted them).
-std::optional<long long> found_already(db::Connection& db, CertType type, long long run_id, long long base_run,
-                                       const ReleaseChanges& changes) {
+std::optional<std::uint64_t> found_already(db::Connection& db, CertType type, long long run_id, long long base_run,
+                                           const ReleaseChanges& changes) {
     db::Result found = db.exec(
         "SELECT staged_rows FROM epc.change_set WHERE cert_type = $1 AND run_id = $2 AND base_run = $3 AND "
         "staged_rows IS NOT NULL AND to_regclass($4) IS NOT NULL AND to_regclass($5) IS NOT NULL",
         {cert_type_name(type), run_id, base_run, changes.table, changes.was});
     if (found.rows() == 0) return std::nullopt;
-    return found.integer(0, 0);
+    return static_cast<std::uint64_t>(found.integer(0, 0));
 }
 
 // Rows of a table streamed (binary COPY) in two halves at once, split by block (TID Range Scans):
@@ -201,7 +201,7 @@ private:
 // Two rows of different values could share a hash: with 64 bits, at 28 M rows and a few percent
 // changed, about once in a million years of monthly releases.
 // Returns the number of staged rows.
-long long find_changes(db::Session& session, const ReleaseChanges& changes, const std::string& production) {
+std::uint64_t find_changes(db::Session& session, const ReleaseChanges& changes, const std::string& production) {
     db::Connection& db = session.db();
     // One snapshot for the whole comparison: the ctids and hashes read stay the rows looked up.
     db.exec("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
@@ -220,8 +220,9 @@ long long find_changes(db::Session& session, const ReleaseChanges& changes, cons
         differing[h].append(differing[h].empty() ? "\"" : ",\"").append(db::CopyOut::tid(f[0])).push_back('"');
     });
     const std::uint64_t staged = counted[0] + counted[1];
-    const std::string staged_tids = "{" + differing[0] + (differing[0].empty() || differing[1].empty() ? "" : ",") +
-                                    differing[1] + "}";
+    std::string staged_tids = "{" + differing[0];
+    if (!differing[0].empty() && !differing[1].empty()) staged_tids += ',';
+    staged_tids.append(differing[1]).push_back('}');
     spdlog::info("changes: {} published row hashes read and sorted in {:.1f} s, {} staged rows compared with them "
                  "in {:.1f} s",
                  known.size(), std::chrono::duration<double>(read - started).count(), staged,
@@ -258,7 +259,7 @@ long long find_changes(db::Session& session, const ReleaseChanges& changes, cons
             {staged_tids});
     db.exec("CREATE INDEX ON " + changes.table + " (cert_key)");
     db.exec("ANALYZE " + changes.table + ", " + changes.was);
-    return static_cast<long long>(staged);
+    return staged;
 }
 
 }  // namespace
@@ -273,7 +274,7 @@ ReleaseChanges release_changes(db::Session& session, long long run_id) {
         return changes;
     }
     const long long base_run = production_run(db, type);
-    if (const std::optional<long long> staged = found_already(db, type, run_id, base_run, changes)) {
+    if (const std::optional<std::uint64_t> staged = found_already(db, type, run_id, base_run, changes)) {
         changes.staged_rows = *staged;
         return changes;
     }

@@ -302,9 +302,8 @@ void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummar
     add_missing_columns(db, t);
     const bool recommendations = prepare_recommendations(session, summary.run_id);
     const ReleaseChanges changes = release_changes(session, summary.run_id);
-    if (static_cast<std::uint64_t>(changes.staged_rows) != summary.rows)
-        throw staging_not_as_loaded(session.type(), summary.run_id, summary.rows,
-                                    static_cast<std::uint64_t>(changes.staged_rows));
+    if (changes.staged_rows != summary.rows)
+        throw staging_not_as_loaded(session.type(), summary.run_id, summary.rows, changes.staged_rows);
     db::Transaction tx(db);
     // The changes are a few percent of production: each of them is best found by production's
     // key. PostgreSQL's default cost of a random page (4, for spinning disks) would rather read

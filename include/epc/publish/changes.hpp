@@ -8,6 +8,7 @@
 // between makes the next stage find it again.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "epc/db/session.hpp"
@@ -18,7 +19,7 @@ struct ReleaseChanges {
     bool first_release = false;  // no production table yet: every certificate is new (no table is made)
     std::string table;           // epc.changes_<type>: staging's columns and `change` (new | changed | gone)
     std::string was;             // epc.changes_<type>_was: production's rows of the changed and gone ones, as they are
-    long long staged_rows = 0;   // the rows staging held when compared (not for a first release)
+    std::uint64_t staged_rows = 0;  // the rows staging held when compared (not for a first release)
 };
 
 // The changes of the run `run_id`, which owns the session's staging and has finished loading.
