@@ -241,7 +241,8 @@ std::uint64_t find_changes(db::Session& session, const ReleaseChanges& changes, 
     db.exec("SET LOCAL work_mem = '256MB'");
     db.exec("SET LOCAL jit = off");
     db.exec("DROP TABLE IF EXISTS " + changes.was);
-    db.exec("CREATE TABLE " + changes.was + " AS SELECT * FROM " + production +
+    const std::string tid(kProductionTid);
+    db.exec("CREATE TABLE " + changes.was + " AS SELECT p.ctid AS " + tid + ", * FROM " + production +
             " p WHERE p.row_hash IN (SELECT row_hash FROM changes_unstaged) OR p.row_hash IS NULL");
 
     const ColumnSet columns = session.staging_columns();
@@ -250,6 +251,7 @@ std::uint64_t find_changes(db::Session& session, const ReleaseChanges& changes, 
         list += (list.empty() ? "" : ", ") +
                 (c.name == kKeyColumn ? "coalesce(s.cert_key, p.cert_key) AS cert_key" : "s." + std::string(c.name));
     for (const BookkeepingColumn& c : bookkeeping_columns()) list += ", s." + std::string(c.name);
+    list += ", p." + tid;
     db.exec("DROP TABLE IF EXISTS " + changes.table);
     db.exec("CREATE TABLE " + changes.table + " AS SELECT " + list +
                 ", CASE WHEN p.cert_key IS NULL THEN 'new' WHEN s.cert_key IS NULL THEN 'gone' ELSE 'changed' END "
@@ -294,6 +296,12 @@ ReleaseChanges release_changes(db::Session& session, long long run_id) {
                  run_id, production, base_run, counts.text(0, 0), counts.text(0, 1), counts.text(0, 2),
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     return changes;
+}
+
+ColumnSet was_columns(db::Session& session, const ReleaseChanges& changes) {
+    std::vector<std::string> names = session.table_columns(changes.was);
+    names.erase(std::remove(names.begin(), names.end(), kProductionTid), names.end());
+    return ColumnSet::from_table(names);
 }
 
 void forget_changes(db::Connection& db, CertType type) {

@@ -223,7 +223,8 @@ void add_missing_columns(db::Connection& db, const ReleaseTables& t) {
 
 // What to apply, in two temporary tables gone at commit: the incoming rows (new or changed
 // certificates, from the changes found against production, and unchanged ones located since
-// they were published) with their values and coordinates, and the keys that are gone.
+// they were published) with their values and coordinates, and the keys that are gone; each
+// changed and gone one with where its row was in production (kProductionTid).
 void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseChanges& changes, long long run_id) {
     db::Connection& db = session.db();
     const std::string columns = production_column_list(t.columns);
@@ -237,18 +238,20 @@ void stage_changes(db::Session& session, const ReleaseTables& t, const ReleaseCh
             " WHERE change <> 'gone' AND address_key IS NOT NULL ORDER BY 1) k JOIN epc.geocode_cache g ON "
             "g.address_key = k.address_key AND g.status = 'found'");
     db.exec("ANALYZE publish_located");
-    db.exec("CREATE TEMP TABLE publish_incoming (LIKE " + t.production + ", is_new boolean NOT NULL) ON COMMIT DROP");
-    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) " +
-                as_production_rows(t.columns, changes.table, "publish_located", ", r.change = 'new'") +
+    const std::string tid(kProductionTid);
+    db.exec("CREATE TEMP TABLE publish_incoming (LIKE " + t.production + ", is_new boolean NOT NULL, " + tid +
+            " tid) ON COMMIT DROP");
+    const std::string incoming = "INSERT INTO publish_incoming (" + columns + ", is_new, " + tid + ") ";
+    db.exec(incoming + as_production_rows(t.columns, changes.table, "publish_located", ", r.change = 'new', r." + tid) +
                 " WHERE r.change <> 'gone'",
             {run_id});
-    db.exec("INSERT INTO publish_incoming (" + columns + ", is_new) SELECT " + certificate_column_list(t.columns, "r") +
-                ", " + kCoordinates + ", $1::bigint, r.row_hash, r.address_key, false FROM " + t.production +
+    db.exec(incoming + "SELECT " + certificate_column_list(t.columns, "r") + ", " + kCoordinates +
+                ", $1::bigint, r.row_hash, r.address_key, false, r.ctid FROM " + t.production +
                 " r JOIN epc.geocode_cache g ON g.address_key = r.address_key AND g.status = 'found' "
                 "WHERE r.latitude IS NULL AND NOT EXISTS (SELECT 1 FROM " +
                 changes.table + " c WHERE c.cert_key = r.cert_key)",
             {run_id});
-    db.exec("CREATE TEMP TABLE publish_gone ON COMMIT DROP AS SELECT cert_key FROM " + changes.table +
+    db.exec("CREATE TEMP TABLE publish_gone ON COMMIT DROP AS SELECT cert_key, " + tid + " FROM " + changes.table +
             " WHERE change = 'gone'");
     db.exec("ANALYZE publish_incoming, publish_gone");  // small: the joins below should use production's key
 }
@@ -265,7 +268,7 @@ void save_undo(db::Session& session, const ReleaseTables& t, const ReleaseChange
     db::Connection& db = session.db();
     forget_undo(db, session.type(), t);
     db.exec("CREATE TABLE " + t.undo + " (LIKE " + t.production + ")");
-    const ColumnSet was = session.columns_of(changes.was);
+    const ColumnSet was = was_columns(session, changes);
     db.exec("INSERT INTO " + t.undo + " (" + production_column_list(was) + ") SELECT " + production_column_list(was) +
             " FROM " + changes.was);
     const ColumnSet kept = session.columns_of(t.production);
@@ -280,16 +283,44 @@ void save_undo(db::Session& session, const ReleaseTables& t, const ReleaseChange
             {cert_type_name(session.type()), run_id});
 }
 
+// A DELETE or UPDATE of production's rows listed in `from` (publish_gone or publish_incoming's
+// changed rows: `rows` of them) that reaches them where they were when the changes were found
+// (their ctids, as a Tid Scan in block order; the key is checked all the same), and, if fewer were
+// there (production rewritten since by VACUUM FULL or CLUSTER, or a row changed by someone else),
+// does it again by key instead. Reaching 279 K rows of a 28 M-row table by key reads a cold index
+// leaf for each first: the DELETE took 17.9 s by key and 8.2 s by ctid. `statement` ends in the
+// join condition's start: "... WHERE ".
+std::uint64_t at_found_rows(db::Connection& db, const std::string& statement, const std::string& from,
+                            std::uint64_t rows, const std::string& production) {
+    const std::string tid(kProductionTid);
+    db.exec("SAVEPOINT at_found_rows");
+    const std::uint64_t found = db.exec(statement + "p.ctid = ANY (ARRAY(SELECT " + tid + " FROM " + from + " WHERE " +
+                                        tid + " IS NOT NULL)) AND p.cert_key = f.cert_key")
+                                    .affected();
+    if (found == rows) {
+        db.exec("RELEASE SAVEPOINT at_found_rows");
+        return found;
+    }
+    spdlog::warn("publish: {} of {} rows were no longer where the changes found them in {} (rewritten since?); "
+                 "reaching them by key",
+                 rows - found, rows, production);
+    db.exec("ROLLBACK TO SAVEPOINT at_found_rows");
+    return db.exec(statement + "p.cert_key = f.cert_key").affected();
+}
+
 // Row-level changes only: they lock the rows they touch, and no SELECT waits for them. A user's
 // foreign key to a removed certificate stops the publish here (the transaction rolls back whole).
 void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s) {
     const std::string columns = production_column_list(t.columns);
-    s.disappeared =
-        db.exec("DELETE FROM " + t.production + " p USING publish_gone g WHERE p.cert_key = g.cert_key").affected();
-    s.changed = db.exec("UPDATE " + t.production + " p SET (" + columns + ") = (" +
-                        production_column_list(t.columns, "i") +
-                        ") FROM publish_incoming i WHERE p.cert_key = i.cert_key AND NOT i.is_new")
-                    .affected();
+    db::Result expected = db.exec(
+        "SELECT (SELECT count(*) FROM publish_gone), (SELECT count(*) FROM publish_incoming WHERE NOT is_new)");
+    s.disappeared = at_found_rows(db, "DELETE FROM " + t.production + " p USING publish_gone f WHERE ", "publish_gone",
+                                  static_cast<std::uint64_t>(expected.integer(0, 0)), t.production);
+    s.changed = at_found_rows(db,
+                              "UPDATE " + t.production + " p SET (" + columns + ") = (" +
+                                  production_column_list(t.columns, "f") +
+                                  ") FROM publish_incoming f WHERE NOT f.is_new AND ",
+                              "publish_incoming", static_cast<std::uint64_t>(expected.integer(0, 1)), t.production);
     s.added = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
                       production_column_list(t.columns, "i") + " FROM publish_incoming i WHERE i.is_new")
                   .affected();

@@ -412,3 +412,49 @@ TEST(Revert, ChangesFoundBeforeARevertAreFoundAgainByPublish) {
     EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE schemaname = 'epc' AND tablename = 'changes_domestic'"),
               0);
 }
+
+// Publish reaches the changed and gone rows where the changes found them in production; rows that
+// have moved since (here by a write that changes no value; VACUUM FULL or CLUSTER would do the
+// same) are reached by key instead, with the same counts, the same undo, and a warning.
+TEST(Revert, RowsMovedInProductionSinceTheChangesWereFoundArePublishedByKey) {
+    TestDatabase db;
+    load_zip(release("moved-a", keys(1, 300)), db);
+    publish_to(db);
+    db::Connection c = db.connect();
+    const std::string moved = "no longer where the changes found them";
+
+    // B: 1..20 gone, every 7th changed, 301..310 new; found, then published where they were found.
+    const LoadSummary b = load_zip(release("moved-b", keys(21, 310), {49, 70, 140}), db);
+    {
+        db::Session session = db.session();
+        ASSERT_FALSE(release_changes(session, b.run_id).first_release);
+    }
+    epc::test::Outcome pb = import({"publish", "--db", db.conninfo()}, "moved-publish-b");
+    ASSERT_EQ(pb.exit_code, 0) << pb.err;
+    EXPECT_EQ(pb.err.find(moved), std::string::npos) << pb.err;
+    EXPECT_EQ(differences_from_staging(c), 0);
+    snapshot(c, "public.moved_b");
+
+    // C: 21..40 gone, 60 and 90 changed, 311..315 new; every production row moves after the
+    // changes are found.
+    std::vector<int> c_keys = keys(41, 315);
+    const LoadSummary c_run = load_zip(release("moved-c", c_keys, {60, 90}), db);
+    {
+        db::Session session = db.session();
+        ASSERT_FALSE(release_changes(session, c_run.run_id).first_release);
+    }
+    c.exec("UPDATE epc.domestic_certificates SET run_id = run_id");
+    epc::test::Outcome pc = import({"publish", "--db", db.conninfo()}, "moved-publish-c");
+    ASSERT_EQ(pc.exit_code, 0) << pc.err;
+    EXPECT_NE(pc.err.find("20 of 20 rows were " + moved), std::string::npos) << pc.err;
+    // 60 and 90, and B's changed rows 49, 70 and 140, whose values C has as A had them.
+    EXPECT_NE(pc.err.find("5 of 5 rows were " + moved), std::string::npos) << pc.err;
+    EXPECT_EQ(differences_from_staging(c), 0);
+    EXPECT_EQ(db.scalar("SELECT rows_added || ',' || rows_changed || ',' || rows_disappeared FROM epc.import_run "
+                        "WHERE run_id = " +
+                        std::to_string(c_run.run_id)),
+              "5,5,20");
+    EXPECT_EQ(db.count("SELECT count(*) FROM epc.undo_domestic"), 25);
+    revert_in(db);
+    EXPECT_EQ(differences(c, "public.moved_b"), 0);
+}

@@ -10,7 +10,9 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
+#include "epc/db/columns.hpp"
 #include "epc/db/session.hpp"
 
 namespace epc {
@@ -22,9 +24,17 @@ struct ReleaseChanges {
     std::uint64_t staged_rows = 0;  // the rows staging held when compared (not for a first release)
 };
 
+// The column of `ReleaseChanges::was` and `ReleaseChanges::table` beside the certificate's: where
+// production's row of a changed or gone certificate was when the changes were found (its ctid),
+// so publish reaches it without a lookup by key (checking the key all the same).
+inline constexpr std::string_view kProductionTid = "production_tid";
+
 // The changes of the run `run_id`, which owns the session's staging and has finished loading.
 // Runs in its own transaction(s); the caller holds the type's lock.
 ReleaseChanges release_changes(db::Session& session, long long run_id);
+
+// Production's columns that `changes.was` holds (as production had them when the changes were found).
+ColumnSet was_columns(db::Session& session, const ReleaseChanges& changes);
 
 // Forgets the changes (in the caller's transaction: publish drops them as it commits).
 void forget_changes(db::Connection& db, CertType type);
