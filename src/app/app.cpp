@@ -254,7 +254,10 @@ public:
 
 private:
     db::Session& session() {
-        if (!session_) session_.emplace(conninfo_, o_.type, std::string(command_name(o_.command)));
+        if (!session_) {
+            session_.emplace(conninfo_, o_.type, std::string(command_name(o_.command)));
+            session_->set_jobs(o_.jobs);
+        }
         return *session_;
     }
 

@@ -74,7 +74,10 @@ void add_common_options(CLI::App& app, Options& o, RawOptions& raw) {
     app.add_option("--expect-dirs", o.expect_dirs,
                    "legacy layout: require exactly N Local Authority directories (default: report the count)")
         ->check(CLI::Range(1, 100000));
-    app.add_option("--jobs", o.jobs, "parallel loader connections (default: number of cores)")
+    app.add_option("--jobs", o.jobs,
+                   "parallel loader connections (default: number of cores); with 1, geocode and publish also "
+                   "compare a release with production, and publish builds a first release, on one connection "
+                   "instead of two")
         ->check(CLI::Range(1, 64));
     app.add_option("--max-rejects", o.max_rejects,
                    "fail the run when more rows than this are rejected (default: no limit)");

@@ -55,12 +55,13 @@ std::optional<std::uint64_t> found_already(db::Connection& db, CertType type, lo
 // backend, one core: production's 28 M hashes took 9.7 s as one stream, 5.9 s as two halves.
 // (Staging's rows, read for the first time since the load, stream no faster so: that first read
 // writes every page again, with its rows' commit hint bits.) Before PostgreSQL 14 (no TID Range
-// Scan, so each half would read the whole table) in one stream.
+// Scan, so each half would read the whole table), or with --jobs 1, in one stream.
 class TwoHalves {
 public:
     // `db` is in a REPEATABLE READ transaction that has run a statement (its snapshot is taken).
     TwoHalves(db::Session& session, db::Connection& db) : db_(db) {
-        if (db.exec("SELECT current_setting('server_version_num')::int >= 140000").boolean(0, 0)) {
+        if (session.jobs() >= 2 &&
+            db.exec("SELECT current_setting('server_version_num')::int >= 140000").boolean(0, 0)) {
             const std::string snapshot = db.exec("SELECT pg_export_snapshot()").text(0, 0);
             helper_.emplace(session.connect("changes"));
             helper_->exec("BEGIN ISOLATION LEVEL REPEATABLE READ");

@@ -125,14 +125,18 @@ void mark_published(db::Connection& db, const PublishSummary& s) {
 // Every certificate of staging with its coordinates, in two halves at once, each on a connection
 // of its own: a statement runs in one backend, on one core (at 28 M rows 82 s as one statement,
 // 60 s as two halves). The halves split by the address key's hash, so each joins half the cache.
-// Returns the rows it wrote.
+// With --jobs 1, one statement on the session's connection. Returns the rows it wrote.
 std::uint64_t fill_first_release(db::Session& session, const ReleaseTables& t, long long run_id) {
+    const std::string insert = "INSERT INTO " + t.fresh + " (" + production_column_list(t.columns) + ") ";
+    if (session.jobs() < 2)
+        return session.db()
+            .exec(insert + as_production_rows(t.columns, session.staging().rows, "epc.geocode_cache"), {run_id})
+            .affected();
     std::vector<std::vector<std::string>> halves;
     for (const char* half : {"0", "1"}) {
         const std::string located = std::string("(SELECT * FROM epc.geocode_cache WHERE hashtext(address_key) & 1 = ") +
                                     half + ")";
-        halves.push_back({"INSERT INTO " + t.fresh + " (" + production_column_list(t.columns) + ") " +
-                          as_production_rows(t.columns, session.staging().rows, located) +
+        halves.push_back({insert + as_production_rows(t.columns, session.staging().rows, located) +
                           " WHERE coalesce(hashtext(r.address_key) & 1, 0) = " + half});
     }
     return session.exec_at_once(halves, {run_id}, "publish");
@@ -283,20 +287,18 @@ void save_undo(db::Session& session, const ReleaseTables& t, const ReleaseChange
             {cert_type_name(session.type()), run_id});
 }
 
-// A DELETE or UPDATE of production's rows listed in `from` (publish_gone or publish_incoming's
-// changed rows: `rows` of them) that reaches them where they were when the changes were found
-// (their ctids, as a Tid Scan in block order; the key is checked all the same), and, if fewer were
-// there (production rewritten since by VACUUM FULL or CLUSTER, or a row changed by someone else),
-// does it again by key instead. Reaching 279 K rows of a 28 M-row table by key reads a cold index
-// leaf for each first: the DELETE took 17.9 s by key and 8.2 s by ctid. `statement` ends in the
-// join condition's start: "... WHERE ".
-std::uint64_t at_found_rows(db::Connection& db, const std::string& statement, const std::string& from,
-                            std::uint64_t rows, const std::string& production) {
+// A DELETE or UPDATE of production's rows `p` listed in `f` (publish_gone, or publish_incoming's
+// changed rows: `rows` of them) that reaches each where the changes found it, by its ctid, in
+// production's block order (one page read, changed and written out in turn), checking the key;
+// and, if fewer were there (production rewritten since, by VACUUM FULL or CLUSTER, or a row
+// changed by someone else), does it again by key instead. By key, each of 279 K rows of a 28 M-row
+// table first reads a cold index leaf: the DELETE took 14-23 s by key, 5 s by ctid. `statement`
+// ends where the join condition goes: "... WHERE ".
+std::uint64_t at_found_rows(db::Connection& db, const std::string& statement, std::uint64_t rows,
+                            const std::string& production) {
     const std::string tid(kProductionTid);
     db.exec("SAVEPOINT at_found_rows");
-    const std::uint64_t found = db.exec(statement + "p.ctid = ANY (ARRAY(SELECT " + tid + " FROM " + from + " WHERE " +
-                                        tid + " IS NOT NULL)) AND p.cert_key = f.cert_key")
-                                    .affected();
+    const std::uint64_t found = db.exec(statement + "p.ctid = f." + tid + " AND p.cert_key = f.cert_key").affected();
     if (found == rows) {
         db.exec("RELEASE SAVEPOINT at_found_rows");
         return found;
@@ -312,15 +314,17 @@ std::uint64_t at_found_rows(db::Connection& db, const std::string& statement, co
 // foreign key to a removed certificate stops the publish here (the transaction rolls back whole).
 void apply_changes(db::Connection& db, const ReleaseTables& t, PublishSummary& s) {
     const std::string columns = production_column_list(t.columns);
+    const std::string tid(kProductionTid);
     db::Result expected = db.exec(
         "SELECT (SELECT count(*) FROM publish_gone), (SELECT count(*) FROM publish_incoming WHERE NOT is_new)");
-    s.disappeared = at_found_rows(db, "DELETE FROM " + t.production + " p USING publish_gone f WHERE ", "publish_gone",
-                                  static_cast<std::uint64_t>(expected.integer(0, 0)), t.production);
-    s.changed = at_found_rows(db,
-                              "UPDATE " + t.production + " p SET (" + columns + ") = (" +
-                                  production_column_list(t.columns, "f") +
-                                  ") FROM publish_incoming f WHERE NOT f.is_new AND ",
-                              "publish_incoming", static_cast<std::uint64_t>(expected.integer(0, 1)), t.production);
+    s.disappeared = at_found_rows(
+        db, "DELETE FROM " + t.production + " p USING (SELECT * FROM publish_gone ORDER BY " + tid + ") f WHERE ",
+        static_cast<std::uint64_t>(expected.integer(0, 0)), t.production);
+    s.changed = at_found_rows(
+        db,
+        "UPDATE " + t.production + " p SET (" + columns + ") = (" + production_column_list(t.columns, "f") +
+            ") FROM (SELECT * FROM publish_incoming WHERE NOT is_new ORDER BY " + tid + ") f WHERE ",
+        static_cast<std::uint64_t>(expected.integer(0, 1)), t.production);
     s.added = db.exec("INSERT INTO " + t.production + " (" + columns + ") SELECT " +
                       production_column_list(t.columns, "i") + " FROM publish_incoming i WHERE i.is_new")
                   .affected();
@@ -340,6 +344,7 @@ void publish_changes(db::Session& session, const ReleaseTables& t, PublishSummar
     // key. PostgreSQL's default cost of a random page (4, for spinning disks) would rather read
     // all of production for every join; its pages are in memory or on SSD.
     db.exec("SET LOCAL random_page_cost = 1.1");
+    db.exec("SET LOCAL work_mem = '256MB'");  // the changed rows sorted in production's order in memory
     stage_changes(session, t, changes, summary.run_id);
     save_undo(session, t, changes, summary.run_id);
     apply_changes(db, t, summary);

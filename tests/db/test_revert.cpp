@@ -458,3 +458,51 @@ TEST(Revert, RowsMovedInProductionSinceTheChangesWereFoundArePublishedByKey) {
     revert_in(db);
     EXPECT_EQ(differences(c, "public.moved_b"), 0);
 }
+
+// `--jobs 1` keeps publish to one connection (the first release's build and the comparison with
+// production otherwise use two at once): a role allowed a single connection can publish with it,
+// and cannot without it. Each importer process logs in as a login role of its own, all acting as
+// the database's owner (a plain role, not a superuser), so no backend of an earlier process still
+// exiting counts against the limit.
+TEST(Publish, JobsOneKeepsPublishToOneConnection) {
+    TestDatabase db;
+    db::Connection c = db.connect();
+    const std::string owner = db.name() + "_owner";
+    c.exec("CREATE ROLE " + owner + " NOLOGIN");
+    c.exec("ALTER DATABASE " + db.name() + " OWNER TO " + owner);
+    int logins = 0;
+    // A new login role acting as the owner, allowed `limit` connections (-1: any).
+    const auto as_new_login = [&](int limit) {
+        const std::string login = db.name() + "_login" + std::to_string(++logins);
+        c.exec("CREATE ROLE " + login + " LOGIN PASSWORD 'secret' IN ROLE " + owner + " CONNECTION LIMIT " +
+               std::to_string(limit));
+        return "dbname=" + db.name() + " user=" + login + " password=secret options='-c role=" + owner + "'";
+    };
+    const auto run = [&](const std::vector<std::string>& args, const std::string& conninfo, const std::string& tag) {
+        std::vector<std::string> argv = args;
+        argv.insert(argv.end(), {"--db", conninfo});
+        return import(argv, tag);
+    };
+
+    epc::test::Outcome load_a = run({"load", "--zip", release("one-a", keys(1, 300))}, as_new_login(-1), "one-load-a");
+    ASSERT_EQ(load_a.exit_code, 0) << load_a.err;
+    epc::test::Outcome two = run({"publish", "--jobs", "2"}, as_new_login(1), "one-publish-two");
+    EXPECT_EQ(two.exit_code, 5) << two.err;
+    EXPECT_NE(two.err.find("too many connections for role"), std::string::npos) << two.err;
+    EXPECT_EQ(db.count("SELECT count(*) FROM pg_tables WHERE tablename = 'domestic_certificates'"), 0);
+    epc::test::Outcome one = run({"publish", "--jobs", "1"}, as_new_login(1), "one-publish-a");
+    ASSERT_EQ(one.exit_code, 0) << one.err;
+    EXPECT_EQ(differences_from_staging(c), 0);
+    EXPECT_EQ(db.scalar("SELECT tableowner FROM pg_tables WHERE tablename = 'domestic_certificates'"), owner);
+
+    // The next month, compared with production in one stream: 1..10 gone, 20 and 40 changed, 301..305 new.
+    epc::test::Outcome load_b = run({"load", "--zip", release("one-b", keys(11, 305), {20, 40})}, as_new_login(-1),
+                                    "one-load-b");
+    ASSERT_EQ(load_b.exit_code, 0) << load_b.err;
+    epc::test::Outcome next = run({"publish", "--jobs", "1"}, as_new_login(1), "one-publish-b");
+    ASSERT_EQ(next.exit_code, 0) << next.err;
+    EXPECT_EQ(differences_from_staging(c), 0);
+    EXPECT_EQ(db.scalar("SELECT rows_added || ',' || rows_changed || ',' || rows_disappeared FROM epc.import_run "
+                        "WHERE status = 'published' ORDER BY run_id DESC LIMIT 1"),
+              "5,2,10");
+}

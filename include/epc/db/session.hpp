@@ -87,6 +87,10 @@ public:
     // For bulk work on tables no reader sees yet: a statement runs in one backend, on one core.
     std::uint64_t exec_at_once(const std::vector<std::vector<std::string>>& lists, const Params& params,
                                const std::string& role) const;
+    // How many connections a step of a stage may work on at once (--jobs): the comparison of a
+    // release with production and the first release's build use two when allowed, else one.
+    void set_jobs(unsigned jobs) { jobs_ = jobs > 0 ? jobs : 1; }
+    unsigned jobs() const { return jobs_; }
 
     // Creates or upgrades the schema (once per session).
     void prepare_schema();
@@ -136,6 +140,7 @@ private:
     StagingTables staging_;
     Connection db_;
     bool schema_ready_ = false;
+    unsigned jobs_ = 2;
     bool type_locked_ = false;
     struct HeldLock {
         std::string function;  // what releases it: pg_advisory_unlock or pg_advisory_unlock_shared
