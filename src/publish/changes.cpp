@@ -39,13 +39,14 @@ long long production_run(db::Connection& db, CertType type) {
 }
 
 // The rows staging held when the changes of this run against this production state were found,
-// if they were (by an importer that counted them).
+// if they were (by an importer that counted them and kept where production's rows were).
 std::optional<std::uint64_t> found_already(db::Connection& db, CertType type, long long run_id, long long base_run,
                                            const ReleaseChanges& changes) {
     db::Result found = db.exec(
         "SELECT staged_rows FROM epc.change_set WHERE cert_type = $1 AND run_id = $2 AND base_run = $3 AND "
-        "staged_rows IS NOT NULL AND to_regclass($4) IS NOT NULL AND to_regclass($5) IS NOT NULL",
-        {cert_type_name(type), run_id, base_run, changes.table, changes.was});
+        "staged_rows IS NOT NULL AND to_regclass($5) IS NOT NULL AND EXISTS (SELECT 1 FROM pg_attribute WHERE "
+        "attrelid = to_regclass($4) AND attname = $6 AND NOT attisdropped)",
+        {cert_type_name(type), run_id, base_run, changes.table, changes.was, std::string(kProductionTid)});
     if (found.rows() == 0) return std::nullopt;
     return static_cast<std::uint64_t>(found.integer(0, 0));
 }

@@ -413,6 +413,28 @@ TEST(Revert, ChangesFoundBeforeARevertAreFoundAgainByPublish) {
               0);
 }
 
+// Changes found by an importer that did not keep where production's rows were (before
+// production_tid) are found again by publish, not applied without it.
+TEST(Revert, ChangesFoundWithoutProductionsPlacesAreFoundAgain) {
+    TestDatabase db;
+    load_zip(release("places-a", keys(1, 100)), db);
+    publish_to(db);
+    const LoadSummary b = load_zip(release("places-b", keys(11, 120), {50}), db);
+    {
+        db::Session session = db.session();
+        const ReleaseChanges found = release_changes(session, b.run_id);
+        db::Connection c = db.connect();
+        c.exec("ALTER TABLE " + found.table + " DROP COLUMN " + std::string(kProductionTid));
+        c.exec("ALTER TABLE " + found.was + " DROP COLUMN " + std::string(kProductionTid));
+    }
+    PublishSummary pb = publish_to(db);
+    EXPECT_EQ(pb.added, 20u);
+    EXPECT_EQ(pb.disappeared, 10u);
+    EXPECT_EQ(pb.changed, 1u);
+    db::Connection c = db.connect();
+    EXPECT_EQ(differences_from_staging(c), 0);
+}
+
 // Publish reaches the changed and gone rows where the changes found them in production; rows that
 // have moved since (here by a write that changes no value; VACUUM FULL or CLUSTER would do the
 // same) are reached by key instead, with the same counts, the same undo, and a warning.
