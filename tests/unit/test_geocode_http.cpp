@@ -226,10 +226,12 @@ TEST(GeocodeHttp, RetryAfterIsHonoured) {
     ASSERT_EQ(records.size(), 2u);
     EXPECT_GE(seconds(records[1].at - records[0].at), 1.0);
 
-    // Retry-After as an HTTP date (whole seconds: two seconds ahead is a wait of more than one).
-    std::time_t in_two = std::time(nullptr) + 2;
+    // Retry-After as an HTTP date. It has whole seconds: three seconds after the start of the
+    // current one is more than two after now, so more than one after the request however late in
+    // its second that is sent (two ahead could be 0.996 s after a request sent just past a second).
+    std::time_t in_three = std::time(nullptr) + 3;
     char date[64];
-    std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", std::gmtime(&in_two));
+    std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", std::gmtime(&in_three));
     s.fail_next(Fault::status(503, date));
     Outcome dated = run("google", o, {query("1 Road")});
     EXPECT_EQ(dated.results[0].status, Status::found);
